@@ -1,0 +1,177 @@
+"""The library facade: every CLI command and HTTP endpoint is a call here first.
+
+    >>> from kbrelease import KbRelease, load_config
+    >>> kb = KbRelease(load_config("examples/kbrelease.yaml"))
+    >>> record = kb.publish()          # sync → build → verify → switch
+    >>> kb.search("how do I reset my password?", k=3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kbrelease.config import Config
+from kbrelease.embedding.base import ImageEmbedder, TextEmbedder
+from kbrelease.progress import Quiet, Reporter
+from kbrelease.release.registry import Pointer, Registry, ReleaseRecord
+from kbrelease.search import Hit
+from kbrelease.sources.sync import SyncInfo
+from kbrelease.store.milvus import MilvusStore
+
+
+@dataclass
+class PublishInfo:
+    """What ``publish`` did: the sync, the release, and the new pointer."""
+
+    sync: SyncInfo
+    release: ReleaseRecord
+    live: str | None
+    previous: str | None
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def asdict(self) -> dict[str, Any]:
+        return {
+            "sync": self.sync.asdict(),
+            "release": self.release.asdict(),
+            "live": self.live,
+            "previous": self.previous,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class KbRelease:
+    """One configured project: its workspace, its Milvus, its environment."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        reporter: Reporter | None = None,
+        text_embedder: TextEmbedder | None = None,
+        image_embedder: ImageEmbedder | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.reporter = reporter or Quiet()
+        self._text = text_embedder
+        self._image = image_embedder
+        self._store: MilvusStore | None = None
+        self._registry: Registry | None = None
+
+    # --- resources ----------------------------------------------------------
+    @property
+    def store(self) -> MilvusStore:
+        if self._store is None:
+            self._store = MilvusStore.from_config(self.cfg)
+        return self._store
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry(self.store, self.cfg.milvus.registry_db, self.cfg.environment)
+        return self._registry
+
+    @property
+    def text_embedder(self) -> TextEmbedder:
+        if self._text is None:
+            from kbrelease.embedding.factory import make_text_embedder
+
+            self._text = make_text_embedder(self.cfg)
+        return self._text
+
+    @property
+    def image_embedder(self) -> ImageEmbedder:
+        if self._image is None:
+            from kbrelease.embedding.factory import make_image_embedder
+
+            self._image = make_image_embedder(self.cfg)
+        return self._image
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+    def __enter__(self) -> KbRelease:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- pipeline -----------------------------------------------------------
+    def sync(self, sources: list[str] | None = None) -> SyncInfo:
+        from kbrelease.sources.sync import sync
+
+        info, _ = sync(self.cfg, self.reporter, sources)
+        return info
+
+    def build(self, release: str | None = None) -> ReleaseRecord:
+        from kbrelease.release.build import Builder
+
+        builder = Builder(self.cfg, self.store, self.registry, self.reporter, self._text, self._image)
+        record = builder.run(release)
+        self._text, self._image = builder._text, builder._image  # keep loaded models
+        return record
+
+    def verify(self, release: str) -> ReleaseRecord:
+        from kbrelease.release.verify import verify
+
+        return verify(self.cfg, self.store, self.registry, release)
+
+    def switch(self, release: str) -> Pointer:
+        from kbrelease.release.lifecycle import switch
+
+        return switch(self.registry, release)
+
+    def rollback(self) -> Pointer:
+        from kbrelease.release.lifecycle import rollback
+
+        return rollback(self.registry)
+
+    def publish(self, release: str | None = None) -> PublishInfo:
+        """sync → build → verify → switch. A failure at any step leaves the live release as it was."""
+        import time
+
+        started = time.monotonic()
+        synced = self.sync()
+        record = self.build(release)
+        record = self.verify(record.name)
+        pointer = self.switch(record.name)
+        return PublishInfo(synced, record, pointer.live, pointer.previous, time.monotonic() - started)
+
+    # --- reading --------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        from kbrelease.release.lifecycle import status
+
+        return status(self.registry)
+
+    def releases(self) -> list[ReleaseRecord]:
+        return self.registry.list()
+
+    def release(self, name: str) -> ReleaseRecord:
+        return self.registry.require(name)
+
+    def gc(self, keep: int | None = None) -> list[str]:
+        from kbrelease.release.lifecycle import gc
+
+        return gc(self.store, self.registry, keep or self.cfg.keep_releases)
+
+    def search(self, query: str, k: int = 5, source: str | None = None, release: str | None = None) -> list[Hit]:
+        from kbrelease.search import check_compatible, resolve_release, search_vectors
+
+        record = resolve_release(self.registry, release)
+        check_compatible(record, "text", self.text_embedder.identity)
+        vector = self.text_embedder.embed_texts([query])[0].tolist()
+        return search_vectors(self.store, record, vector, "text", k, source)
+
+    def search_image(self, image: bytes | Path, k: int = 5, source: str | None = None, release: str | None = None) -> list[Hit]:
+        from kbrelease.images.preprocess import preprocess_image
+        from kbrelease.search import check_compatible, resolve_release, search_vectors
+
+        data = image.read_bytes() if isinstance(image, Path) else image
+        record = resolve_release(self.registry, release)
+        emb = self.image_embedder
+        check_compatible(record, "image", emb.identity)
+        arr = preprocess_image(data, emb.input_size, emb.mean, emb.std, self.cfg.image.max_pixels)
+        vector = emb.embed_arrays(arr[None, ...])[0].tolist()
+        return search_vectors(self.store, record, vector, "image", k, source)

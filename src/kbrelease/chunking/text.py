@@ -1,0 +1,140 @@
+"""Text files → chunks that fit the embedding model.
+
+Decoding: UTF-8 (BOM or not), UTF-16 with BOM, else the configured fallback
+with a warning. Binary files (NUL bytes), empty files and files over the size
+limit are refused with :class:`InputFileError`.
+
+Chunking: paragraphs are kept whole where they fit and merged up to a target
+size; longer paragraphs are split at sentence boundaries. Sizes are counted in
+the embedding model's own tokens (all-MiniLM-L6-v2 silently truncates at 256
+word pieces, so nothing may be longer). The splitting is semantic-text-splitter's;
+markdown is first cut into sections at its headings (parsed by markdown-it) so
+every chunk carries its heading path.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kbrelease.errors import InputFileError
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of one file, ready to embed."""
+
+    text: str
+    index: int
+    start: int
+    """Character offset of the chunk in the decoded file."""
+    heading_path: tuple[str, ...] = ()
+
+    @property
+    def heading(self) -> str:
+        return " > ".join(self.heading_path)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    text: str
+    encoding: str
+    warnings: tuple[str, ...] = field(default=())
+
+
+def decode_text(data: bytes, fallback_encoding: str = "latin-1") -> Decoded:
+    """Decode a text file's bytes, refusing binary and empty content."""
+    if data.startswith(codecs.BOM_UTF8):
+        try:
+            return Decoded(data[len(codecs.BOM_UTF8) :].decode("utf-8"), "utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise InputFileError(f"starts with a UTF-8 BOM but is not valid UTF-8 ({exc.reason} at byte {exc.start}); re-save it as UTF-8") from exc
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            text = data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise InputFileError(f"starts with a UTF-16 BOM but is not valid UTF-16 ({exc.reason}); re-save it as UTF-8") from exc
+        return Decoded(text, "utf-16")
+    if b"\x00" in data[:8192]:
+        raise InputFileError("binary content (NUL bytes) in a text file; remove it from the source or add it to 'exclude'")
+    try:
+        return Decoded(data.decode("utf-8"), "utf-8")
+    except UnicodeDecodeError as exc:
+        try:
+            text = data.decode(fallback_encoding)
+        except (UnicodeDecodeError, LookupError) as exc2:
+            raise InputFileError(
+                f"not UTF-8 ({exc.reason} at byte {exc.start}) and not {fallback_encoding}; re-save it as UTF-8 or set text.fallback_encoding"
+            ) from exc2
+        return Decoded(
+            text,
+            fallback_encoding,
+            (f"not valid UTF-8 (byte {exc.start}); decoded as {fallback_encoding} (text.fallback_encoding)",),
+        )
+
+
+def _markdown_sections(text: str) -> list[tuple[tuple[str, ...], int, int]]:
+    """(heading path, start char, end char) of each section body of a markdown text."""
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").parse(text)
+    line_starts = [0]
+    for line in text.splitlines(keepends=True):
+        line_starts.append(line_starts[-1] + len(line))
+
+    def offset(line_no: int) -> int:
+        return line_starts[min(line_no, len(line_starts) - 1)]
+
+    headings: list[tuple[int, str, int, int]] = []  # level, title, first line, line after
+    for i, tok in enumerate(tokens):
+        if tok.type == "heading_open" and tok.map is not None:
+            title = tokens[i + 1].content.strip() if i + 1 < len(tokens) else ""
+            headings.append((int(tok.tag[1:]), title, tok.map[0], tok.map[1]))
+    sections: list[tuple[tuple[str, ...], int, int]] = []
+    path: list[tuple[int, str]] = []
+    body_start = 0
+    for level, title, first, after in headings:
+        sections.append((tuple(t for _, t in path), body_start, offset(first)))
+        path = [(lv, t) for lv, t in path if lv < level] + [(level, title)]
+        body_start = offset(after)
+    sections.append((tuple(t for _, t in path), body_start, len(text)))
+    return [s for s in sections if text[s[1] : s[2]].strip()]
+
+
+class TextChunker:
+    """Splits decoded text into chunks of at most ``max_tokens`` model tokens."""
+
+    def __init__(
+        self,
+        max_tokens: int,
+        target_tokens: int,
+        hf_tokenizer: Any | None = None,
+        count_tokens: Callable[[str], int] | None = None,
+    ) -> None:
+        from semantic_text_splitter import MarkdownSplitter, TextSplitter
+
+        target = max(1, min(target_tokens, max_tokens))
+        capacity = (target, max_tokens)
+        self.max_tokens = max_tokens
+        if hf_tokenizer is not None:
+            hf_tokenizer.no_truncation()
+            hf_tokenizer.no_padding()
+            self._text = TextSplitter.from_huggingface_tokenizer(hf_tokenizer, capacity)
+            self._md = MarkdownSplitter.from_huggingface_tokenizer(hf_tokenizer, capacity)
+        elif count_tokens is not None:
+            self._text = TextSplitter.from_callback(count_tokens, capacity)
+            self._md = MarkdownSplitter.from_callback(count_tokens, capacity)
+        else:
+            raise ValueError("TextChunker needs hf_tokenizer or count_tokens")
+
+    def chunk(self, text: str, markdown: bool) -> list[Chunk]:
+        if not markdown:
+            return [Chunk(c.strip(), i, off) for i, (off, c) in enumerate(self._text.chunk_indices(text)) if c.strip()]
+        chunks: list[Chunk] = []
+        for path, start, end in _markdown_sections(text):
+            for off, piece in self._md.chunk_indices(text[start:end]):
+                if piece.strip():
+                    chunks.append(Chunk(piece.strip(), len(chunks), start + off, path))
+        return chunks

@@ -1,0 +1,102 @@
+"""The kbrelease error tree.
+
+Every error a user can meet is a :class:`KbReleaseError`; its message says what
+went wrong, with context (source, file, release, collection), and ends with the
+fix. Foreign errors (boto, s3fs, pymilvus, httpx) are translated once, at the
+adapter that calls them, with ``raise ... from exc``.
+
+::
+
+    KbReleaseError
+    ├── ConfigError              bad or missing configuration (permanent)
+    ├── SourceError              a source cannot be listed or read
+    │   └── SourceUnreachable    network/endpoint down (transient)
+    ├── InputFileError           one input file cannot be used (reported, not fatal)
+    ├── EmbeddingError           an embedder failed or returned bad vectors
+    │   └── EmbeddingUnavailable endpoint down / rate limited after retries (transient)
+    ├── StoreError               the vector store refused an operation
+    │   └── StoreUnreachable     Milvus cannot be reached (transient)
+    └── ReleaseError             release lifecycle rule broken (unknown release,
+        └── VerificationError    wrong state, a release that failed verification)
+
+``transient`` is True where retrying later may succeed.
+"""
+
+from __future__ import annotations
+
+
+class KbReleaseError(Exception):
+    """Root of every kbrelease error. ``exit_code`` is used by the CLI."""
+
+    transient: bool = False
+    exit_code: int = 1
+
+
+class ConfigError(KbReleaseError):
+    """The configuration is invalid or incomplete; the message names the key."""
+
+    exit_code = 2
+
+
+class SourceError(KbReleaseError):
+    """A source cannot be listed or read."""
+
+
+class SourceUnreachable(SourceError):
+    """A source endpoint cannot be reached."""
+
+    transient = True
+
+
+class InputFileError(KbReleaseError):
+    """One input file cannot be used. Recorded in the build summary, not fatal."""
+
+    def __init__(self, reason: str, path: str = "") -> None:
+        super().__init__(f"{path}: {reason}" if path else reason)
+        self.reason = reason
+        self.path = path
+
+
+class EmbeddingError(KbReleaseError):
+    """An embedder failed or returned vectors of the wrong shape."""
+
+
+class EmbeddingUnavailable(EmbeddingError):
+    """The embedding endpoint stayed unavailable after retries."""
+
+    transient = True
+
+
+class StoreError(KbReleaseError):
+    """The vector store refused an operation."""
+
+
+class StoreUnreachable(StoreError):
+    """The vector store cannot be reached."""
+
+    transient = True
+
+
+class ReleaseError(KbReleaseError):
+    """A release lifecycle rule was broken (unknown release, wrong state)."""
+
+
+class VerificationError(ReleaseError):
+    """A release failed verification and cannot go live."""
+
+    exit_code = 3
+
+
+__all__ = [
+    "ConfigError",
+    "EmbeddingError",
+    "EmbeddingUnavailable",
+    "InputFileError",
+    "KbReleaseError",
+    "ReleaseError",
+    "SourceError",
+    "SourceUnreachable",
+    "StoreError",
+    "StoreUnreachable",
+    "VerificationError",
+]

@@ -1,0 +1,224 @@
+"""The data index: the exact input files of every source at sync time.
+
+On disk (in the workspace, ``index/``)::
+
+    index/
+      <source>.parquet   file_id, relative_path, timestamp, size_bytes,
+                         checksum (sha256 hex), etag, metadata (json)
+      bundle.yaml        meta + data_manifest (one entry per source), written
+                         last, so a half-written index is never read
+
+The fields follow the data-index design of seed 003. ``checksum`` of a source
+is a sha256 over its sorted ``(relative_path, checksum)`` pairs, so it names
+the content, not the Parquet bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kbrelease.errors import ReleaseError
+
+INDEX_SCHEMA_VERSION = 1
+
+
+def file_id_for(source: str, relative_path: str) -> str:
+    """Stable id of a file: same source and path, same id, across syncs."""
+    return hashlib.sha256(f"{source}\x00{relative_path}".encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One row of a source's index."""
+
+    file_id: str
+    relative_path: str
+    timestamp: datetime
+    size_bytes: int
+    checksum: str
+    etag: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SourceIndex:
+    """Bundle-level entry for one source (the seed's ``data_manifest`` item)."""
+
+    channel: str
+    modality: str
+    collection: str
+    version: str
+    storage_path: str
+    index_file: str
+    file_count: int
+    total_size: int
+    checksum: str
+    data_range: dict[str, str | None]
+
+
+@dataclass
+class Bundle:
+    """The whole data index: what a release is built from."""
+
+    meta: dict[str, Any]
+    data_manifest: list[SourceIndex]
+
+    @property
+    def checksum(self) -> str:
+        h = hashlib.sha256()
+        for s in sorted(self.data_manifest, key=lambda s: s.channel):
+            h.update(f"{s.channel}:{s.checksum}\n".encode())
+        return "sha256:" + h.hexdigest()
+
+    def source(self, name: str) -> SourceIndex:
+        for s in self.data_manifest:
+            if s.channel == name:
+                return s
+        raise ReleaseError(f"source {name!r} is not in the data index; run `kbrelease sync` first")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"meta": self.meta, "data_manifest": [asdict(s) for s in self.data_manifest]}
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{value:.1f}{unit}" if unit != "B" else f"{int(value)}B"
+        value /= 1024
+    return f"{size}B"  # pragma: no cover
+
+
+def index_checksum(records: Iterable[FileRecord]) -> str:
+    h = hashlib.sha256()
+    for rec in sorted(records, key=lambda r: r.relative_path):
+        h.update(f"{rec.relative_path}\x00{rec.checksum}\n".encode())
+    return "sha256:" + h.hexdigest()
+
+
+def _arrow_schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("file_id", pa.string()),
+            ("relative_path", pa.string()),
+            ("timestamp", pa.timestamp("us", tz="UTC")),
+            ("size_bytes", pa.int64()),
+            ("checksum", pa.string()),
+            ("etag", pa.string()),
+            ("metadata", pa.string()),
+        ]
+    )
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_source_index(path: Path, records: list[FileRecord]) -> None:
+    """Write one source's Parquet index atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    records = sorted(records, key=lambda r: r.relative_path)
+    table = pa.table(
+        {
+            "file_id": [r.file_id for r in records],
+            "relative_path": [r.relative_path for r in records],
+            "timestamp": [r.timestamp for r in records],
+            "size_bytes": [r.size_bytes for r in records],
+            "checksum": [r.checksum for r in records],
+            "etag": [r.etag for r in records],
+            "metadata": [json.dumps(r.metadata, sort_keys=True) for r in records],
+        },
+        schema=_arrow_schema(),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+def read_source_index(path: Path) -> list[FileRecord]:
+    """All records of one source's index, sorted by relative path."""
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        return []
+    table = pq.read_table(path)
+    out = []
+    for row in table.to_pylist():
+        ts = row["timestamp"]
+        out.append(
+            FileRecord(
+                file_id=row["file_id"],
+                relative_path=row["relative_path"],
+                timestamp=ts if ts.tzinfo else ts.replace(tzinfo=UTC),
+                size_bytes=int(row["size_bytes"]),
+                checksum=row["checksum"],
+                etag=row["etag"] or "",
+                metadata=json.loads(row["metadata"] or "{}"),
+            )
+        )
+    return out
+
+
+def summarize_source(
+    name: str, modality: str, collection: str, version: str, storage_path: str, index_file: str, records: list[FileRecord]
+) -> SourceIndex:
+    times = [r.timestamp for r in records]
+    return SourceIndex(
+        channel=name,
+        modality=modality,
+        collection=collection,
+        version=version,
+        storage_path=storage_path,
+        index_file=index_file,
+        file_count=len(records),
+        total_size=sum(r.size_bytes for r in records),
+        checksum=index_checksum(records),
+        data_range={
+            "start_time": min(times).isoformat() if times else None,
+            "end_time": max(times).isoformat() if times else None,
+        },
+    )
+
+
+def write_bundle(index_dir: Path, sources: list[SourceIndex], name: str = "kbrelease") -> Bundle:
+    """Write ``bundle.yaml`` last, after every source's Parquet file."""
+    total = sum(s.total_size for s in sources)
+    bundle = Bundle(
+        meta={
+            "bundle_name": name,
+            "schema_version": INDEX_SCHEMA_VERSION,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "data_volume": _human(total),
+            "total_size": total,
+            "total_files": sum(s.file_count for s in sources),
+        },
+        data_manifest=sources,
+    )
+    bundle.meta["checksum"] = bundle.checksum
+    index_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(index_dir / "bundle.yaml", yaml.safe_dump(bundle.to_dict(), sort_keys=False, allow_unicode=True).encode())
+    return bundle
+
+
+def read_bundle(index_dir: Path) -> Bundle:
+    path = index_dir / "bundle.yaml"
+    if not path.is_file():
+        raise ReleaseError(f"no data index at {index_dir}; run `kbrelease sync` first")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return Bundle(meta=data["meta"], data_manifest=[SourceIndex(**s) for s in data["data_manifest"]])

@@ -1,0 +1,352 @@
+"""``build``: one data index → one NEW database with one collection per source.
+
+Streaming: files are read and chunked (or decoded) a bounded window ahead on
+worker threads, embedded in batches, and upserted; memory does not grow with
+the corpus. Row ids are ``<file_id>:<chunk>``, and every row carries its
+file's chunk count, so a rerun of an interrupted build finds the files that
+are complete, deletes partial ones, and embeds only the rest: no duplicates.
+Bad files are recorded with their reason and the build goes on.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from kbrelease import __version__
+from kbrelease.chunking.text import Chunk, TextChunker, decode_text
+from kbrelease.config import Config
+from kbrelease.embedding.base import ImageEmbedder, TextEmbedder
+from kbrelease.errors import InputFileError, ReleaseError
+from kbrelease.index.data_index import Bundle, FileRecord, SourceIndex, read_bundle, read_source_index
+from kbrelease.progress import Quiet, Reporter
+from kbrelease.release.manifest import write_manifest
+from kbrelease.release.registry import Registry, ReleaseRecord, SourceCounts, check_release_name
+from kbrelease.sources.sync import sha256_file
+from kbrelease.store.milvus import MilvusStore
+from kbrelease.workspace import Workspace
+
+A = TypeVar("A")
+B = TypeVar("B")
+MAX_REPORTED = 200  # failures/skips kept per source in the registry record
+
+
+def bounded_map(fn: Callable[[A], B], items: Iterable[A], workers: int, window: int) -> Iterator[B]:
+    """``map`` on threads, in order, with at most ``window`` results pending."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[B]] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+@dataclass
+class Prepared:
+    """A file after reading: its chunks or its image array, or why it failed."""
+
+    record: FileRecord
+    chunks: list[Chunk] | None = None
+    array: Any = None
+    failure: str | None = None
+    skip: str | None = None
+    encoding: str = ""
+
+
+def database_name(cfg: Config, release: str) -> str:
+    env = "" if cfg.environment == "default" else f"{cfg.environment}_"
+    return f"{cfg.milvus.db_prefix}{env}{release}"
+
+
+class Builder:
+    """Builds one release; see :func:`build`."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        store: MilvusStore,
+        registry: Registry,
+        reporter: Reporter,
+        text_embedder: TextEmbedder | None,
+        image_embedder: ImageEmbedder | None,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.registry = registry
+        self.reporter = reporter
+        self._text = text_embedder
+        self._image = image_embedder
+        self._chunker: TextChunker | None = None
+        self.ws = Workspace(cfg.workspace)
+
+    # --- embedders, created on first need ---------------------------------
+    @property
+    def text(self) -> TextEmbedder:
+        if self._text is None:
+            from kbrelease.embedding.factory import make_text_embedder
+
+            self._text = make_text_embedder(self.cfg)
+        return self._text
+
+    @property
+    def image(self) -> ImageEmbedder:
+        if self._image is None:
+            from kbrelease.embedding.factory import make_image_embedder
+
+            self._image = make_image_embedder(self.cfg)
+        return self._image
+
+    @property
+    def chunker(self) -> TextChunker:
+        if self._chunker is None:
+            emb = self.text
+            self._chunker = TextChunker(
+                max_tokens=emb.max_tokens,
+                target_tokens=self.cfg.text.chunk_target_tokens,
+                hf_tokenizer=getattr(emb, "hf_tokenizer", None),
+                count_tokens=emb.count_tokens,
+            )
+        return self._chunker
+
+    # --- per file -----------------------------------------------------------
+    def _read(self, source: str, rec: FileRecord, max_mb: float) -> bytes:
+        path = self.ws.mirror(source) / rec.relative_path
+        if not path.is_file():
+            raise InputFileError("missing from the workspace mirror; run `kbrelease sync` again")
+        size = path.stat().st_size
+        if size > max_mb * 1024 * 1024:
+            raise InputFileError(f"file is {size / 1048576:.1f} MB, over the {max_mb:g} MB limit; split it or raise max_file_mb")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InputFileError(f"cannot be read ({exc.strerror}); fix its permissions") from exc
+        if sha256_file(path) != rec.checksum:
+            raise InputFileError("changed since the data index was written; run `kbrelease sync` and build again")
+        return data
+
+    def _prepare_text(self, source: str, rec: FileRecord) -> Prepared:
+        try:
+            data = self._read(source, rec, self.cfg.text.max_file_mb)
+            if not data.strip():
+                return Prepared(rec, skip="empty file")
+            decoded = decode_text(data, self.cfg.text.fallback_encoding)
+            chunks = self.chunker.chunk(decoded.text, markdown=rec.relative_path.lower().endswith(".md"))
+            if not chunks:
+                return Prepared(rec, skip="no text after decoding (whitespace only)")
+            return Prepared(rec, chunks=chunks, encoding=decoded.encoding)
+        except InputFileError as exc:
+            return Prepared(rec, failure=exc.reason)
+
+    def _prepare_image(self, source: str, rec: FileRecord) -> Prepared:
+        from kbrelease.images.preprocess import preprocess_image
+
+        try:
+            data = self._read(source, rec, self.cfg.image.max_file_mb)
+            emb = self.image
+            arr = preprocess_image(data, emb.input_size, emb.mean, emb.std, self.cfg.image.max_pixels)
+            return Prepared(rec, array=arr)
+        except InputFileError as exc:
+            return Prepared(rec, failure=exc.reason)
+
+    # --- per source ---------------------------------------------------------
+    def _base_row(self, rec: FileRecord, index: int, n: int) -> dict[str, Any]:
+        return {
+            "id": f"{rec.file_id}:{index}",
+            "file_id": rec.file_id,
+            "file": rec.relative_path,
+            "chunk_index": index,
+            "n_chunks": n,
+            "checksum": rec.checksum,
+        }
+
+    def build_source(self, db: str, src: SourceIndex, counts: SourceCounts) -> None:
+        records = read_source_index(self.ws.release_dir(self._release) / "index" / src.index_file)
+        dim = self.text.identity.dim if src.modality == "text" else self.image.identity.dim
+        self.store.ensure_collection(db, src.collection, dim, description=f"kbrelease source {src.channel}")
+        present = self.store.file_rows(db, src.collection)
+        wanted = {r.file_id for r in records}
+        complete = {f for f, (have, n) in present.items() if have == n and f in wanted}
+        stale = [f for f in present if f not in complete]
+        self.store.delete_files(db, src.collection, stale)
+        todo = [r for r in records if r.file_id not in complete]
+        counts.files = len(records)
+        label = f"build {src.channel}"
+        self.reporter.start(label, len(records), "files")
+        self.reporter.advance(label, len(records) - len(todo))
+        if src.modality == "text":
+            self._build_text(db, src, todo, counts, label)
+        else:
+            self._build_images(db, src, todo, counts, label)
+        self.reporter.finish(label)
+        self.store.flush(db, src.collection)
+        self.store.load(db, src.collection)
+        counts.rows = self.store.count(db, src.collection)
+
+    def _note(self, counts: SourceCounts, prep: Prepared) -> None:
+        if prep.failure:
+            counts.failed += 1
+            if len(counts.failures) < MAX_REPORTED:
+                counts.failures.append({"file": prep.record.relative_path, "reason": prep.failure})
+        elif prep.skip:
+            counts.skipped += 1
+            if len(counts.skips) < MAX_REPORTED:
+                counts.skips.append({"file": prep.record.relative_path, "reason": prep.skip})
+
+    def _build_text(self, db: str, src: SourceIndex, todo: list[FileRecord], counts: SourceCounts, label: str) -> None:
+        batch_target = max(self.cfg.text.batch_size * 4, 256)
+        pending: list[tuple[Prepared, Chunk]] = []
+
+        def flush() -> None:
+            if not pending:
+                return
+            vectors = self.text.embed_texts([c.text for _, c in pending])
+            rows = []
+            for (prep, chunk), vec in zip(pending, vectors, strict=True):
+                assert prep.chunks is not None
+                row = self._base_row(prep.record, chunk.index, len(prep.chunks))
+                row.update(
+                    vector=vec.tolist(),
+                    start=chunk.start,
+                    heading=chunk.heading[:2000],
+                    text=chunk.text,
+                    metadata={"source": src.channel, "encoding": prep.encoding},
+                )
+                rows.append(row)
+            self._upsert(db, src.collection, rows)
+            counts.embedded += len(rows)
+            pending.clear()
+
+        prepare = lambda rec: self._prepare_text(src.channel, rec)  # noqa: E731
+        for prep in bounded_map(prepare, todo, workers=2, window=64):
+            self._note(counts, prep)
+            for chunk in prep.chunks or []:
+                pending.append((prep, chunk))
+            if len(pending) >= batch_target:
+                flush()
+            self.reporter.advance(label)
+        flush()
+
+    def _build_images(self, db: str, src: SourceIndex, todo: list[FileRecord], counts: SourceCounts, label: str) -> None:
+        import numpy as np
+
+        batch: list[Prepared] = []
+
+        def flush() -> None:
+            if not batch:
+                return
+            vectors = self.image.embed_arrays(np.stack([p.array for p in batch]))
+            rows = []
+            for prep, vec in zip(batch, vectors, strict=True):
+                row = self._base_row(prep.record, 0, 1)
+                row.update(vector=vec.tolist(), start=0, heading="", text="", metadata={"source": src.channel})
+                rows.append(row)
+            self._upsert(db, src.collection, rows)
+            counts.embedded += len(rows)
+            batch.clear()
+
+        prepare = lambda rec: self._prepare_image(src.channel, rec)  # noqa: E731
+        for prep in bounded_map(prepare, todo, workers=2, window=2 * self.cfg.image.batch_size):
+            self._note(counts, prep)
+            if prep.array is not None:
+                batch.append(prep)
+            if len(batch) >= self.cfg.image.batch_size:
+                flush()
+            self.reporter.advance(label)
+        flush()
+
+    def _upsert(self, db: str, collection: str, rows: list[dict[str, Any]]) -> None:
+        step = self.cfg.milvus.insert_batch
+        for i in range(0, len(rows), step):
+            self.store.upsert(db, collection, rows[i : i + step])
+
+    # --- the release ----------------------------------------------------------
+    def run(self, name: str | None) -> ReleaseRecord:
+        bundle = read_bundle(self.ws.index_dir)
+        release = check_release_name(name) if name else self.registry.next_name()
+        self._release = release
+        record = self.registry.get(release)
+        db = database_name(self.cfg, release)
+        if record is not None and record.state not in ("building", "failed"):
+            raise ReleaseError(
+                f"release {release!r} is already {record.state}; releases are immutable — build a new one (omit --release for the next name)"
+            )
+        restart = record is None or record.data_index_checksum != bundle.checksum
+        if restart:
+            self.store.drop_database(db)
+            frozen = self.ws.release_dir(release) / "index"
+            if frozen.exists():
+                shutil.rmtree(frozen)
+            shutil.copytree(self.ws.index_dir, frozen)
+        record = self._new_record(release, db, bundle, record)
+        self.registry.put(record)
+        started = time.monotonic()
+        try:
+            self.store.ensure_database(db)
+            for src in read_bundle(self.ws.release_dir(release) / "index").data_manifest:
+                counts = SourceCounts(collection=src.collection, modality=src.modality)
+                self.build_source(db, src, counts)
+                record.sources[src.channel] = counts
+            record.state = "built"
+            record.error = None
+        except BaseException as exc:
+            record.state = "failed"
+            record.error = f"{type(exc).__name__}: {exc}"[:2000]
+            record.build_seconds = time.monotonic() - started
+            try:
+                self.registry.put(record)
+            finally:
+                raise
+        record.build_seconds = round(time.monotonic() - started, 3)
+        self.registry.put(record)
+        write_manifest(self.ws.release_dir(release), record)
+        return record
+
+    def _new_record(self, release: str, db: str, bundle: Bundle, old: ReleaseRecord | None) -> ReleaseRecord:
+        embedders: dict[str, dict[str, Any]] = {}
+        modalities = {s.modality for s in bundle.data_manifest}
+        if "text" in modalities:
+            embedders["text"] = vars(self.text.identity) | {"max_tokens": self.text.max_tokens}
+        if "image" in modalities:
+            embedders["image"] = vars(self.image.identity) | {"input_size": self.image.input_size}
+        created = old.created_at if old is not None else None
+        record = ReleaseRecord(
+            name=release,
+            environment=self.cfg.environment,
+            database=db,
+            data_index_checksum=bundle.checksum,
+            embedders=embedders,
+            chunking={
+                "max_tokens": self.text.max_tokens if "text" in modalities else None,
+                "target_tokens": self.cfg.text.chunk_target_tokens,
+                "splitter": "semantic-text-splitter",
+            },
+            tool_version=__version__,
+        )
+        if created:
+            record.created_at = created
+        return record
+
+
+def build(
+    cfg: Config,
+    store: MilvusStore,
+    registry: Registry,
+    name: str | None = None,
+    reporter: Reporter | None = None,
+    text_embedder: TextEmbedder | None = None,
+    image_embedder: ImageEmbedder | None = None,
+) -> ReleaseRecord:
+    """Build release ``name`` (default: the next ``vN``) from the current data index.
+
+    A rerun for a ``building``/``failed`` release resumes if the data index is
+    the same, else starts over. Never touches the live pointer.
+    """
+    builder = Builder(cfg, store, registry, reporter or Quiet(), text_embedder, image_embedder)
+    return builder.run(name)

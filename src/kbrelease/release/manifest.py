@@ -1,0 +1,55 @@
+"""The release manifest on disk: ``manifest.json`` (machine) + ``RELEASE_INFO.txt`` (people).
+
+Written into the workspace release folder after a build and after verify; the
+registry row in Milvus holds the same record for every process to read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from kbrelease.release.registry import ReleaseRecord
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def release_info_text(record: ReleaseRecord) -> str:
+    lines = [
+        f"release:         {record.name}",
+        f"environment:     {record.environment}",
+        f"database:        {record.database}",
+        f"state:           {record.state}",
+        f"created_at:      {record.created_at}",
+        f"data index:      {record.data_index_checksum}",
+        f"kbrelease:       {record.tool_version} (manifest schema {record.schema_version})",
+        f"build seconds:   {record.build_seconds}",
+    ]
+    for kind, ident in record.embedders.items():
+        lines.append(f"{kind} model:      {ident.get('model')} ({ident.get('dim')}-d, rev {ident.get('revision') or '-'})")
+    lines.append("sources:")
+    for name, c in record.sources.items():
+        lines.append(
+            f"  {name} -> {c.collection} [{c.modality}]: files {c.files}, rows {c.rows}, "
+            f"embedded {c.embedded}, skipped {c.skipped}, failed {c.failed}"
+        )
+        for item in c.failures:
+            lines.append(f"    failed  {item['file']}: {item['reason']}")
+        for item in c.skips:
+            lines.append(f"    skipped {item['file']}: {item['reason']}")
+    if record.verification:
+        lines.append(f"verification:    {'passed' if record.verification.get('passed') else 'FAILED'}")
+        for problem in record.verification.get("problems", []):
+            lines.append(f"  - {problem}")
+    return "\n".join(lines) + "\n"
+
+
+def write_manifest(folder: Path, record: ReleaseRecord) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic(folder / "manifest.json", json.dumps(record.asdict(), indent=2, ensure_ascii=False) + "\n")
+    _atomic(folder / "RELEASE_INFO.txt", release_info_text(record))

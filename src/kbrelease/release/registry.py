@@ -1,0 +1,193 @@
+"""The release registry and the live pointer, stored in Milvus itself.
+
+Milvus aliases cannot point across databases, so the pointer lives beside the
+releases: a small collection ``releases`` in the registry database, readable by
+every process and replica that can reach the Milvus. One row per release and
+one pointer row per environment. Switching is ONE upsert of the pointer row,
+so a reader sees either the old or the new release, never a mix.
+
+``live`` and ``retired`` are not stored as states: they are derived from the
+pointer (live = the pointer's release; retired = went live once, not now), so
+there is no second write that could disagree with the pointer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from kbrelease.errors import ConfigError, ReleaseError
+from kbrelease.store.milvus import MilvusStore
+
+StoredState = Literal["building", "built", "verified", "failed", "dropped"]
+State = Literal["building", "built", "verified", "live", "retired", "failed", "dropped"]
+MANIFEST_SCHEMA_VERSION = 1
+REGISTRY_COLLECTION = "releases"
+_NAME = re.compile(r"^[A-Za-z0-9_]{1,48}$")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def check_release_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ConfigError(f"release name {name!r} is invalid; use 1-48 letters, digits or underscores (it becomes part of a database name)")
+    return name
+
+
+@dataclass
+class SourceCounts:
+    """Per-source counts of a release."""
+
+    collection: str
+    modality: str
+    files: int = 0
+    rows: int = 0
+    embedded: int = 0
+    skipped: int = 0
+    failed: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    skips: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class ReleaseRecord:
+    """The release manifest (``RELEASE_INFO``) as kept in the registry."""
+
+    name: str
+    environment: str
+    database: str
+    state: StoredState = "building"
+    created_at: str = field(default_factory=now_iso)
+    updated_at: str = field(default_factory=now_iso)
+    data_index_checksum: str = ""
+    sources: dict[str, SourceCounts] = field(default_factory=dict)
+    embedders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    chunking: dict[str, Any] = field(default_factory=dict)
+    tool_version: str = ""
+    schema_version: int = MANIFEST_SCHEMA_VERSION
+    went_live_at: str | None = None
+    error: str | None = None
+    verification: dict[str, Any] = field(default_factory=dict)
+    build_seconds: float = 0.0
+
+    def asdict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReleaseRecord:
+        data = dict(data)
+        data["sources"] = {k: SourceCounts(**v) for k, v in (data.get("sources") or {}).items()}
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def display_state(self, pointer: Pointer) -> State:
+        if self.state == "dropped":
+            return "dropped"
+        if pointer.live == self.name:
+            return "live"
+        if self.went_live_at:
+            return "retired"
+        return self.state
+
+
+@dataclass
+class Pointer:
+    """The live pointer of one environment."""
+
+    environment: str
+    live: str | None = None
+    previous: str | None = None
+    switched_at: str | None = None
+    history: list[dict[str, str]] = field(default_factory=list)
+
+
+class Registry:
+    """Releases and the live pointer of one environment."""
+
+    def __init__(self, store: MilvusStore, database: str, environment: str) -> None:
+        self.store = store
+        self.db = database
+        self.env = environment
+        self._ready = False
+
+    def _client(self) -> Any:
+        if not self._ready:
+            self._ensure()
+        return self.store.client(self.db)
+
+    def _ensure(self) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        self.store.ensure_database(self.db)
+        c = self.store.client(self.db)
+        try:
+            if not c.has_collection(REGISTRY_COLLECTION):
+                schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+                schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=256)
+                schema.add_field("env", DataType.VARCHAR, max_length=128)
+                schema.add_field("kind", DataType.VARCHAR, max_length=16)
+                schema.add_field("body", DataType.JSON)
+                schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)  # Milvus requires one
+                index = c.prepare_index_params()
+                index.add_index(field_name="vector", metric_type="L2", index_type="AUTOINDEX")
+                c.create_collection(REGISTRY_COLLECTION, schema=schema, index_params=index, consistency_level="Strong")
+            c.load_collection(REGISTRY_COLLECTION)
+        except Exception as exc:  # noqa: BLE001
+            raise self.store.translate(exc, "open registry", (self.db,)) from exc
+        self._ready = True
+
+    def _upsert(self, key: str, kind: str, body: dict[str, Any]) -> None:
+        row = {"key": key, "env": self.env, "kind": kind, "body": json.loads(json.dumps(body)), "vector": [1.0, 0.0]}
+        try:
+            self._client().upsert(REGISTRY_COLLECTION, [row])
+        except Exception as exc:  # noqa: BLE001
+            raise self.store.translate(exc, "write registry", (self.db,)) from exc
+
+    def _query(self, expr: str) -> list[dict[str, Any]]:
+        try:
+            rows = self._client().query(REGISTRY_COLLECTION, filter=expr, output_fields=["key", "kind", "body"], limit=16384)
+        except Exception as exc:  # noqa: BLE001
+            raise self.store.translate(exc, "read registry", (self.db,)) from exc
+        return [dict(r) for r in rows]
+
+    # --- releases --------------------------------------------------------
+    def put(self, record: ReleaseRecord) -> None:
+        record.updated_at = now_iso()
+        self._upsert(f"{self.env}/release/{record.name}", "release", record.asdict())
+
+    def get(self, name: str) -> ReleaseRecord | None:
+        rows = self._query(f'key == "{self.env}/release/{name}"')
+        return ReleaseRecord.from_dict(rows[0]["body"]) if rows else None
+
+    def require(self, name: str) -> ReleaseRecord:
+        found = self.get(name)
+        if found is None:
+            known = ", ".join(r.name for r in self.list()) or "none"
+            raise ReleaseError(f"no release {name!r} in environment {self.env!r} (known: {known}); see `kbrelease list`")
+        return found
+
+    def list(self) -> list[ReleaseRecord]:
+        rows = self._query(f'env == "{self.env}" and kind == "release"')
+        records = [ReleaseRecord.from_dict(r["body"]) for r in rows]
+        return sorted(records, key=lambda r: (r.created_at, r.name))
+
+    def next_name(self) -> str:
+        numbers = [int(r.name[1:]) for r in self.list() if re.fullmatch(r"v\d+", r.name)]
+        return f"v{max(numbers, default=0) + 1}"
+
+    # --- pointer ---------------------------------------------------------
+    def pointer(self) -> Pointer:
+        rows = self._query(f'key == "{self.env}/pointer"')
+        if not rows:
+            return Pointer(environment=self.env)
+        body = rows[0]["body"]
+        return Pointer(**{k: v for k, v in body.items() if k in Pointer.__dataclass_fields__})
+
+    def set_pointer(self, pointer: Pointer) -> None:
+        """The atomic switch: one upsert of one row."""
+        self._upsert(f"{self.env}/pointer", "pointer", asdict(pointer))

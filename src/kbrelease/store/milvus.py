@@ -1,0 +1,223 @@
+"""The vector store adapter: every pymilvus call of kbrelease goes through here.
+
+One ``MilvusClient`` per database (``use_database`` would change a shared
+client's state under another thread's feet). pymilvus errors are translated
+once, here, into :class:`StoreError` / :class:`StoreUnreachable`.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from kbrelease.config import Config
+from kbrelease.errors import StoreError, StoreUnreachable
+
+T = TypeVar("T")
+
+TEXT_MAX = 65535
+PATH_MAX = 2048
+
+
+def _translated(op: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def wrap(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def inner(self: MilvusStore, *args: Any, **kwargs: Any) -> T:
+            try:
+                return fn(self, *args, **kwargs)
+            except (StoreError, StoreUnreachable):
+                raise
+            except Exception as exc:  # noqa: BLE001 - pymilvus raises many types
+                raise self.translate(exc, op, args) from exc
+
+        return inner
+
+    return wrap
+
+
+class MilvusStore:
+    """Databases and collections of one Milvus (server, or the embedded Lite server)."""
+
+    def __init__(self, uri: str, token: str | None = None, timeout: float = 10.0) -> None:
+        self.uri = uri
+        self._token = token
+        self._timeout = timeout
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> MilvusStore:
+        uri = cfg.milvus_uri
+        token = cfg.milvus.token.get_secret_value() if cfg.milvus.token else None
+        if not uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:")):
+            from kbrelease.store.lite import ensure_server
+
+            uri = ensure_server(Path(uri))
+        return cls(uri, token)
+
+    def translate(self, exc: Exception, op: str, args: Sequence[Any] = ()) -> StoreError:
+        text = str(exc)
+        where = f"Milvus at {self.uri}"
+        target = "/".join(str(a) for a in args[:2] if isinstance(a, str))
+        lowered = text.lower()
+        if any(s in lowered for s in ("unavailable", "connect", "timeout", "deadline", "fail connecting")):
+            return StoreUnreachable(f"cannot reach {where} ({op} {target}); check MILVUS_URI and that the server is running")
+        if any(s in lowered for s in ("auth", "permission", "unauthenticated", "denied")):
+            return StoreError(f"{where} refused {op} {target}: authentication failed; check MILVUS_TOKEN")
+        return StoreError(f"{where}: {op} {target} failed: {text}")
+
+    def client(self, db: str = "default") -> Any:
+        with self._lock:
+            found = self._clients.get(db)
+            if found is not None:
+                return found
+            from pymilvus import MilvusClient
+
+            try:
+                kwargs: dict[str, Any] = {"uri": self.uri, "db_name": db, "timeout": self._timeout}
+                if self._token:
+                    kwargs["token"] = self._token
+                made = MilvusClient(**kwargs)
+            except Exception as exc:  # noqa: BLE001
+                raise self.translate(exc, "connect", (db,)) from exc
+            self._clients[db] = made
+            return made
+
+    def close(self) -> None:
+        with self._lock:
+            for c in self._clients.values():
+                try:
+                    c.close()
+                except Exception:  # noqa: BLE001, S110 - closing is best effort
+                    pass
+            self._clients.clear()
+
+    # --- databases -------------------------------------------------------
+    @_translated("list databases")
+    def databases(self) -> list[str]:
+        return list(self.client().list_databases())
+
+    @_translated("create database")
+    def ensure_database(self, db: str) -> None:
+        if db not in self.databases():
+            self.client().create_database(db)
+
+    @_translated("drop database")
+    def drop_database(self, db: str) -> None:
+        if db not in self.databases():
+            return
+        c = self.client(db)
+        for coll in c.list_collections():
+            c.drop_collection(coll)
+        with self._lock:
+            self._clients.pop(db, None)
+        try:
+            c.close()
+        except Exception:  # noqa: BLE001, S110
+            pass
+        self.client().drop_database(db)
+
+    # --- collections -----------------------------------------------------
+    @_translated("list collections")
+    def collections(self, db: str) -> list[str]:
+        return list(self.client(db).list_collections())
+
+    @_translated("create collection")
+    def ensure_collection(self, db: str, name: str, dim: int, description: str = "") -> None:
+        from pymilvus import DataType, MilvusClient
+
+        c = self.client(db)
+        if c.has_collection(name):
+            return
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
+        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=128)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("file_id", DataType.VARCHAR, max_length=64)
+        schema.add_field("file", DataType.VARCHAR, max_length=PATH_MAX)
+        schema.add_field("chunk_index", DataType.INT64)
+        schema.add_field("n_chunks", DataType.INT64)
+        schema.add_field("start", DataType.INT64)
+        schema.add_field("heading", DataType.VARCHAR, max_length=PATH_MAX)
+        schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX)
+        schema.add_field("checksum", DataType.VARCHAR, max_length=80)
+        schema.add_field("metadata", DataType.JSON)
+        index = c.prepare_index_params()
+        index.add_index(field_name="vector", metric_type="COSINE", index_type="AUTOINDEX")
+        c.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
+
+    @_translated("upsert")
+    def upsert(self, db: str, name: str, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.client(db).upsert(name, rows)
+
+    @_translated("flush")
+    def flush(self, db: str, name: str) -> None:
+        c = self.client(db)
+        if hasattr(c, "flush"):
+            c.flush(name)
+
+    @_translated("load")
+    def load(self, db: str, name: str) -> None:
+        self.client(db).load_collection(name)
+
+    @_translated("release")
+    def release(self, db: str, name: str) -> None:
+        self.client(db).release_collection(name)
+
+    @_translated("count")
+    def count(self, db: str, name: str) -> int:
+        res = self.client(db).query(name, filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    @_translated("scan")
+    def file_rows(self, db: str, name: str) -> dict[str, tuple[int, int]]:
+        """``file_id -> (rows present, n_chunks expected)`` over the whole collection."""
+        c = self.client(db)
+        out: dict[str, tuple[int, int]] = {}
+        it = c.query_iterator(name, batch_size=4096, filter="", output_fields=["file_id", "n_chunks"])
+        try:
+            while True:
+                batch = it.next()
+                if not batch:
+                    break
+                for row in batch:
+                    have, _ = out.get(row["file_id"], (0, 0))
+                    out[row["file_id"]] = (have + 1, int(row["n_chunks"]))
+        finally:
+            it.close()
+        return out
+
+    @_translated("delete")
+    def delete_files(self, db: str, name: str, file_ids: Sequence[str]) -> None:
+        if not file_ids:
+            return
+        quoted = ", ".join(f'"{f}"' for f in file_ids)
+        self.client(db).delete(name, filter=f"file_id in [{quoted}]")
+
+    @_translated("query")
+    def sample(self, db: str, name: str, limit: int = 1) -> list[dict[str, Any]]:
+        rows = self.client(db).query(name, filter="", output_fields=["id", "vector"], limit=limit)
+        return cast(list[dict[str, Any]], list(rows))
+
+    @_translated("search")
+    def search(
+        self,
+        db: str,
+        name: str,
+        vectors: Sequence[Sequence[float]],
+        k: int,
+        output_fields: Sequence[str] = ("file", "file_id", "chunk_index", "heading", "text", "start"),
+        expr: str = "",
+    ) -> list[list[dict[str, Any]]]:
+        res = self.client(db).search(
+            name,
+            data=[list(map(float, v)) for v in vectors],
+            limit=k,
+            filter=expr,
+            output_fields=list(output_fields),
+            search_params={"metric_type": "COSINE"},
+        )
+        return [[dict(hit) for hit in hits] for hits in res]
