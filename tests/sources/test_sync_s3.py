@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import S3Server, free_port
 
 from kbrelease import ConfigError, KbRelease, load_config
 from kbrelease.errors import SourceUnreachable
 from kbrelease.index.data_index import read_source_index
 from kbrelease.sources.sync import sync
+
+from servers import S3Server, free_port
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +70,7 @@ def test_sync_from_s3_with_the_seed_variables_is_incremental(s3: S3Server, bucke
     assert (mirror / "it/vpn.md").read_text(encoding="utf-8") == "# VPN\n\nNow use fernlink up --tcp.\n"
 
 
-def test_publish_from_s3_like_the_seed_workflow(
-    s3: S3Server, bucket: Any, tmp_path: Path, lite_server: str, text_embedder: Any
-) -> None:
+def test_publish_from_s3_like_the_seed_workflow(s3: S3Server, bucket: Any, tmp_path: Path, lite_server: str, text_embedder: Any) -> None:
     env = _seed_env(s3, tmp_path, MILVUS_URI=lite_server, MILVUS_DB_PREFIX="seeds3_")
     with KbRelease(load_config(env=env), text_embedder=text_embedder) as kb:
         info = kb.publish()
@@ -88,7 +87,7 @@ def test_missing_credentials_name_the_fix(s3: S3Server, tmp_path: Path, monkeypa
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     env = {"S3_PATH_TEXT": "s3://kb-data/text", "S3_ENDPOINT_URL": s3.endpoint_url, "KBRELEASE_WORKSPACE": str(tmp_path / "ws")}
 
-    with pytest.raises(ConfigError, match="no S3 credentials found.*AWS_ACCESS_KEY_ID"):
+    with pytest.raises(ConfigError, match=r"no S3 credentials found.*AWS_ACCESS_KEY_ID"):
         sync(load_config(env=env))
 
 
@@ -100,6 +99,6 @@ def test_unreachable_endpoint_is_one_clear_error(s3: S3Server, tmp_path: Path, m
     env = {"S3_PATH_TEXT": "s3://kb-data/text", "S3_ENDPOINT_URL": dead, "KBRELEASE_WORKSPACE": str(tmp_path / "ws")}
 
     started = time.monotonic()
-    with pytest.raises(SourceUnreachable, match="cannot reach the S3 endpoint.*S3_ENDPOINT_URL"):
+    with pytest.raises(SourceUnreachable, match=r"cannot reach the S3 endpoint.*S3_ENDPOINT_URL"):
         sync(load_config(env=env))
     assert time.monotonic() - started < 60

@@ -151,10 +151,7 @@ def load_efficientnet_lite0(device: str = "cpu", weights: pathlib.Path | None = 
     dst = [k for k in target if not k.endswith("num_batches_tracked")]
     bad = [k for k, v in zip(dst, src, strict=False) if v.shape != target[k].shape]
     if len(src) != len(dst) or bad:
-        raise EmbeddingError(
-            f"{path} does not hold EfficientNet-Lite0 weights ({len(src)} tensors, expected "
-            f"{len(dst)}; shape mismatch at {bad[:3]}); {_FIX}"
-        )
+        raise EmbeddingError(f"{path} does not hold EfficientNet-Lite0 weights ({len(src)} tensors, expected {len(dst)}; shape mismatch at {bad[:3]}); {_FIX}")
     target.update(zip(dst, src, strict=True))
     model.load_state_dict(target, strict=True)
     try:

@@ -49,7 +49,5 @@ def make_image_embedder(cfg: Config) -> ImageEmbedder:
         weights=Path(i.model_path) if i.model_path else None,
     )
     if i.dim and embedder.identity.dim != i.dim:
-        raise ConfigError(
-            f"image model {i.model!r} gives {embedder.identity.dim}-d vectors but image.dim / IMAGE_EMBEDDING_DIM is {i.dim}; fix the dimension"
-        )
+        raise ConfigError(f"image model {i.model!r} gives {embedder.identity.dim}-d vectors but image.dim / IMAGE_EMBEDDING_DIM is {i.dim}; fix the dimension")
     return embedder

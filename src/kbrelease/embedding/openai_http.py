@@ -115,9 +115,7 @@ class OpenAITextEmbedder:
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(
-                "text.base_url (TEXT_EMBEDDING_BASE_URL) must start with http:// or https://, "
-                f"got {base_url!r}; "
-                "use e.g. http://127.0.0.1:8000/v1"
+                f"text.base_url (TEXT_EMBEDDING_BASE_URL) must start with http:// or https://, got {base_url!r}; use e.g. http://127.0.0.1:8000/v1"
             )
         if not model:
             raise ConfigError("text.model must name the embedding model served at text.base_url")
@@ -145,16 +143,12 @@ class OpenAITextEmbedder:
         self.timeout = timeout
         self.backoff_base = backoff_base
         self.send_dimensions = send_dimensions
-        self.identity = EmbedderIdentity(
-            kind="text", model=model, dim=dim, revision="", preprocessing=""
-        )
+        self.identity = EmbedderIdentity(kind="text", model=model, dim=dim, revision="", preprocessing="")
         self.hf_tokenizer = None
         if tokenizer_path is not None:
             from kbrelease.embedding.local_text import load_tokenizer
 
-            self.hf_tokenizer = load_tokenizer(
-                Path(tokenizer_path).expanduser(), "text.tokenizer_path"
-            )
+            self.hf_tokenizer = load_tokenizer(Path(tokenizer_path).expanduser(), "text.tokenizer_path")
 
         self.__api_key = api_key or None  # name-mangled; never printed
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -226,9 +220,7 @@ class OpenAITextEmbedder:
             parts = [self._embed_batch(batch) for batch in batches]
         else:
             executor = self._get_executor()
-            futures: list[Future[Vectors]] = [
-                executor.submit(self._embed_batch, b) for b in batches
-            ]
+            futures: list[Future[Vectors]] = [executor.submit(self._embed_batch, b) for b in batches]
             try:
                 parts = [f.result() for f in futures]
             except BaseException:
@@ -246,9 +238,7 @@ class OpenAITextEmbedder:
     def _get_executor(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=self.concurrency, thread_name_prefix="kbrelease-embed"
-                )
+                self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="kbrelease-embed")
             return self._executor
 
     def _scrub(self, text: str) -> str:
@@ -272,17 +262,19 @@ class OpenAITextEmbedder:
             return retry_after
         # Exponential with "equal jitter": half fixed, half random.
         delay = min(self.backoff_base * (2.0**attempt), _MAX_BACKOFF)
-        return delay / 2 + random.uniform(0, delay / 2)
+        return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter, not crypto
 
     def _embed_batch(self, batch: list[str]) -> Vectors:
         payload = self._payload(batch)
         attempts = self.max_retries + 1
         last = ""
+        cause: BaseException | None = None
         for attempt in range(attempts):
             try:
                 vectors = self._attempt(payload, len(batch))
             except _Retryable as exc:
                 last = exc.reason
+                cause = exc.__cause__
                 if attempt + 1 >= attempts:
                     break
                 wait = self._backoff(attempt, exc.retry_after)
@@ -304,15 +296,15 @@ class OpenAITextEmbedder:
             f"embedding endpoint {self.url} unavailable after {attempts} attempt(s): {last}; "
             "check that the server is running and that text.base_url (TEXT_EMBEDDING_BASE_URL) "
             "points to it, then run again"
-        )
+        ) from cause
 
     def _attempt(self, payload: dict[str, Any], n: int) -> Vectors:
         try:
             response = self._client.post(self.url, json=payload)
         except httpx.TimeoutException as exc:
-            raise _Retryable(f"timed out after {self.timeout:g}s ({type(exc).__name__})") from None
+            raise _Retryable(f"timed out after {self.timeout:g}s ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
-            raise _Retryable(f"{type(exc).__name__}: {self._scrub(str(exc))}") from None
+            raise _Retryable(f"{type(exc).__name__}: {self._scrub(str(exc))}") from exc
 
         status = response.status_code
         if status == 429 or status >= 500:
@@ -323,14 +315,8 @@ class OpenAITextEmbedder:
             if status in (401, 403):
                 hint = "; check TEXT_EMBEDDING_API_KEY"
             elif status == 404:
-                hint = (
-                    f"; {self.url} was not found: base_url must be the API root the "
-                    "server serves /embeddings under (usually ending in /v1)"
-                )
-            raise EmbeddingError(
-                f"embedding request to {self.url} (model {self.model}) was refused with "
-                f"HTTP {status}: {self._server_message(response)}{hint}"
-            )
+                hint = f"; {self.url} was not found: base_url must be the API root the server serves /embeddings under (usually ending in /v1)"
+            raise EmbeddingError(f"embedding request to {self.url} (model {self.model}) was refused with HTTP {status}: {self._server_message(response)}{hint}")
         return self._parse(response, n)
 
     def _server_message(self, response: httpx.Response) -> str:
@@ -341,10 +327,7 @@ class OpenAITextEmbedder:
             body = None
         if isinstance(body, dict):
             err = body.get("error", body.get("detail", body.get("message")))
-            if isinstance(err, dict):
-                message = err.get("message") or err
-            else:
-                message = err
+            message = (err.get("message") or err) if isinstance(err, dict) else err
         if not message:
             message = response.text or response.reason_phrase or "(no message)"
         text = self._scrub(str(message)).strip()
@@ -360,9 +343,7 @@ class OpenAITextEmbedder:
             raise EmbeddingError(f"{where} returned a response that is not JSON") from exc
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list):
-            raise EmbeddingError(
-                f"{where} returned JSON without a 'data' list; is it an OpenAI-compatible server?"
-            )
+            raise EmbeddingError(f"{where} returned JSON without a 'data' list; is it an OpenAI-compatible server?")
         if len(data) != n:
             raise EmbeddingError(f"{where} returned {len(data)} embeddings for {n} inputs")
         try:
@@ -370,18 +351,14 @@ class OpenAITextEmbedder:
                 ordered = sorted(data, key=lambda item: int(item["index"]))
                 indexes = [int(item["index"]) for item in ordered]
                 if indexes != list(range(n)):
-                    raise EmbeddingError(
-                        f"{where} returned indexes {indexes[:8]} instead of 0..{n - 1}"
-                    )
+                    raise EmbeddingError(f"{where} returned indexes {indexes[:8]} instead of 0..{n - 1}")
             else:
                 ordered = data
             rows = [self._vector(item["embedding"]) for item in ordered]
         except EmbeddingError:
             raise
         except (AttributeError, KeyError, TypeError, ValueError, binascii.Error) as exc:
-            raise EmbeddingError(
-                f"{where} returned malformed embeddings ({type(exc).__name__}: {exc})"
-            ) from exc
+            raise EmbeddingError(f"{where} returned malformed embeddings ({type(exc).__name__}: {exc})") from exc
         for row in rows:
             if row.shape != (self.dim,):
                 raise EmbeddingError(

@@ -31,16 +31,16 @@ def preprocess_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
+            opened = Image.open(io.BytesIO(data))
+            width, height = opened.size
             if width * height > max_pixels:
                 raise InputFileError(
                     f"image is {width}x{height} = {width * height:,} pixels, over image.max_pixels "
                     f"({max_pixels:,}); a likely decompression bomb — shrink it or raise image.max_pixels"
                 )
-            img.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale, much faster
-            img.load()
-            img = ImageOps.exif_transpose(img)
+            opened.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale, much faster
+            opened.load()
+            img: Image.Image = ImageOps.exif_transpose(opened)
     except InputFileError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -62,6 +62,6 @@ def preprocess_image(
     img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     img = img.crop((left, top, left + size, top + size))
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    arr = (arr - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    pixels = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+    normalized = (pixels - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(normalized.transpose(2, 0, 1), dtype=np.float32)

@@ -175,9 +175,7 @@ def read_source_index(path: Path) -> list[FileRecord]:
     return out
 
 
-def summarize_source(
-    name: str, modality: str, collection: str, version: str, storage_path: str, index_file: str, records: list[FileRecord]
-) -> SourceIndex:
+def summarize_source(name: str, modality: str, collection: str, version: str, storage_path: str, index_file: str, records: list[FileRecord]) -> SourceIndex:
     times = [r.timestamp for r in records]
     return SourceIndex(
         channel=name,

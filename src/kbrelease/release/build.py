@@ -275,9 +275,7 @@ class Builder:
         record = self.registry.get(release)
         db = database_name(self.cfg, release)
         if record is not None and record.state not in ("building", "failed"):
-            raise ReleaseError(
-                f"release {release!r} is already {record.state}; releases are immutable — build a new one (omit --release for the next name)"
-            )
+            raise ReleaseError(f"release {release!r} is already {record.state}; releases are immutable — build a new one (omit --release for the next name)")
         restart = record is None or record.data_index_checksum != bundle.checksum
         if restart:
             self.store.drop_database(db)
@@ -296,7 +294,7 @@ class Builder:
                 record.sources[src.channel] = counts
             record.state = "built"
             record.error = None
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised (KeyboardInterrupt too)
             record.state = "failed"
             record.error = f"{type(exc).__name__}: {exc}"[:2000]
             record.build_seconds = time.monotonic() - started

@@ -47,9 +47,7 @@ def status(registry: Registry) -> dict[str, Any]:
                 "database": r.database,
                 "created_at": r.created_at,
                 "data_index_checksum": r.data_index_checksum,
-                "sources": {
-                    n: {k: v for k, v in vars(c).items() if k not in ("failures", "skips")} for n, c in r.sources.items()
-                },
+                "sources": {n: {k: v for k, v in vars(c).items() if k not in ("failures", "skips")} for n, c in r.sources.items()},
                 "error": r.error,
             }
         )

@@ -137,7 +137,7 @@ class Registry:
                 index.add_index(field_name="vector", metric_type="L2", index_type="AUTOINDEX")
                 c.create_collection(REGISTRY_COLLECTION, schema=schema, index_params=index, consistency_level="Strong")
             c.load_collection(REGISTRY_COLLECTION)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self.store.translate(exc, "open registry", (self.db,)) from exc
         self._ready = True
 
@@ -145,13 +145,13 @@ class Registry:
         row = {"key": key, "env": self.env, "kind": kind, "body": json.loads(json.dumps(body)), "vector": [1.0, 0.0]}
         try:
             self._client().upsert(REGISTRY_COLLECTION, [row])
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self.store.translate(exc, "write registry", (self.db,)) from exc
 
     def _query(self, expr: str) -> list[dict[str, Any]]:
         try:
             rows = self._client().query(REGISTRY_COLLECTION, filter=expr, output_fields=["key", "kind", "body"], limit=16384)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self.store.translate(exc, "read registry", (self.db,)) from exc
         return [dict(r) for r in rows]
 

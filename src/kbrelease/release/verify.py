@@ -34,8 +34,7 @@ def _check_source(cfg: Config, store: MilvusStore, record: ReleaseRecord, name: 
     accounted = complete + counts.failed + counts.skipped
     if accounted != len(indexed):
         problems.append(
-            f"{name}: {len(indexed)} files indexed but {accounted} accounted for "
-            f"({complete} with rows, {counts.failed} failed, {counts.skipped} skipped)"
+            f"{name}: {len(indexed)} files indexed but {accounted} accounted for ({complete} with rows, {counts.failed} failed, {counts.skipped} skipped)"
         )
     rows = store.count(record.database, counts.collection)
     if rows != counts.rows or rows != sum(have for have, _ in present.values()):

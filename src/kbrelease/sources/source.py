@@ -91,8 +91,7 @@ class Source:
         where = f"source {self.cfg.name!r} ({self.uri})"
         if name in {"NoCredentialsError", "PartialCredentialsError"} or "Unable to locate credentials" in text:
             return ConfigError(
-                f"{where}: no S3 credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                "set s3.profile, or s3.anonymous: true for a public bucket"
+                f"{where}: no S3 credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, set s3.profile, or s3.anonymous: true for a public bucket"
             )
         if name in {"EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError", "ServerTimeoutError"} or (
             "Could not connect" in text or "Cannot connect" in text or "Connect timeout" in text
@@ -112,7 +111,7 @@ class Source:
             found = self.fs.find(self.root, detail=True, withdirs=False)
         except SourceError:
             raise
-        except Exception as exc:  # noqa: BLE001 - translated below
+        except Exception as exc:
             raise self._translate(exc, "listing files") from exc
         prefix = self.root.rstrip("/") + "/"
         out: list[RemoteFile] = []
@@ -139,5 +138,5 @@ class Source:
         """Copy one file to ``dest`` (the caller renames it into place)."""
         try:
             self.fs.get_file(f"{self.root}/{relative_path}", str(dest))
-        except Exception as exc:  # noqa: BLE001 - translated below
+        except Exception as exc:
             raise self._translate(exc, f"downloading {relative_path}") from exc

@@ -57,9 +57,7 @@ class SyncInfo:
     def __str__(self) -> str:
         lines = [f"synced {len(self.sources)} source(s) in {self.seconds:.1f}s, data index {self.index_checksum[:19]}"]
         for s in self.sources:
-            lines.append(
-                f"  {s.source}: {s.files} files ({s.downloaded} fetched, {s.unchanged} unchanged, {s.deleted} deleted)"
-            )
+            lines.append(f"  {s.source}: {s.files} files ({s.downloaded} fetched, {s.unchanged} unchanged, {s.deleted} deleted)")
         return "\n".join(lines)
 
 
@@ -81,9 +79,7 @@ def _unchanged(prev: FileRecord | None, remote: RemoteFile, local: Path) -> bool
     return prev.timestamp == remote.timestamp
 
 
-def _sync_source(
-    src_cfg: SourceConfig, cfg: Config, ws: Workspace, reporter: Reporter
-) -> tuple[SourceSyncInfo, SourceIndex]:
+def _sync_source(src_cfg: SourceConfig, cfg: Config, ws: Workspace, reporter: Reporter) -> tuple[SourceSyncInfo, SourceIndex]:
     source = Source(src_cfg, cfg.s3)
     mirror = ws.mirror(src_cfg.name)
     mirror.mkdir(parents=True, exist_ok=True)

@@ -94,7 +94,7 @@ def ensure_server(data_dir: Path, timeout: float = 60.0) -> str:
         data_dir.mkdir(parents=True, exist_ok=True)
         port = _free_port()
         log = (data_dir.parent / f"{data_dir.name}.server.log").open("ab")
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv, loopback only
+        proc = subprocess.Popen(
             [_binary(), "server", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -7,6 +7,7 @@ once, here, into :class:`StoreError` / :class:`StoreUnreachable`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -41,7 +42,7 @@ def _translated(op: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
                 return fn(self, *args, **kwargs)
             except (StoreError, StoreUnreachable):
                 raise
-            except Exception as exc:  # noqa: BLE001 - pymilvus raises many types
+            except Exception as exc:
                 raise self.translate(exc, op, args) from exc
 
         return inner
@@ -92,7 +93,7 @@ class MilvusStore:
                 if self._token:
                     kwargs["token"] = self._token
                 made = MilvusClient(**kwargs)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise self.translate(exc, "connect", (db,)) from exc
             self._clients[db] = made
             return made
@@ -100,10 +101,8 @@ class MilvusStore:
     def close(self) -> None:
         with self._lock:
             for c in self._clients.values():
-                try:
+                with contextlib.suppress(Exception):  # closing is best effort
                     c.close()
-                except Exception:  # noqa: BLE001, S110 - closing is best effort
-                    pass
             self._clients.clear()
 
     # --- databases -------------------------------------------------------
@@ -125,10 +124,8 @@ class MilvusStore:
             c.drop_collection(coll)
         with self._lock:
             self._clients.pop(db, None)
-        try:
+        with contextlib.suppress(Exception):  # closing is best effort
             c.close()
-        except Exception:  # noqa: BLE001, S110
-            pass
         self.client().drop_database(db)
 
     # --- collections -----------------------------------------------------
