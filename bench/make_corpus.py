@@ -57,26 +57,16 @@ def _words(text: str) -> tuple[str, ...]:
 TOPICS: dict[str, tuple[str, ...]] = {
     "robotics": _words("robot gripper lidar actuator controller firmware battery charger wheel sensor arm camera encoder motor chassis"),
     "warehouse": _words("pallet shelf aisle conveyor forklift dock parcel order picker tote rack barcode shipment inventory label"),
-    "network": _words(
-        "router gateway tunnel switch firewall certificate packet subnet resolver proxy link bandwidth port handshake latency"
-    ),
-    "facilities": _words(
-        "kitchen locker badge printer elevator stairwell radiator window desk chair lamp boiler corridor doorway ventilator"
-    ),
-    "finance": _words(
-        "invoice budget receipt ledger forecast payment refund audit allowance quote contract supplier expense account reserve"
-    ),
-    "data": _words(
-        "table index query snapshot schema replica segment vector embedding partition backup migration cluster collection shard"
-    ),
+    "network": _words("router gateway tunnel switch firewall certificate packet subnet resolver proxy link bandwidth port handshake latency"),
+    "facilities": _words("kitchen locker badge printer elevator stairwell radiator window desk chair lamp boiler corridor doorway ventilator"),
+    "finance": _words("invoice budget receipt ledger forecast payment refund audit allowance quote contract supplier expense account reserve"),
+    "data": _words("table index query snapshot schema replica segment vector embedding partition backup migration cluster collection shard"),
     "people": _words("mentor team manager interview workshop handbook survey review goal meeting newcomer buddy course offsite feedback"),
     "kitchen": _words("kettle fridge dishwasher microwave espresso grinder tray mug sandwich salad soup oven spoon menu pantry"),
 }
 
 COMMON_NOUNS = _words(
-    "plan report schedule checklist ticket process policy request "
-    "update summary incident release window rule owner log note "
-    "diagram procedure threshold"
+    "plan report schedule checklist ticket process policy request update summary incident release window rule owner log note diagram procedure threshold"
 )
 
 ADJECTIVES = _words(
@@ -96,9 +86,7 @@ VERBS = _words(
 
 PREPOSITIONS = _words("near behind beside after before during across through under above with without beyond inside")
 
-ADVERBS = _words(
-    "carefully quickly quietly daily weekly again early promptly gently twice together manually automatically eventually precisely"
-)
+ADVERBS = _words("carefully quickly quietly daily weekly again early promptly gently twice together manually automatically eventually precisely")
 
 DETERMINERS = _words("the a each every one that this our")
 

@@ -149,6 +149,12 @@ class LocalTextEmbedder:
             raise ConfigError("the local text embedder needs sentence-transformers; pip install sentence-transformers") from exc
 
         try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # no "Loading weights" bar in front of users
+        except ImportError:  # pragma: no cover - transformers comes with sentence-transformers
+            pass
+        try:
             model = SentenceTransformer(str(folder), device=device, local_files_only=True)
         except Exception as exc:
             raise ConfigError(

@@ -1,0 +1,52 @@
+"""The same release code on a real Milvus server (PyPI `milvus` 2.3.5), not only on Milvus Lite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import write_config
+from servers import MilvusServer
+
+from kbrelease import KbRelease, ReleaseError, load_config
+
+pytestmark = [pytest.mark.milvus_server, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not MilvusServer.available():
+        pytest.fail("milvus-server is not installed: pip install milvus==2.3.5 (scripts/setup does)")
+    with MilvusServer(tmp_path_factory.mktemp("milvus-server")) as server:
+        yield server.uri
+
+
+def test_publish_search_republish_rollback_gc_on_a_milvus_server(
+    milvus_server: str, tmp_path: Path, corpus: Path, text_embedder: Any, image_embedder: Any
+) -> None:
+    env = {"MILVUS_URI": milvus_server, "MILVUS_TOKEN": "root:Milvus"}
+    cfg = load_config(write_config(tmp_path, corpus, "milvus:\n  db_prefix: srv_\n"), env=env)
+    with KbRelease(cfg, text_embedder=text_embedder, image_embedder=image_embedder) as kb:
+        first = kb.publish()
+        assert first.live == "v1"
+        assert first.release.database == "srv_v1"
+        assert kb.search("how do I connect to the VPN from home", k=1)[0].file == "it/vpn-setup.md"
+        picture = sorted((corpus / "images" / "stripes").iterdir())[0]
+        assert kb.search_image(picture, k=1)[0].file == f"stripes/{picture.name}"
+
+        (corpus / "text" / "roof.md").write_text("# Roof\n\nThe rooftop garden opens at noon.\n", encoding="utf-8")
+        second = kb.publish()
+        assert (second.live, second.previous) == ("v2", "v1")
+        assert second.release.sources["docs"].files == first.release.sources["docs"].files + 1
+        assert kb.search("when does the rooftop garden open", k=1)[0].file == "roof.md"
+
+        assert kb.rollback().live == "v1"
+        assert kb.search("when does the rooftop garden open", k=1)[0].release == "v1"
+        with pytest.raises(ReleaseError, match="only a verified release"):
+            kb.sync()
+            kb.switch(kb.build().name)
+        assert kb.status()["live"] == "v1"
+        assert kb.gc(keep=1) == []  # v1 live, v2 previous, v3 newest
+        assert {"srv_v1", "srv_v2", "srv_v3"} <= set(kb.store.databases())
