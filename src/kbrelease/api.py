@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ class PublishInfo:
     live: str | None
     previous: str | None
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    unchanged: bool = False
+    """True when the live release already has this data index and these models: nothing was built."""
 
     def asdict(self) -> dict[str, Any]:
         return {
@@ -39,6 +40,7 @@ class PublishInfo:
             "live": self.live,
             "previous": self.previous,
             "seconds": round(self.seconds, 3),
+            "unchanged": self.unchanged,
         }
 
 
@@ -128,16 +130,40 @@ class KbRelease:
 
         return rollback(self.registry)
 
-    def publish(self, release: str | None = None) -> PublishInfo:
-        """sync → build → verify → switch. A failure at any step leaves the live release as it was."""
+    def publish(self, release: str | None = None, force: bool = False) -> PublishInfo:
+        """sync → build → verify → switch. A failure at any step leaves the live release as it was.
+
+        When the live release was built from the same data index with the same
+        models and chunking, nothing is built (``unchanged=True``) unless ``force``.
+        """
         import time
 
         started = time.monotonic()
         synced = self.sync()
+        if not force:
+            current = self._live_if_current(synced.index_checksum)
+            if current is not None:
+                pointer = self.registry.pointer()
+                return PublishInfo(synced, current, pointer.live, pointer.previous, time.monotonic() - started, unchanged=True)
         record = self.build(release)
         record = self.verify(record.name)
         pointer = self.switch(record.name)
         return PublishInfo(synced, record, pointer.live, pointer.previous, time.monotonic() - started)
+
+    def _live_if_current(self, index_checksum: str) -> ReleaseRecord | None:
+        """The live release, if rebuilding it now would give the same release."""
+        live = self.registry.pointer().live
+        record = self.registry.get(live) if live else None
+        if record is None or record.data_index_checksum != index_checksum:
+            return None
+        if record.chunking.get("target_tokens") != self.cfg.text.chunk_target_tokens:
+            return None
+        current = {"text": lambda: self.text_embedder.identity, "image": lambda: self.image_embedder.identity}
+        for kind, built in record.embedders.items():
+            ident = vars(current[kind]())
+            if any(built.get(key) != ident[key] for key in ("model", "dim", "revision", "preprocessing")):
+                return None
+        return record
 
     # --- reading --------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -172,17 +172,21 @@ def rollback(ctx: typer.Context, json_output: JsonOpt = False) -> None:
 def publish(
     ctx: typer.Context,
     release: Annotated[str | None, typer.Option("--release", "-r", help="Release name (default: next vN).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Build even if the live release already has this data index and these models.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """sync → build → verify → switch. A failure at any step leaves the live release untouched."""
     with _project(ctx, json_output) as kb:
-        info = kb.publish(release)
+        info = kb.publish(release, force=force)
     if json_output:
         _echo_json(info.asdict())
         return
     from kbrelease.release.manifest import release_info_text
 
     typer.echo(str(info.sync))
+    if info.unchanged:
+        typer.echo(f"nothing changed: live release {info.live} has this data index and these models; nothing built (--force to build anyway)")
+        return
     typer.echo(release_info_text(info.release), nl=False)
     typer.echo(f"live: {info.live} (previous: {info.previous or '-'}) — published in {info.seconds:.1f}s")
 

@@ -206,3 +206,15 @@ def test_releases_are_immutable(project: Any) -> None:
     project.publish()
     with pytest.raises(ReleaseError, match="immutable"):
         project.build("v1")
+
+
+def test_publish_without_changes_builds_nothing(project: Any) -> None:
+    project.publish()
+
+    again = project.publish()
+
+    assert again.unchanged
+    assert (again.live, again.release.name) == ("v1", "v1")
+    assert [r.name for r in project.releases()] == ["v1"]
+    forced = project.publish(force=True)
+    assert (forced.unchanged, forced.live, forced.previous) == (False, "v2", "v1")

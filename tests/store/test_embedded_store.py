@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import write_config
 
 from kbrelease.store.lite import running_server, stop_server
+
+from helpers import write_config
 
 
 @pytest.fixture
@@ -25,9 +26,7 @@ def embedded_project(tmp_path: Path, corpus: Path) -> Iterator[Path]:
 
 def _kb(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MILVUS_")}
-    return subprocess.run(
-        [sys.executable, "-m", "kbrelease.cli", "-c", str(cfg), *args], capture_output=True, text=True, env=env, timeout=300
-    )
+    return subprocess.run([sys.executable, "-m", "kbrelease.cli", "-c", str(cfg), *args], capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_separate_processes_share_the_embedded_store(embedded_project: Path, tmp_path: Path, corpus: Path) -> None:

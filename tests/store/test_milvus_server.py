@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import write_config
-from servers import MilvusServer
 
 from kbrelease import KbRelease, ReleaseError, load_config
+
+from helpers import write_config
+from servers import MilvusServer
 
 pytestmark = [pytest.mark.milvus_server, pytest.mark.slow]
 

@@ -151,7 +151,7 @@ class LocalTextEmbedder:
         try:
             from transformers.utils import logging as hf_logging
 
-            hf_logging.disable_progress_bar()  # no "Loading weights" bar in front of users
+            hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # no "Loading weights" bar
         except ImportError:  # pragma: no cover - transformers comes with sentence-transformers
             pass
         try:

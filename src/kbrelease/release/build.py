@@ -28,12 +28,12 @@ from kbrelease.index.data_index import Bundle, FileRecord, SourceIndex, read_bun
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.manifest import write_manifest
 from kbrelease.release.registry import Registry, ReleaseRecord, SourceCounts, check_release_name
-from kbrelease.store.milvus import MilvusStore
+from kbrelease.store.milvus import PATH_MAX, TEXT_MAX, MilvusStore, clip_utf8
 from kbrelease.workspace import Workspace
 
 A = TypeVar("A")
 B = TypeVar("B")
-MAX_REPORTED = 200  # failures/skips kept per source in the registry record
+MAX_REPORTED = 50  # named failures/skips per source; the counts are exact. Milvus caps a JSON value at 64 KiB
 
 
 def bounded_map(fn: Callable[[A], B], items: Iterable[A], workers: int, window: int) -> Iterator[B]:
@@ -160,7 +160,7 @@ class Builder:
         return {
             "id": f"{rec.file_id}:{index}",
             "file_id": rec.file_id,
-            "file": rec.relative_path,
+            "file": clip_utf8(rec.relative_path, PATH_MAX),
             "chunk_index": index,
             "n_chunks": n,
             "checksum": rec.checksum,
@@ -193,7 +193,7 @@ class Builder:
         if prep.failure:
             counts.failed += 1
             if len(counts.failures) < MAX_REPORTED:
-                counts.failures.append({"file": prep.record.relative_path, "reason": prep.failure})
+                counts.failures.append({"file": prep.record.relative_path, "reason": prep.failure[:300]})
         elif prep.skip:
             counts.skipped += 1
             if len(counts.skips) < MAX_REPORTED:
@@ -215,8 +215,8 @@ class Builder:
                 row.update(
                     vector=vec.tolist(),
                     start=chunk.start,
-                    heading=chunk.heading[:2000],
-                    text=chunk.text,
+                    heading=clip_utf8(chunk.heading, PATH_MAX),
+                    text=clip_utf8(chunk.text, TEXT_MAX),
                     metadata={"source": src.channel, "encoding": prep.encoding},
                 )
                 rows.append(row)

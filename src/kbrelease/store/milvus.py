@@ -34,6 +34,20 @@ TEXT_MAX = 65535
 PATH_MAX = 2048
 
 
+def clip_utf8(text: str, max_bytes: int) -> str:
+    """Cut ``text`` to at most ``max_bytes`` UTF-8 bytes (Milvus servers count VARCHAR length in bytes)."""
+    raw = text.encode("utf-8")
+    return text if len(raw) <= max_bytes else raw[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def redact_uri(uri: str) -> str:
+    """``http://user:secret@host`` → ``http://***@host``: URIs appear in error messages."""
+    scheme, sep, rest = uri.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return uri
+
+
 def _translated(op: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
     def wrap(fn: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(fn)
@@ -72,7 +86,7 @@ class MilvusStore:
 
     def translate(self, exc: Exception, op: str, args: Sequence[Any] = ()) -> StoreError:
         text = str(exc)
-        where = f"Milvus at {self.uri}"
+        where = f"Milvus at {redact_uri(self.uri)}"
         target = "/".join(str(a) for a in args[:2] if isinstance(a, str))
         lowered = text.lower()
         if any(s in lowered for s in ("unavailable", "connect", "timeout", "deadline", "fail connecting")):
