@@ -14,7 +14,7 @@ from typing import Any
 import typer.main
 
 from kbrelease.cli import app
-from kbrelease.config import ENV_VARS, Config
+from kbrelease.config import OTHER_ENV, SIMPLE_ENV, Config
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -86,7 +86,8 @@ def env_markdown() -> str:
         "| variable | sets |",
         "|---|---|",
     ]
-    lines += [f"| `{k}` | {v} |" for k, v in ENV_VARS.items()]
+    lines += [f"| `{k}` | `{v}` |" for k, v in SIMPLE_ENV.items()]
+    lines += [f"| `{k}` | {v} |" for k, v in OTHER_ENV.items()]
     lines += [
         "",
         "S3 credentials come from the standard AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,",

@@ -168,27 +168,31 @@ class Config(_Model):
         return data
 
 
-# Seed (000_*) environment variables and kbrelease's own, in one table so the
-# docs page of every variable can be generated from it.
-ENV_VARS: dict[str, str] = {
-    "KBRELEASE_CONFIG": "Path of the config file (default: ./kbrelease.yaml if present).",
+# Variables that set one config key each; the docs page is generated from
+# these tables (scripts/gen_docs.py), so they are the single source of truth.
+SIMPLE_ENV: dict[str, str] = {
     "KBRELEASE_WORKSPACE": "workspace",
     "KBRELEASE_ENV": "environment",
     "KBRELEASE_MAX_FAILED_SHARE": "max_failed_share",
-    "S3_PATH_TEXT": "path of the text source (created as source 'text' if none is configured)",
-    "S3_PATH_IMAGE": "path of the image source (created as source 'image' if none is configured)",
-    "COLLECTION_NAME_TEXT": "collection of the text source",
-    "COLLECTION_NAME_IMAGE": "collection of the image source",
     "S3_ENDPOINT_URL": "s3.endpoint_url",
+    "AWS_PROFILE": "s3.profile",
     "MILVUS_URI": "milvus.uri",
-    "MILVUS_TOKEN": "milvus.token (secret)",
     "MILVUS_DB_PREFIX": "milvus.db_prefix",
-    "TEXT_EMBEDDING_BASE_URL": "text.base_url (also selects text.embedder=openai)",
     "TEXT_EMBEDDING_MODEL": "text.model",
     "TEXT_EMBEDDING_DIM": "text.dim",
-    "TEXT_EMBEDDING_API_KEY": "API key of the text endpoint (secret; OPENAI_API_KEY also read)",
     "IMAGE_EMBEDDING_MODEL": "image.model",
     "IMAGE_EMBEDDING_DIM": "image.dim",
+}
+# Variables with more to them than one key.
+OTHER_ENV: dict[str, str] = {
+    "KBRELEASE_CONFIG": "path of the config file (default: ./kbrelease.yaml if present)",
+    "S3_PATH_TEXT": "path of the first text source (created as source 'text' if none is configured)",
+    "S3_PATH_IMAGE": "path of the first image source (created as source 'image' if none is configured)",
+    "COLLECTION_NAME_TEXT": "collection of that text source",
+    "COLLECTION_NAME_IMAGE": "collection of that image source",
+    "TEXT_EMBEDDING_BASE_URL": "text.base_url, and selects text.embedder=openai",
+    "MILVUS_TOKEN": "the Milvus token (secret; environment only)",
+    "TEXT_EMBEDDING_API_KEY": "API key of the text endpoint (secret; environment only; OPENAI_API_KEY is read too)",
 }
 
 
@@ -221,20 +225,7 @@ def _seed_source(data: dict[str, Any], modality: str, path: str | None, collecti
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
-    simple = {
-        "KBRELEASE_WORKSPACE": "workspace",
-        "KBRELEASE_ENV": "environment",
-        "KBRELEASE_MAX_FAILED_SHARE": "max_failed_share",
-        "S3_ENDPOINT_URL": "s3.endpoint_url",
-        "AWS_PROFILE": "s3.profile",
-        "MILVUS_URI": "milvus.uri",
-        "MILVUS_DB_PREFIX": "milvus.db_prefix",
-        "TEXT_EMBEDDING_MODEL": "text.model",
-        "TEXT_EMBEDDING_DIM": "text.dim",
-        "IMAGE_EMBEDDING_MODEL": "image.model",
-        "IMAGE_EMBEDDING_DIM": "image.dim",
-    }
-    for var, key in simple.items():
+    for var, key in SIMPLE_ENV.items():
         if env.get(var):
             _set(data, key, env[var])
     if env.get("TEXT_EMBEDDING_BASE_URL"):

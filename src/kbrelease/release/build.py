@@ -180,14 +180,20 @@ class Builder:
         label = f"build {src.channel}"
         self.reporter.start(label, len(records), "files")
         self.reporter.advance(label, len(records) - len(todo))
+        self.reporter.start(self._embed_label(src), None, "chunks" if src.modality == "text" else "images")
         if src.modality == "text":
             self._build_text(db, src, todo, counts, label)
         else:
             self._build_images(db, src, todo, counts, label)
         self.reporter.finish(label)
+        self.reporter.finish(self._embed_label(src))
         self.store.flush(db, src.collection)
         self.store.load(db, src.collection)
         counts.rows = self.store.count(db, src.collection)
+
+    @staticmethod
+    def _embed_label(src: SourceIndex) -> str:
+        return f"  embedded {src.channel}"
 
     def _note(self, counts: SourceCounts, prep: Prepared) -> None:
         if prep.failure:
@@ -222,6 +228,7 @@ class Builder:
                 rows.append(row)
             self._upsert(db, src.collection, rows)
             counts.embedded += len(rows)
+            self.reporter.advance(self._embed_label(src), len(rows))
             pending.clear()
 
         prepare = lambda rec: self._prepare_text(src.channel, rec)  # noqa: E731
@@ -250,6 +257,7 @@ class Builder:
                 rows.append(row)
             self._upsert(db, src.collection, rows)
             counts.embedded += len(rows)
+            self.reporter.advance(self._embed_label(src), len(rows))
             batch.clear()
 
         prepare = lambda rec: self._prepare_image(src.channel, rec)  # noqa: E731

@@ -31,7 +31,8 @@ def release_info_text(record: ReleaseRecord) -> str:
         f"build seconds:   {record.build_seconds}",
     ]
     for kind, ident in record.embedders.items():
-        lines.append(f"{kind} model:      {ident.get('model')} ({ident.get('dim')}-d, rev {ident.get('revision') or '-'})")
+        label = f"{kind} model:".ljust(17)
+        lines.append(f"{label}{ident.get('model')} ({ident.get('dim')}-d, rev {ident.get('revision') or '-'})")
     lines.append("sources:")
     for name, c in record.sources.items():
         lines.append(
