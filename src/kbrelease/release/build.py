@@ -187,8 +187,7 @@ class Builder:
             self._build_images(db, src, todo, counts, label)
         self.reporter.finish(label)
         self.reporter.finish(self._embed_label(src))
-        self.store.flush(db, src.collection)
-        self.store.load(db, src.collection)
+        self.store.seal(db, src.collection)
         counts.rows = self.store.count(db, src.collection)
 
     @staticmethod

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -175,19 +176,26 @@ class MilvusStore:
         if rows:
             self.client(db).upsert(name, rows)
 
-    @_translated("flush")
-    def flush(self, db: str, name: str) -> None:
+    @_translated("seal")
+    def seal(self, db: str, name: str, attempts: int = 5) -> None:
+        """Flush, then release and load, so every row is in an indexed segment.
+
+        Milvus Lite searches unflushed rows with a Python loop (~1 s at 100k
+        rows) and indexes sealed segments only when a collection is loaded, so
+        a release is sealed once after its last insert. Lite writes index files
+        in the background; a load that meets a half-written one is retried.
+        """
         c = self.client(db)
-        if hasattr(c, "flush"):
-            c.flush(name)
-
-    @_translated("load")
-    def load(self, db: str, name: str) -> None:
-        self.client(db).load_collection(name)
-
-    @_translated("release")
-    def release(self, db: str, name: str) -> None:
-        self.client(db).release_collection(name)
+        c.flush(name)
+        c.release_collection(name)
+        for attempt in range(attempts):
+            try:
+                c.load_collection(name)
+                return
+            except Exception:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(1.0 + attempt)
 
     @_translated("count")
     def count(self, db: str, name: str) -> int:
