@@ -189,7 +189,32 @@ def _stop_leftovers() -> None:  # servers run in their own session: never leave 
         server.stop()
 
 
-class _ServerProcess:
+class Managed:
+    """``with Server(...) as s:`` starts it (unless running) and always stops it."""
+
+    running: bool
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class _ServerProcess(Managed):
     """A server subprocess in its own session: stdout tail kept, killed as a group."""
 
     name = "server"
@@ -282,19 +307,6 @@ class _ServerProcess:
     def stop(self) -> None:
         """SIGKILL the whole process group and wait for it; idempotent."""
         self._kill()
-
-    def __enter__(self) -> Self:
-        if not self.running:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class _StartFailed(RuntimeError):
@@ -604,7 +616,7 @@ class MilvusLiteServer(_ServerProcess):
         return ""
 
 
-class S3Server:
+class S3Server(Managed):
     """moto's S3 (all AWS services, really) in this process, on a free loopback port.
 
     moto keeps its state per *process*: :meth:`reset` also wipes what
@@ -684,16 +696,3 @@ class S3Server:
         request = urllib.request.Request(self.endpoint_url + "/moto-api/reset", method="POST")
         with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
-
-    def __enter__(self) -> Self:
-        if not self.running:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
