@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kbrelease.cache.embeddings import CacheStats, EmbeddingCache
 from kbrelease.config import Config
 from kbrelease.embedding.base import ImageEmbedder, TextEmbedder
 from kbrelease.progress import Quiet, Reporter
@@ -60,6 +61,7 @@ class KbRelease:
         self._image = image_embedder
         self._store: MilvusStore | None = None
         self._registry: Registry | None = None
+        self._cache: EmbeddingCache | None = None
 
     # --- resources ----------------------------------------------------------
     @property
@@ -73,6 +75,15 @@ class KbRelease:
         if self._registry is None:
             self._registry = Registry(self.store, self.cfg.milvus.registry_db, self.cfg.environment)
         return self._registry
+
+    @property
+    def cache(self) -> EmbeddingCache | None:
+        """The embedding cache, or None when ``cache.enabled`` is false."""
+        if self._cache is None and self.cfg.cache.enabled:
+            from kbrelease.cache.embeddings import EmbeddingCache
+
+            self._cache = EmbeddingCache(self.cfg.cache_path)
+        return self._cache
 
     @property
     def text_embedder(self) -> TextEmbedder:
@@ -93,6 +104,8 @@ class KbRelease:
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+        if self._cache is not None:
+            self._cache.close()
 
     def __enter__(self) -> KbRelease:
         return self
@@ -110,7 +123,7 @@ class KbRelease:
     def build(self, release: str | None = None) -> ReleaseRecord:
         from kbrelease.release.build import Builder
 
-        builder = Builder(self.cfg, self.store, self.registry, self.reporter, self._text, self._image)
+        builder = Builder(self.cfg, self.store, self.registry, self.reporter, self._text, self._image, self.cache)
         record = builder.run(release)
         self._text, self._image = builder._text, builder._image  # keep loaded models
         return record
@@ -181,6 +194,21 @@ class KbRelease:
         from kbrelease.release.lifecycle import gc
 
         return gc(self.store, self.registry, keep or self.cfg.keep_releases)
+
+    def cache_stats(self) -> CacheStats:
+        from kbrelease.errors import ConfigError
+
+        if self.cache is None:
+            raise ConfigError("the embedding cache is disabled (cache.enabled: false / KBRELEASE_CACHE=off)")
+        return self.cache.stats()
+
+    def cache_prune(self, keep_builds: int) -> int:
+        """Drop cache entries none of the last ``keep_builds`` builds used."""
+        from kbrelease.errors import ConfigError
+
+        if self.cache is None:
+            raise ConfigError("the embedding cache is disabled (cache.enabled: false / KBRELEASE_CACHE=off)")
+        return self.cache.prune(keep_builds)
 
     def search(self, query: str, k: int = 5, source: str | None = None, release: str | None = None) -> list[Hit]:
         from kbrelease.search import check_compatible, resolve_release, search_vectors

@@ -32,6 +32,8 @@ app = typer.Typer(
 )
 store_app = typer.Typer(help="The embedded Milvus Lite server of the workspace.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
+cache_app = typer.Typer(help="The embedding cache: vectors reused across releases.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -301,6 +303,33 @@ def store_stop(ctx: typer.Context) -> None:
         return stop_server(Path(cfg.milvus_uri)) if "://" not in cfg.milvus_uri else False
 
     typer.echo("stopped" if _run(ctx, run) else "not running")
+
+
+@cache_app.command("stats")
+def cache_stats(ctx: typer.Context, json_output: JsonOpt = False) -> None:
+    """Entries, size, and the hit rate of the last build."""
+    with _project(ctx, json_output) as kb:
+        stats = kb.cache_stats()
+    if json_output:
+        _echo_json(stats.asdict())
+        return
+    rate = f"{stats.hit_rate:.1%}" if stats.hit_rate is not None else "-"
+    typer.echo(
+        f"{stats.path}: {stats.entries} vectors in {stats.namespaces} model(s), {stats.size_bytes / 1048576:.1f} MB; "
+        f"last build {stats.last_build or '-'}: {stats.last_hits} reused, {stats.last_misses} embedded (hit rate {rate})"
+    )
+
+
+@cache_app.command("prune")
+def cache_prune(
+    ctx: typer.Context,
+    keep: Annotated[int, typer.Option("--keep", "-k", min=1, help="Keep entries used by the last N builds.")] = 5,
+    json_output: JsonOpt = False,
+) -> None:
+    """Drop cached vectors that none of the last N builds used."""
+    with _project(ctx, json_output) as kb:
+        dropped = kb.cache_prune(keep)
+    _echo_json({"dropped": dropped}) if json_output else typer.echo(f"dropped {dropped} cached vectors")
 
 
 def main() -> None:

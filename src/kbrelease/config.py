@@ -114,6 +114,13 @@ class MilvusConfig(_Model):
     insert_batch: int = Field(default=512, ge=1, description="Rows per insert call.")
 
 
+class CacheConfig(_Model):
+    """The embedding cache: vectors by content checksum and embedder identity."""
+
+    enabled: bool = Field(default=True, description="Reuse vectors of unchanged chunks and images across releases. Env: KBRELEASE_CACHE=off disables.")
+    path: Path | None = Field(default=None, description="SQLite file of the cache (default: <workspace>/cache/embeddings.sqlite).")
+
+
 class Config(_Model):
     """The whole kbrelease configuration."""
 
@@ -124,6 +131,7 @@ class Config(_Model):
     text: TextConfig = Field(default_factory=TextConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
     milvus: MilvusConfig = Field(default_factory=MilvusConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
     max_failed_share: float = Field(
         default=0.01,
         ge=0,
@@ -164,6 +172,10 @@ class Config(_Model):
         raise ConfigError(f"unknown source {name!r} (configured: {known}); check the name or add it under 'sources:' in {CONFIG_FILENAME}")
 
     @property
+    def cache_path(self) -> Path:
+        return self.cache.path or self.workspace / "cache" / "embeddings.sqlite"
+
+    @property
     def milvus_uri(self) -> str:
         return self.milvus.uri or str(self.workspace / "milvus")
 
@@ -188,6 +200,7 @@ SIMPLE_ENV: dict[str, str] = {
     "TEXT_EMBEDDING_DIM": "text.dim",
     "IMAGE_EMBEDDING_MODEL": "image.model",
     "IMAGE_EMBEDDING_DIM": "image.dim",
+    "KBRELEASE_CACHE": "cache.enabled",
 }
 # Variables with more to them than one key.
 OTHER_ENV: dict[str, str] = {

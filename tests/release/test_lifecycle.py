@@ -107,7 +107,8 @@ def test_failed_build_leaves_live_untouched_and_rerun_resumes_without_duplicates
 
     from helpers import write_config
 
-    cfg = load_config(write_config(tmp_path, corpus, "text:\n  batch_size: 4\n"), env={}, overrides=isolated_milvus)
+    # No embedding cache here: this is about resuming the rows in Milvus.
+    cfg = load_config(write_config(tmp_path, corpus, "text:\n  batch_size: 4\ncache:\n  enabled: false\n"), env={}, overrides=isolated_milvus)
     with KbRelease(cfg, text_embedder=text_embedder, image_embedder=image_embedder) as kb:
         kb.publish()
     for i in range(6):

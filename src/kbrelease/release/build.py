@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kbrelease import __version__
+from kbrelease.cache.embeddings import EmbeddingCache, content_key, namespace
 from kbrelease.chunking.text import Chunk, TextChunker, decode_text
 from kbrelease.config import Config
-from kbrelease.embedding.base import ImageEmbedder, TextEmbedder
+from kbrelease.embedding.base import EmbedderIdentity, ImageEmbedder, TextEmbedder, Vectors
 from kbrelease.errors import InputFileError, ReleaseError
 from kbrelease.index.data_index import Bundle, FileRecord, SourceIndex, read_bundle, read_source_index
 from kbrelease.progress import Quiet, Reporter
@@ -76,8 +77,10 @@ class Builder:
         reporter: Reporter,
         text_embedder: TextEmbedder | None,
         image_embedder: ImageEmbedder | None,
+        cache: EmbeddingCache | None = None,
     ) -> None:
         self.cfg = cfg
+        self.cache = cache
         self.store = store
         self.registry = registry
         self.reporter = reporter
@@ -177,6 +180,7 @@ class Builder:
         self.store.delete_files(db, src.collection, stale)
         todo = [r for r in records if r.file_id not in complete]
         counts.files = len(records)
+        counts.removed = self._removed_since_live(src, wanted)
         label = f"build {src.channel}"
         self.reporter.start(label, len(records), "files")
         self.reporter.advance(label, len(records) - len(todo))
@@ -189,6 +193,14 @@ class Builder:
         self.reporter.finish(self._embed_label(src))
         self.store.seal(db, src.collection)
         counts.rows = self.store.count(db, src.collection)
+
+    def _removed_since_live(self, src: SourceIndex, wanted: set[str]) -> int:
+        """Files the live release had in this source that this one no longer has."""
+        live = self.registry.pointer().live
+        if not live or live == self._release:
+            return 0
+        previous = read_source_index(self.ws.release_dir(live) / "index" / src.index_file)
+        return sum(1 for r in previous if r.file_id not in wanted)
 
     @staticmethod
     def _embed_label(src: SourceIndex) -> str:
@@ -212,7 +224,8 @@ class Builder:
         def flush() -> None:
             if not pending:
                 return
-            vectors = self.text.embed_texts([c.text for _, c in pending])
+            texts = [c.text for _, c in pending]
+            vectors = self._vectors(self.text.identity, [content_key(t) for t in texts], lambda idx: self.text.embed_texts([texts[i] for i in idx]), counts)
             rows = []
             for (prep, chunk), vec in zip(pending, vectors, strict=True):
                 assert prep.chunks is not None
@@ -226,7 +239,6 @@ class Builder:
                 )
                 rows.append(row)
             self._upsert(db, src.collection, rows)
-            counts.embedded += len(rows)
             self.reporter.advance(self._embed_label(src), len(rows))
             pending.clear()
 
@@ -245,22 +257,34 @@ class Builder:
 
         batch: list[Prepared] = []
 
-        def flush() -> None:
-            if not batch:
-                return
-            vectors = self.image.embed_arrays(np.stack([p.array for p in batch]))
+        def write(records: list[FileRecord], vectors: Any) -> None:
             rows = []
-            for prep, vec in zip(batch, vectors, strict=True):
-                row = self._base_row(prep.record, 0, 1)
+            for rec, vec in zip(records, vectors, strict=True):
+                row = self._base_row(rec, 0, 1)
                 row.update(vector=vec.tolist(), start=0, heading="", text="", metadata={"source": src.channel})
                 rows.append(row)
             self._upsert(db, src.collection, rows)
-            counts.embedded += len(rows)
             self.reporter.advance(self._embed_label(src), len(rows))
+
+        def flush() -> None:
+            if not batch:
+                return
+            arrays = np.stack([p.array for p in batch])
+            keys = [p.record.checksum for p in batch]  # an image's key is its file's sha256
+            write([p.record for p in batch], self._vectors(self.image.identity, keys, lambda idx: self.image.embed_arrays(arrays[idx]), counts))
             batch.clear()
 
+        # Cached images are not even decoded.
+        cached = self.cache.get_many(namespace(self.image.identity), [r.checksum for r in todo]) if self.cache else {}
+        hits = [r for r in todo if r.checksum in cached]
+        for i in range(0, len(hits), self.cfg.milvus.insert_batch):
+            part = hits[i : i + self.cfg.milvus.insert_batch]
+            write(part, [cached[r.checksum] for r in part])
+            self.reporter.advance(label, len(part))
+        counts.reused += len(hits)
         prepare = lambda rec: self._prepare_image(src.channel, rec)  # noqa: E731
-        for prep in bounded_map(prepare, todo, workers=2, window=2 * self.cfg.image.batch_size):
+        rest = [r for r in todo if r.checksum not in cached]
+        for prep in bounded_map(prepare, rest, workers=2, window=2 * self.cfg.image.batch_size):
             self._note(counts, prep)
             if prep.array is not None:
                 batch.append(prep)
@@ -268,6 +292,27 @@ class Builder:
                 flush()
             self.reporter.advance(label)
         flush()
+
+    def _vectors(self, identity: EmbedderIdentity, keys: list[str], embed: Callable[[list[int]], Vectors], counts: SourceCounts) -> list[Vectors]:
+        """One vector per key: from the cache where it has it, else from ``embed(indexes)``.
+
+        Identical keys in one batch are embedded once. New vectors are written
+        to the cache (one transaction) before the rows that use them.
+        """
+        ns = namespace(identity)
+        found = self.cache.get_many(ns, keys) if self.cache else {}
+        first_missing: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key not in found and key not in first_missing:
+                first_missing[key] = i
+        if first_missing:
+            fresh = dict(zip(first_missing, embed(list(first_missing.values())), strict=True))
+            if self.cache:
+                self.cache.put_many(ns, fresh.items())
+            found.update(fresh)
+        counts.embedded += len(first_missing)
+        counts.reused += len(keys) - len(first_missing)
+        return [found[k] for k in keys]
 
     def _upsert(self, db: str, collection: str, rows: list[dict[str, Any]]) -> None:
         step = self.cfg.milvus.insert_batch
@@ -279,6 +324,8 @@ class Builder:
         bundle = read_bundle(self.ws.index_dir)
         release = check_release_name(name) if name else self.registry.next_name()
         self._release = release
+        if self.cache is not None:
+            self.cache.begin_build(release)
         record = self.registry.get(release)
         db = database_name(self.cfg, release)
         if record is not None and record.state not in ("building", "failed"):
@@ -348,11 +395,12 @@ def build(
     reporter: Reporter | None = None,
     text_embedder: TextEmbedder | None = None,
     image_embedder: ImageEmbedder | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> ReleaseRecord:
     """Build release ``name`` (default: the next ``vN``) from the current data index.
 
     A rerun for a ``building``/``failed`` release resumes if the data index is
     the same, else starts over. Never touches the live pointer.
     """
-    builder = Builder(cfg, store, registry, reporter or Quiet(), text_embedder, image_embedder)
+    builder = Builder(cfg, store, registry, reporter or Quiet(), text_embedder, image_embedder, cache)
     return builder.run(name)

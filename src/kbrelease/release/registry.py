@@ -48,6 +48,11 @@ class SourceCounts:
     files: int = 0
     rows: int = 0
     embedded: int = 0
+    """Chunks or images whose vector the model computed in this build."""
+    reused: int = 0
+    """Chunks or images whose vector came from the embedding cache."""
+    removed: int = 0
+    """Files the live release had in this source that this release no longer has."""
     skipped: int = 0
     failed: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
