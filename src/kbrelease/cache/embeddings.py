@@ -119,7 +119,6 @@ class EmbeddingCache:
                     f"UPDATE vectors SET last_build = ? WHERE ns = ? AND key IN ({hit_marks})",  # noqa: S608
                     (self._build_seq, ns, *[r[0] for r in rows]),
                 )
-        self._count(hits=sum(1 for k in keys if k in found), misses=sum(1 for k in keys if k not in found))
         return found
 
     def put_many(self, ns: str, items: Iterable[tuple[str, Vectors]]) -> None:
@@ -136,7 +135,8 @@ class EmbeddingCache:
             conn.execute("ROLLBACK")
             raise
 
-    def _count(self, hits: int, misses: int) -> None:
+    def record(self, hits: int, misses: int) -> None:
+        """Count reused and newly embedded vectors for this build's hit rate."""
         if self._build_seq and (hits or misses):
             self._conn().execute("UPDATE builds SET hits = hits + ?, misses = misses + ? WHERE seq = ?", (hits, misses, self._build_seq))
 

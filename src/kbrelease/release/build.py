@@ -282,6 +282,8 @@ class Builder:
             write(part, [cached[r.checksum] for r in part])
             self.reporter.advance(label, len(part))
         counts.reused += len(hits)
+        if self.cache:
+            self.cache.record(hits=len(hits), misses=0)
         prepare = lambda rec: self._prepare_image(src.channel, rec)  # noqa: E731
         rest = [r for r in todo if r.checksum not in cached]
         for prep in bounded_map(prepare, rest, workers=2, window=2 * self.cfg.image.batch_size):
@@ -312,6 +314,8 @@ class Builder:
             found.update(fresh)
         counts.embedded += len(first_missing)
         counts.reused += len(keys) - len(first_missing)
+        if self.cache:
+            self.cache.record(hits=len(keys) - len(first_missing), misses=len(first_missing))
         return [found[k] for k in keys]
 
     def _upsert(self, db: str, collection: str, rows: list[dict[str, Any]]) -> None:
