@@ -16,6 +16,7 @@ from kbrelease.cache.embeddings import CacheStats, EmbeddingCache
 from kbrelease.config import Config
 from kbrelease.embedding.base import ImageEmbedder, TextEmbedder
 from kbrelease.progress import Quiet, Reporter
+from kbrelease.release.file_packages import PackageInfo
 from kbrelease.release.registry import Pointer, Registry, ReleaseRecord
 from kbrelease.search import Hit
 from kbrelease.sources.sync import SyncInfo
@@ -209,6 +210,23 @@ class KbRelease:
         if self.cache is None:
             raise ConfigError("the embedding cache is disabled (cache.enabled: false / KBRELEASE_CACHE=off)")
         return self.cache.prune(keep_builds)
+
+    def cache_export(self, out: Path, files: list[str] | None = None, release: str | None = None) -> PackageInfo:
+        """Write per-file content packages of a release (default: the live one)."""
+        from kbrelease.release.file_packages import export_packages
+        from kbrelease.search import resolve_release
+
+        return export_packages(self.store, resolve_release(self.registry, release), out, files)
+
+    def cache_import(self, folder: Path) -> PackageInfo:
+        """Load per-file content packages into the embedding cache (checksums and models checked)."""
+        from kbrelease.errors import ConfigError
+        from kbrelease.release.file_packages import import_packages
+
+        if self.cache is None:
+            raise ConfigError("the embedding cache is disabled (cache.enabled: false / KBRELEASE_CACHE=off); enable it to import packages")
+        identities = {"text": self.text_embedder.identity, "image": self.image_embedder.identity}
+        return import_packages(self.cache, folder, identities)
 
     def search(self, query: str, k: int = 5, source: str | None = None, release: str | None = None) -> list[Hit]:
         from kbrelease.search import check_compatible, resolve_release, search_vectors

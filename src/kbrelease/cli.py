@@ -332,6 +332,36 @@ def cache_prune(
     _echo_json({"dropped": dropped}) if json_output else typer.echo(f"dropped {dropped} cached vectors")
 
 
+@cache_app.command("export")
+def cache_export(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write files/<file_id>/<checksum>/ into.")],
+    file: Annotated[list[str] | None, typer.Option("--file", "-f", help="A file id or relative path (repeatable).")] = None,
+    all_files: Annotated[bool, typer.Option("--all", help="Every file of the release.")] = False,
+    release: Annotated[str | None, typer.Option("--release", "-r", help="Release to export (default: the live one).")] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Write per-file content packages (chunks + vectors) that another environment imports without embedding."""
+    if bool(file) == all_files:
+        typer.echo("error: give --file PATH_OR_ID (repeatable) or --all", err=True)
+        raise typer.Exit(2)
+    with _project(ctx, json_output) as kb:
+        info = kb.cache_export(out, None if all_files else file, release)
+    _echo_json(info.asdict()) if json_output else typer.echo(f"exported {info.files} file package(s), {info.vectors} vectors, to {out}")
+
+
+@cache_app.command("import")
+def cache_import(
+    ctx: typer.Context,
+    folder: Annotated[Path, typer.Argument(help="A folder written by `kbrelease cache export`.")],
+    json_output: JsonOpt = False,
+) -> None:
+    """Load content packages into the embedding cache; the next build reuses their vectors."""
+    with _project(ctx, json_output) as kb:
+        info = kb.cache_import(folder)
+    _echo_json(info.asdict()) if json_output else typer.echo(f"imported {info.files} file package(s), {info.vectors} vectors")
+
+
 def main() -> None:
     app()
 
