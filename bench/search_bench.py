@@ -4,7 +4,9 @@ For each row count (default 10,000 and 100,000) and each engine, the script
 creates a collection with kbrelease's own schema (``MilvusStore.ensure_collection``:
 384-d FLOAT_VECTOR, COSINE, AUTOINDEX, the same scalar fields), upserts random
 unit vectors in ``--batch`` rows per call (kbrelease's ``milvus.insert_batch``),
-flushes and loads it, then runs ``--warmup`` searches followed by ``--queries``
+makes it searchable the way kbrelease does (``MilvusStore.seal``),
+times ``--cold-queries`` searches right away, waits for the engine's background index
+builds to finish, then runs ``--warmup`` searches followed by ``--queries``
 timed searches (k = ``--k``) through ``MilvusStore.search`` and reports p50,
 p90, p99 and mean latency in milliseconds, plus the insert rate in rows/s.
 
@@ -17,7 +19,7 @@ Engines:
   (pymilvus starts the Lite gRPC server on threads inside this process).
 * ``lite25``: Milvus Lite 2.5.x (the C++ one) through a plain ``MilvusClient``
   on a ``.db`` file, in the default database (2.5 has no databases). Needs a
-  separate virtualenv with ``milvus-lite==2.5.1`` and ``pymilvus<2.6``; the
+  separate virtualenv with ``milvus-lite==2.5.1`` (see bench/README.md); the
   schema and search call are copied from ``MilvusStore`` so they match. Run
   the script with that venv's Python and ``--engines lite25``.
 
@@ -69,6 +71,9 @@ class Result:
     insert_seconds: float
     insert_rows_per_s: float
     flush_load_seconds: float
+    cold_p50_ms: float | None
+    cold_p90_ms: float | None
+    settle_seconds: float | None
     p50_ms: float
     p90_ms: float
     p99_ms: float
@@ -77,6 +82,7 @@ class Result:
     max_ms: float
     top1_self_hit: bool
     versions: dict[str, str] = field(default_factory=dict)
+    ready: str = ""
     server_rss_mb: float | None = None
     load_before: str = ""
     load_after: str = ""
@@ -84,11 +90,19 @@ class Result:
     def markdown(self) -> str:
         return (
             f"| {self.engine} | {self.rows:,} | {self.insert_rows_per_s:,.0f} | {self.flush_load_seconds:.1f} | "
+            f"{_ms(self.cold_p50_ms)} | {_ms(self.settle_seconds)} | "
             f"{self.p50_ms:.1f} | {self.p90_ms:.1f} | {self.p99_ms:.1f} | {self.load_after} |"
         )
 
 
-MARKDOWN_HEADER = "| engine | rows | insert rows/s | flush+load s | p50 ms | p90 ms | p99 ms | load avg (1/5/15 min) |\n|---|---:|---:|---:|---:|---:|---:|---|"
+MARKDOWN_HEADER = (
+    "| engine | rows | insert rows/s | ready s (seal) | cold p50 ms | settle s | p50 ms | p90 ms | p99 ms | load avg (1/5/15 min) |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def loadavg() -> str:
@@ -124,6 +138,28 @@ def rows_for(vectors: npt.NDArray[np.float32], offset: int, text_chars: int) -> 
             }
         )
     return out
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` so far (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_idle(pid: int | None, timeout: float, window: float = 2.0, busy: float = 0.05) -> float | None:
+    """Seconds until ``pid`` uses under ``busy`` of a core over ``window`` (background index builds done)."""
+    if pid is None or cpu_seconds(pid) is None:
+        return None
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        before = cpu_seconds(pid) or 0.0
+        time.sleep(window)
+        if (cpu_seconds(pid) or 0.0) - before < busy * window:
+            return time.perf_counter() - started - window
+    return time.perf_counter() - started
 
 
 def rss_mb(pid: int) -> float | None:
@@ -166,8 +202,10 @@ def kbrelease_engine(kind: str, workdir: Path, dim: int) -> Iterator[tuple[Upser
             store.upsert(DB, COLLECTION, rows)
 
         def ready() -> None:
-            store.flush(DB, COLLECTION)
-            store.load(DB, COLLECTION)
+            # What kbrelease does after a source's last insert: flush, release, load (index built).
+            store.seal(DB, COLLECTION)
+
+        info["ready"] = "MilvusStore.seal"
 
         def search(vec: list[float]) -> list[list[dict[str, Any]]]:
             return store.search(DB, COLLECTION, [vec], k=info["k"])
@@ -177,6 +215,11 @@ def kbrelease_engine(kind: str, workdir: Path, dim: int) -> Iterator[tuple[Upser
         store.close()
         if kind == "server":
             stop_server(data)
+        else:
+            # pymilvus keeps the in-process Lite server until exit; stop it before the folder is deleted.
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(uri)
 
 
 @contextlib.contextmanager
@@ -214,6 +257,8 @@ def lite25_engine(workdir: Path, dim: int) -> Iterator[tuple[UpsertFn, Callable[
         def ready() -> None:
             client.flush(COLLECTION)
             client.load_collection(COLLECTION)
+
+        info["ready"] = "flush + load_collection"
 
         def search(vec: list[float]) -> list[list[dict[str, Any]]]:
             res = client.search(
@@ -266,7 +311,17 @@ def run_one(engine: str, rows: int, args: argparse.Namespace) -> Result:
             probe = int(rng.integers(rows))
             hits = search(vectors[probe].tolist())
             self_hit = bool(hits and hits[0] and hits[0][0]["id"] == rows_for(vectors[probe : probe + 1], probe, 1)[0]["id"])
-            queries = unit_vectors(args.warmup + args.queries, args.dim, rng)
+            queries = unit_vectors(args.cold_queries + args.warmup + args.queries, args.dim, rng)
+            # Right after the collection is ready (what a search sees just after a publish): Lite 3.x builds
+            # its indexes on a background thread after a flush, and searches meanwhile scan.
+            cold = []
+            for q in queries[: args.cold_queries]:
+                t = time.perf_counter()
+                search(q.tolist())
+                cold.append((time.perf_counter() - t) * 1000)
+            queries = queries[args.cold_queries :]
+            pid = info.get("server_pid")
+            settle_s = wait_until_idle(int(pid) if pid else None, args.settle_timeout) if args.settle_timeout > 0 else None
             load_before = loadavg()
             for q in queries[: args.warmup]:
                 search(q.tolist())
@@ -278,7 +333,6 @@ def run_one(engine: str, rows: int, args: argparse.Namespace) -> Result:
                 if len(res[0]) != args.k:
                     raise SystemExit(f"{engine}: a search returned {len(res[0])} hits, expected {args.k}")
             ms = np.asarray(times)
-            pid = info.get("server_pid")
             return Result(
                 engine=engine,
                 rows=rows,
@@ -289,6 +343,9 @@ def run_one(engine: str, rows: int, args: argparse.Namespace) -> Result:
                 insert_seconds=round(insert_s, 2),
                 insert_rows_per_s=round(rows / insert_s, 1),
                 flush_load_seconds=round(ready_s, 2),
+                cold_p50_ms=round(float(np.percentile(cold, 50)), 2) if cold else None,
+                cold_p90_ms=round(float(np.percentile(cold, 90)), 2) if cold else None,
+                settle_seconds=round(settle_s, 1) if settle_s is not None else None,
                 p50_ms=round(float(np.percentile(ms, 50)), 2),
                 p90_ms=round(float(np.percentile(ms, 90)), 2),
                 p99_ms=round(float(np.percentile(ms, 99)), 2),
@@ -297,6 +354,7 @@ def run_one(engine: str, rows: int, args: argparse.Namespace) -> Result:
                 max_ms=round(float(ms.max()), 2),
                 top1_self_hit=self_hit,
                 versions=info["versions"],
+                ready=info.get("ready", ""),
                 server_rss_mb=round(r, 1) if pid and (r := rss_mb(int(pid))) is not None else None,
                 load_before=load_before,
                 load_after=loadavg(),
@@ -315,6 +373,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=5, help="hits per query")
     parser.add_argument("--batch", type=int, default=512, help="rows per upsert call (kbrelease's milvus.insert_batch)")
     parser.add_argument("--text-chars", type=int, default=400, help="characters in each row's text field")
+    parser.add_argument(
+        "--cold-queries", type=int, default=20, help="queries timed right after the collection is made ready, before the engine settles (0: none)"
+    )
+    parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        default=300.0,
+        help="before the warm-ups, wait up to this long for the engine's background work (index builds) to end; 0: do not wait",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="parent folder for the temporary data (default: the system temp dir)")
     parser.add_argument("--json-out", type=Path, default=None, help="also write every result here as a JSON list")
