@@ -219,6 +219,14 @@ class _ServerProcess(Managed):
 
     name = "server"
 
+    port: int
+
+    @property
+    def uri(self) -> str:
+        if not self.port:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return f"http://{HOST}:{self.port}"
+
     def __init__(self, keep_lines: int = 200) -> None:
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
@@ -366,12 +374,6 @@ class MilvusServer(_ServerProcess):
     def available(cls) -> bool:
         """Whether ``milvus-server`` can be found (use for ``pytest.skip``)."""
         return find_executable("milvus-server") is not None
-
-    @property
-    def uri(self) -> str:
-        if not self.port:
-            raise RuntimeError("MilvusServer is not started")
-        return f"http://{HOST}:{self.port}"
 
     def _on_line(self, line: str) -> None:
         if self.WELCOME in line:
@@ -541,12 +543,6 @@ class MilvusLiteServer(_ServerProcess):
     @classmethod
     def available(cls) -> bool:
         return find_executable("milvus-lite") is not None
-
-    @property
-    def uri(self) -> str:
-        if not self.port:
-            raise RuntimeError("MilvusLiteServer is not started")
-        return f"http://{HOST}:{self.port}"
 
     def start(self, timeout: float = 60) -> Self:
         """Start; ready when the port accepts and ``list_databases()`` answers."""
