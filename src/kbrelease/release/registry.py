@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from kbrelease.errors import ConfigError, ReleaseError
-from kbrelease.store.milvus import MilvusStore
+from kbrelease.store.milvus import MilvusStore, create_indexed
 
 StoredState = Literal["building", "built", "verified", "failed", "dropped"]
 State = Literal["building", "built", "verified", "live", "retired", "failed", "dropped"]
@@ -140,7 +140,7 @@ class Registry:
                 schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)  # Milvus requires one
                 index = c.prepare_index_params()
                 index.add_index(field_name="vector", metric_type="L2", index_type="AUTOINDEX")
-                c.create_collection(REGISTRY_COLLECTION, schema=schema, index_params=index, consistency_level="Strong")
+                create_indexed(c, REGISTRY_COLLECTION, schema, index)
             c.load_collection(REGISTRY_COLLECTION)
         except Exception as exc:
             raise self.store.translate(exc, "open registry", (self.db,)) from exc

@@ -49,6 +49,19 @@ def redact_uri(uri: str) -> str:
     return uri
 
 
+def create_indexed(client: Any, name: str, schema: Any, index: Any) -> None:
+    """Create a collection with its index and load it.
+
+    ``create_collection(index_params=...)`` costs a fixed 0.5 s: pymilvus sleeps
+    before its first poll of the index, even on an empty collection (measured
+    0.52 s against 0.009 s for this, same index and results). That is paid per
+    source per release, so it matters for small incremental releases.
+    """
+    client.create_collection(name, schema=schema, consistency_level="Strong")
+    client.create_index(name, index, sync=False)
+    client.load_collection(name)
+
+
 def _translated(op: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
     def wrap(fn: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(fn)
@@ -169,7 +182,7 @@ class MilvusStore:
         schema.add_field("metadata", DataType.JSON)
         index = c.prepare_index_params()
         index.add_index(field_name="vector", metric_type="COSINE", index_type="AUTOINDEX")
-        c.create_collection(name, schema=schema, index_params=index, consistency_level="Strong")
+        create_indexed(c, name, schema, index)
 
     @_translated("upsert")
     def upsert(self, db: str, name: str, rows: list[dict[str, Any]]) -> None:
