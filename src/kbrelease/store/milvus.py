@@ -49,6 +49,23 @@ def redact_uri(uri: str) -> str:
     return uri
 
 
+# pymilvus pings every 10 s, even on an idle channel. A gRPC server with the
+# library's default policy (Milvus Lite's server) allows one ping per 5 min,
+# answers the third early ping with GOAWAY "too_many_pings", and the client's
+# reconnect then fails: seen as "cannot reach Milvus" in a long test run. On
+# loopback nothing can silently drop a connection, so ping rarely and only
+# during calls; remote servers keep pymilvus's defaults.
+LOOPBACK_GRPC_OPTIONS: dict[str, Any] = {
+    "grpc.keepalive_time_ms": 600_000,
+    "grpc.keepalive_permit_without_calls": 0,
+}
+
+
+def _is_loopback(uri: str) -> bool:
+    host = uri.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in {"127.0.0.1", "localhost", "::1"} or host.startswith("127.")
+
+
 def create_indexed(client: Any, name: str, schema: Any, index: Any) -> None:
     """Create a collection with its index and load it.
 
@@ -118,6 +135,8 @@ class MilvusStore:
 
             try:
                 kwargs: dict[str, Any] = {"uri": self.uri, "db_name": db, "timeout": self._timeout}
+                if _is_loopback(self.uri):
+                    kwargs["grpc_options"] = LOOPBACK_GRPC_OPTIONS
                 if self._token:
                     kwargs["token"] = self._token
                 made = MilvusClient(**kwargs)
