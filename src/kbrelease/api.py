@@ -196,20 +196,19 @@ class KbRelease:
 
         return gc(self.store, self.registry, keep or self.cfg.keep_releases)
 
-    def cache_stats(self) -> CacheStats:
-        from kbrelease.errors import ConfigError
-
+    def _require_cache(self) -> EmbeddingCache:
         if self.cache is None:
-            raise ConfigError("the embedding cache is disabled (cache.enabled: false / KBRELEASE_CACHE=off)")
-        return self.cache.stats()
+            from kbrelease.errors import ConfigError
+
+            raise ConfigError("the embedding cache is disabled (cache.enabled: false / KBRELEASE_CACHE=off); enable it for this command")
+        return self.cache
+
+    def cache_stats(self) -> CacheStats:
+        return self._require_cache().stats()
 
     def cache_prune(self, keep_builds: int) -> int:
         """Drop cache entries none of the last ``keep_builds`` builds used."""
-        from kbrelease.errors import ConfigError
-
-        if self.cache is None:
-            raise ConfigError("the embedding cache is disabled (cache.enabled: false / KBRELEASE_CACHE=off)")
-        return self.cache.prune(keep_builds)
+        return self._require_cache().prune(keep_builds)
 
     def cache_export(self, out: Path, files: list[str] | None = None, release: str | None = None) -> PackageInfo:
         """Write per-file content packages of a release (default: the live one)."""
@@ -220,13 +219,11 @@ class KbRelease:
 
     def cache_import(self, folder: Path) -> PackageInfo:
         """Load per-file content packages into the embedding cache (checksums and models checked)."""
-        from kbrelease.errors import ConfigError
         from kbrelease.release.file_packages import import_packages
 
-        if self.cache is None:
-            raise ConfigError("the embedding cache is disabled (cache.enabled: false / KBRELEASE_CACHE=off); enable it to import packages")
+        cache = self._require_cache()
         identities = {"text": self.text_embedder.identity, "image": self.image_embedder.identity}
-        return import_packages(self.cache, folder, identities)
+        return import_packages(cache, folder, identities)
 
     def search(self, query: str, k: int = 5, source: str | None = None, release: str | None = None) -> list[Hit]:
         from kbrelease.search import check_compatible, resolve_release, search_vectors
