@@ -227,6 +227,17 @@ class _ServerProcess(Managed):
             raise RuntimeError(f"{type(self).__name__} is not started")
         return f"http://{HOST}:{self.port}"
 
+    executable: str | None
+
+    def _executable_to_start(self, name: str, fix: str) -> str:
+        """The executable, or RuntimeError if already running or not installed."""
+        if self.running:
+            raise RuntimeError(f"{type(self).__name__} is already running")
+        exe = self.executable
+        if not exe or not Path(exe).is_file():
+            raise RuntimeError(f"{name} not found ({exe or 'not beside ' + sys.executable + ' nor on PATH'}); {fix}")
+        return exe
+
     def __init__(self, keep_lines: int = 200) -> None:
         self._proc: subprocess.Popen[str] | None = None
         self._reader: threading.Thread | None = None
@@ -383,14 +394,7 @@ class MilvusServer(_ServerProcess):
 
     def start(self, timeout: float = 120) -> Self:
         """Start and wait for the welcome line; RuntimeError with log tails on failure."""
-        if self.running:
-            raise RuntimeError("MilvusServer is already running")
-        exe = self.executable
-        if not exe or not Path(exe).is_file():
-            raise RuntimeError(
-                f"milvus-server not found ({exe or 'not beside ' + sys.executable + ' nor on PATH'}); "
-                "install the real Milvus server with: pip install milvus==2.3.5"
-            )
+        exe = self._executable_to_start("milvus-server", "install the real Milvus server with: pip install milvus==2.3.5")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         began = time.monotonic()
         deadline = began + timeout
@@ -546,13 +550,7 @@ class MilvusLiteServer(_ServerProcess):
 
     def start(self, timeout: float = 60) -> Self:
         """Start; ready when the port accepts and ``list_databases()`` answers."""
-        if self.running:
-            raise RuntimeError("MilvusLiteServer is already running")
-        exe = self.executable
-        if not exe or not Path(exe).is_file():
-            raise RuntimeError(
-                f"milvus-lite not found ({exe or 'not beside ' + sys.executable + ' nor on PATH'}); install it with: pip install 'milvus-lite>=3.2.2,<3.3'"
-            )
+        exe = self._executable_to_start("milvus-lite", "install it with: pip install 'milvus-lite>=3.2.2,<3.3'")
         began = time.monotonic()
         deadline = began + timeout
         for attempt in range(3):

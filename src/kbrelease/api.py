@@ -173,11 +173,9 @@ class KbRelease:
         if record.chunking.get("target_tokens") != self.cfg.text.chunk_target_tokens:
             return None
         current = {"text": lambda: self.text_embedder.identity, "image": lambda: self.image_embedder.identity}
-        for kind, built in record.embedders.items():
-            ident = vars(current[kind]())
-            if any(built.get(key) != ident[key] for key in ("model", "dim", "revision", "preprocessing")):
-                return None
-        return record
+        if all(current[kind]().matches(built) for kind, built in record.embedders.items()):
+            return record
+        return None
 
     # --- reading --------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from kbrelease.errors import KbReleaseError
 
 if TYPE_CHECKING:
     from kbrelease.api import KbRelease
-    from kbrelease.release.registry import ReleaseRecord
 
 T = TypeVar("T")
 
@@ -102,9 +101,10 @@ def _run(ctx: typer.Context, fn: Callable[[], T]) -> T:
         raise typer.Exit(exc.exit_code) from None
 
 
-def _release_line(r: ReleaseRecord, state: str) -> str:
-    counts = ", ".join(f"{n}: {c.rows} rows/{c.files} files" + (f", {c.failed} failed" if c.failed else "") for n, c in r.sources.items())
-    return f"{r.name:<10} {state:<9} {r.created_at}  {counts}"
+def _release_line(item: dict[str, Any]) -> str:
+    """One line of `status`/`list` from an entry of ``KbRelease.status()["releases"]``."""
+    counts = ", ".join(f"{n}: {c['rows']} rows/{c['files']} files" + (f", {c['failed']} failed" if c["failed"] else "") for n, c in item["sources"].items())
+    return f"{item['name']:<10} {item['state']:<9} {item['created_at']}  {counts}"
 
 
 @app.command()
@@ -201,13 +201,12 @@ def status(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     """The live release and every release with its state and counts."""
     with _project(ctx, json_output) as kb:
         data = kb.status()
-        records = {r.name: r for r in kb.releases()}
     if json_output:
         _echo_json(data)
         return
     typer.echo(f"environment: {data['environment']}   live: {data['live'] or '-'}   previous: {data['previous'] or '-'}")
     for item in data["releases"]:
-        typer.echo("  " + _release_line(records[item["name"]], item["state"]))
+        typer.echo("  " + _release_line(item))
 
 
 @app.command("list")
@@ -215,12 +214,11 @@ def list_(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     """List releases (name, state, created, counts)."""
     with _project(ctx, json_output) as kb:
         data = kb.status()
-        records = {r.name: r for r in kb.releases()}
     if json_output:
         _echo_json(data["releases"])
         return
     for item in data["releases"]:
-        typer.echo(_release_line(records[item["name"]], item["state"]))
+        typer.echo(_release_line(item))
 
 
 @app.command()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,10 @@ class EmbedderIdentity:
 
     def key(self) -> str:
         return f"{self.kind}:{self.model}:{self.dim}:{self.revision}:{self.preprocessing}"
+
+    def matches(self, recorded: dict[str, Any]) -> bool:
+        """Whether a manifest's recorded identity would give the same vectors as this one."""
+        return all(recorded.get(f) == getattr(self, f) for f in ("model", "dim", "revision", "preprocessing"))
 
 
 @runtime_checkable

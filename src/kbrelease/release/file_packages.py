@@ -129,7 +129,7 @@ def import_packages(cache: EmbeddingCache, folder: Path, identities: dict[str, E
         meta = json.loads((pkg / "metadata.json").read_text(encoding="utf-8"))
         current = identities.get(meta["modality"])
         built = meta.get("embedder") or {}
-        if current is None or any(built.get(k) != getattr(current, k) for k in ("model", "dim", "revision", "preprocessing")):
+        if current is None or not current.matches(built):
             raise ConfigError(
                 f"package {pkg}: made with {meta['modality']} model {built.get('model')!r} ({built.get('dim')}-d, rev {built.get('revision')}) "
                 f"but this environment is configured for {current.model if current else 'none'!r}; configure the same model to import it"
