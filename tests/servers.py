@@ -598,7 +598,9 @@ class MilvusLiteServer(_ServerProcess):
         from pymilvus import MilvusClient
 
         try:
-            client = MilvusClient(f"http://{HOST}:{port}", timeout=5)
+            # dedicated: a shared channel would outlive close() and be reused, with
+            # pymilvus's 10 s idle pings, by every later client of this address.
+            client = MilvusClient(f"http://{HOST}:{port}", timeout=5, dedicated=True)
         except Exception as exc:
             return f"{type(exc).__name__}: {exc}"
         try:

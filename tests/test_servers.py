@@ -57,7 +57,7 @@ def test_s3_server_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
 def _round_trip(uri: str) -> int:
     from pymilvus import DataType, MilvusClient
 
-    client = MilvusClient(uri)
+    client = MilvusClient(uri, dedicated=True)
     try:
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=128)

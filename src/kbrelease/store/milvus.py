@@ -134,7 +134,10 @@ class MilvusStore:
             from pymilvus import MilvusClient
 
             try:
-                kwargs: dict[str, Any] = {"uri": self.uri, "db_name": db, "timeout": self._timeout}
+                # dedicated: pymilvus otherwise shares one channel per address|token
+                # across every MilvusClient of the process, created with the options
+                # of whichever client came first (see LOOPBACK_GRPC_OPTIONS).
+                kwargs: dict[str, Any] = {"uri": self.uri, "db_name": db, "timeout": self._timeout, "dedicated": True}
                 if _is_loopback(self.uri):
                     kwargs["grpc_options"] = LOOPBACK_GRPC_OPTIONS
                 if self._token:
