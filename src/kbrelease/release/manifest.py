@@ -36,7 +36,8 @@ def release_info_text(record: ReleaseRecord) -> str:
     lines.append("sources:")
     for name, c in record.sources.items():
         lines.append(
-            f"  {name} -> {c.collection} [{c.modality}]: files {c.files}, rows {c.rows}, embedded {c.embedded}, skipped {c.skipped}, failed {c.failed}"
+            f"  {name} -> {c.collection} [{c.modality}]: files {c.files}, rows {c.rows}, embedded {c.embedded}, reused {c.reused}, removed {c.removed}, "
+            f"skipped {c.skipped}, failed {c.failed}"
         )
         for item in c.failures:
             lines.append(f"    failed  {item['file']}: {item['reason']}")
