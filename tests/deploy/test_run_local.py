@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import write_config
 from kbrelease import KbRelease, load_config
 from kbrelease.deploy.local_run import LocalRunner, StepRun, should_retry
+
+from helpers import write_config
 
 QUERIES = ["how do I connect to the VPN from home?", "when is the fire drill?"]
 ROW_FIELDS = ["id", "file_id", "file", "chunk_index", "n_chunks", "start", "heading", "text", "checksum", "vector"]

@@ -164,10 +164,10 @@ def prepare(builder: Builder, release: str | None, shard_files: int) -> BuildPla
 def build_shard(builder: Builder, release: str, source: str, shard: Shard) -> ShardResult:
     """Build one shard of one source into the prepared release; safe to run concurrently and to retry."""
     started = time.monotonic()
-    record = builder.registry.require(release)
-    _require_building(record, "shards can be built")
     folder = builder.ws.release_dir(release)
     plan = read_plan(folder, release)
+    record = builder.registry.require(release)
+    _require_building(record, "shards can be built")
     expected = plan.shards(source)
     if str(shard) not in expected:
         raise ConfigError(
@@ -218,9 +218,9 @@ def _merge(src: SourceIndex, results: list[dict[str, Any]]) -> SourceCounts:
 
 def finalize(builder: Builder, release: str) -> ReleaseRecord:
     """Merge every shard's result into the release record and mark it ``built``; names any shard still missing."""
+    folder = builder.ws.release_dir(release)
     record = builder.registry.require(release)
     _require_building(record, "it can be finalized")
-    folder = builder.ws.release_dir(release)
     plan = read_plan(folder, release)
     bundle = read_bundle(folder / "index")
     missing: list[tuple[str, str]] = []
