@@ -87,6 +87,17 @@ def github_workflow(cfg: Config) -> dict[str, Any]:
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    """Shell scripts as ``|`` blocks, readable in the rendered file."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def github_workflow_yaml(cfg: Config) -> str:
     header = "# Rendered by `kbrelease argo github` from kbrelease.yaml (deploy.ci); change that and render again.\n"
-    return header + yaml.safe_dump(github_workflow(cfg), sort_keys=False, allow_unicode=True, width=200)
+    return header + yaml.dump(github_workflow(cfg), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=200)
