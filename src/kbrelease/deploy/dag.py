@@ -51,6 +51,8 @@ class Dag:
     parameters: dict[str, str | None]
     templates: dict[str, dict[str, Any]]
     tasks: dict[str, TaskSpec] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
+    """The whole ``spec`` of the WorkflowTemplate (volumes, parallelism, ...)."""
 
     def order(self) -> list[str]:
         """Task names in an order where every task comes after its dependencies."""
@@ -124,7 +126,7 @@ def parse(template: dict[str, Any]) -> Dag:
     if entry not in templates or "dag" not in templates[entry]:
         raise ConfigError(f"workflow {template.get('metadata', {}).get('name')}: entrypoint {entry!r} is not a DAG template")
     params = {p["name"]: p.get("value") for p in (spec.get("arguments") or {}).get("parameters") or []}
-    dag = Dag(name=str((template.get("metadata") or {}).get("name")), entrypoint=str(entry), parameters=params, templates=templates)
+    dag = Dag(name=str((template.get("metadata") or {}).get("name")), entrypoint=str(entry), parameters=params, templates=templates, spec=spec)
     for task in templates[entry]["dag"].get("tasks") or []:
         args = {p["name"]: str(p.get("value", "")) for p in (task.get("arguments") or {}).get("parameters") or []}
         dag.tasks[task["name"]] = TaskSpec(task["name"], task["template"], _depends(task), args, task.get("withParam"))

@@ -23,7 +23,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -143,7 +142,7 @@ class LocalRunner:
         missing = [k for k in self.dag.parameters if k not in self.params]
         if missing:
             raise ConfigError(f"workflow parameter(s) {', '.join(missing)} not given; pass -p {missing[0]}=VALUE")
-        spec = self._spec()
+        spec = self.dag.spec
         self.parallelism = parallelism or int(spec.get("parallelism") or 4)
         self.approve = approve
         self.workspace_dir = workspace_dir.resolve()
@@ -151,16 +150,7 @@ class LocalRunner:
         self.echo = echo or (lambda _line: None)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         self.logs = (logs_dir or self.workspace_dir / "logs" / "run-local" / stamp).resolve()
-        self._lock = threading.Lock()
         self._mounts = self._volumes(spec)
-
-    def _spec(self) -> dict[str, Any]:
-        from kbrelease.deploy.dag import load_documents
-
-        for _, doc in load_documents(self.folder):
-            if doc.get("kind") == "WorkflowTemplate":
-                return dict(doc.get("spec") or {})
-        return {}  # pragma: no cover - load() already found it
 
     # --- the container, locally ---------------------------------------------------
     def _volumes(self, spec: dict[str, Any]) -> dict[str, Path]:
