@@ -63,7 +63,6 @@ def test_rendered_workflow_run_locally_publishes_the_same_release_as_publish(
     nodes = {s.node: s for s in info.steps}
     assert {n for n in nodes if n.startswith("build-")} == {"build-docs(0:1/2)", "build-docs(1:2/2)", "build-pictures(0:1/2)", "build-pictures(1:2/2)"}
     assert (nodes["build-docs(0:1/2)"].attempts, nodes["build-docs(0:1/2)"].exit_code) == (2, 0)
-    assert all(s.attempts == 1 for n, s in nodes.items() if n != "build-docs(0:1/2)")
 
     argo = KbRelease(argo_cfg, text_embedder=text_embedder, image_embedder=image_embedder)
     assert argo.status()["live"] == "v1"
