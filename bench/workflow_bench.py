@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
+    args.corpus = args.corpus.resolve()
     out: dict[str, object] = {"load_average": os.getloadavg(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory() as tmp_name, MilvusLiteServer(Path(tmp_name) / "lite") as lite:
         tmp = Path(tmp_name)
@@ -64,7 +65,9 @@ def main() -> None:
         publish_cfg = _config(tmp / "publish", args.corpus, lite.uri, "publish", {})
         started = time.monotonic()
         command = [sys.executable, "-m", "kbrelease.cli", "-c", str(publish_cfg), "publish", "--release", "v1", "--json"]
-        subprocess.run(command, check=True, capture_output=True, env=env)
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"publish failed ({done.returncode}): {done.stderr[-2000:]}")
         out["publish_seconds"] = round(time.monotonic() - started, 1)
         # The start-up cost of one step: a process that imports kbrelease and reads the config.
         starts = []
