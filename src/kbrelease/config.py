@@ -203,6 +203,9 @@ class DeployConfig(_Model):
     parallelism: int = Field(default=8, ge=1, description="Most workflow pods at once.")
     approval: bool = Field(default=False, description="Pause before the switch until someone runs `argo resume`.")
     workflow_ttl: int = Field(default=7 * 24 * 3600, ge=0, description="Seconds a finished workflow is kept before Argo deletes it.")
+    step_timeout: str | None = Field(
+        default="6h", pattern=r"^\d+[smh]$", description="A step running longer fails (and is retried): a hung pod never holds a GPU for good. null: no limit."
+    )
     retry: RetryConfig = Field(default_factory=RetryConfig)
     gpu: GpuConfig = Field(default_factory=GpuConfig)
     step_resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="sync, index, text build, verify, switch, gc steps.")

@@ -167,6 +167,17 @@ def test_every_step_retries_transient_failures_with_backoff(rendered: Path) -> N
         assert retry["limit"] == 3 and retry["retryPolicy"] == "Always"
         assert "asInt(lastRetry.exitCode) == 75" in retry["expression"]
         assert retry["backoff"] == {"duration": "30s", "factor": 2, "maxDuration": "30m"}
+        assert t["timeout"] == "6h"  # a hung step never holds a node (or a GPU) for good
+
+
+def test_without_gpus_image_steps_run_on_the_cpu_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = render_cli(tmp_path, CONFIG.replace("  gpu:\n", "  gpu:\n    enabled: false\n"), monkeypatch)
+    dag, _ = load(out)
+
+    image_step = dag.templates["build-image"]
+    assert _gpu_limits(image_step) == {}
+    assert "nodeSelector" not in image_step and "tolerations" not in image_step
+    assert image_step["container"]["image"] == "registry.example.com/kbrelease:1.2.3"
 
 
 def test_every_step_is_a_valid_kbrelease_command(rendered: Path) -> None:

@@ -50,10 +50,10 @@ def test_rendered_workflow_run_locally_publishes_the_same_release_as_publish(
     real_attempt = LocalRunner._attempt
     from servers import free_port
 
-    def flaky(self: LocalRunner, run: StepRun, argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
+    def flaky(self: LocalRunner, run: StepRun, argv: list[str], env: dict[str, str], cwd: Path, timeout: float | None = None) -> tuple[int, str]:
         if run.node == "build-docs(0:1/2)" and run.attempts == 1:
             env = env | {"MILVUS_URI": f"http://127.0.0.1:{free_port()}"}
-        return real_attempt(self, run, argv, env, cwd)
+        return real_attempt(self, run, argv, env, cwd, timeout)
 
     monkeypatch.setattr(LocalRunner, "_attempt", flaky)
     env = dict(os.environ, OMP_NUM_THREADS="1")  # five model processes share two cores
@@ -134,6 +134,18 @@ def test_a_permanent_failure_is_not_retried_and_stops_what_depends_on_it(tmp_pat
     assert (bad.node, bad.status, bad.exit_code, bad.attempts) == ("bad", "Failed", 2, 1)
     assert "No such command" in Path(bad.log).read_text(encoding="utf-8")
     assert (info.steps[1].node, info.steps[1].status) == ("after", "Skipped")
+
+
+def test_a_step_past_its_timeout_is_killed_and_fails(tmp_path: Path) -> None:
+    slow = _kbrelease("slow", ["--help"])
+    slow["timeout"] = "1ms"  # no process starts that fast
+    folder = _template(tmp_path, [{"name": "slow", "template": "slow"}], [slow])
+
+    info = LocalRunner(folder, tmp_path / "ws").run()
+
+    (step,) = info.steps
+    assert (step.status, step.exit_code) == ("Failed", 124)
+    assert "exceeded its timeout" in Path(step.log).read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,9 @@ processes: tasks start when their dependencies succeeded, independent
 branches run at the same time (up to ``parallelism``), ``withParam`` fans a
 task out over the JSON list its producer printed, failed steps are retried
 as the template's ``retryStrategy`` says (limit, backoff, and the retry
-expression kbrelease renders), and a failure stops new steps from starting
-(Argo's ``failFast``). Each step gets the container's environment: the
+expression kbrelease renders), a step past its template's ``timeout`` is
+killed and fails, and a failure stops new steps from starting (Argo's
+``failFast``). Each step gets the container's environment: the
 ConfigMap's variables, the Secret's keys taken from this environment, and
 the volumes mapped to local folders (the workspace PVC to
 ``workspace_dir``, ConfigMap volumes to files written from the ConfigMap;
@@ -213,13 +214,19 @@ class LocalRunner:
         return _REF.sub(one, text)
 
     # --- running ------------------------------------------------------------------
-    def _attempt(self, run: StepRun, argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
+    def _attempt(self, run: StepRun, argv: list[str], env: dict[str, str], cwd: Path, timeout: float | None = None) -> tuple[int, str]:
         log = self.logs / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', run.node)}.log"
         run.log = str(log)
         with log.open("a", encoding="utf-8") as err:
             err.write(f"$ kbrelease {' '.join(argv[3:])}   (attempt {run.attempts})\n")
             err.flush()
-            proc = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=err, text=True, check=False)
+            try:
+                proc = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=err, text=True, check=False, timeout=timeout)
+            except subprocess.TimeoutExpired as exc:
+                # Argo fails a node past its template's timeout; so does this.
+                err.write(f"step exceeded its timeout of {timeout:g}s and was killed\n")
+                run.status = "Failed"
+                return 124, exc.stdout if isinstance(exc.stdout, str) else ""
             err.write(proc.stdout)
         code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
         run.status = "Succeeded" if proc.returncode == 0 else ("Error" if proc.returncode < 0 else "Failed")
@@ -248,11 +255,12 @@ class LocalRunner:
         limit = int(strategy.get("limit") or 0)
         backoff = strategy.get("backoff") or {}
         delay, factor, cap = _seconds(backoff.get("duration")), float(backoff.get("factor") or 1), backoff.get("maxDuration")
+        timeout = _seconds(template["timeout"]) if template.get("timeout") else None
         started = time.monotonic()
         self.echo(f"start:  {node}: {' '.join(run.argv)}")
         while True:
             run.attempts += 1
-            code, out = self._attempt(run, argv, env, self.workspace_dir)
+            code, out = self._attempt(run, argv, env, self.workspace_dir, timeout)
             run.exit_code = code
             if run.status == "Succeeded":
                 run.result = out.strip()

@@ -79,6 +79,7 @@ def workflow_template(cfg: Config) -> Any:
             resources=k8s.resources(spec or d.step_resources, extra),
             security_context=k8s.container_security(),
             retry_strategy=retry,
+            timeout=d.step_timeout,
             node_selector=(d.gpu.node_selector or None) if use_gpu else None,
             tolerations=[m.Toleration(**t.model_dump(exclude_none=True)) for t in d.gpu.tolerations] if use_gpu else None,
         )
