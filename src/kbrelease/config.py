@@ -204,7 +204,9 @@ class DeployConfig(_Model):
     approval: bool = Field(default=False, description="Pause before the switch until someone runs `argo resume`.")
     workflow_ttl: int = Field(default=7 * 24 * 3600, ge=0, description="Seconds a finished workflow is kept before Argo deletes it.")
     step_timeout: str | None = Field(
-        default="6h", pattern=r"^\d+[smh]$", description="A step running longer fails (and is retried): a hung pod never holds a GPU for good. null: no limit."
+        default="6h",
+        pattern=r"^\d+[smh]$",
+        description="A step running longer is killed and fails (not retried): a hung pod never holds a GPU for good. null: no limit.",
     )
     retry: RetryConfig = Field(default_factory=RetryConfig)
     gpu: GpuConfig = Field(default_factory=GpuConfig)
