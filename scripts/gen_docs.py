@@ -1,4 +1,4 @@
-"""Generate docs/cli.md and docs/environment.md from the code, so they never drift.
+"""Generate docs/cli.md, docs/environment.md and the workflow diagram of docs/kubernetes.md from the code, so they never drift.
 
 python scripts/gen_docs.py          # rewrite the files
 python scripts/gen_docs.py --check  # exit 1 if they are out of date (CI)
@@ -60,16 +60,36 @@ def cli_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _fields(model: type[Any], prefix: str) -> list[str]:
+def _factory_default(value: Any) -> str:
+    """A default made by a factory, as it really is (a nested section may differ from its class's defaults)."""
+    import json
+
+    def plain(v: Any) -> Any:
+        return v.model_dump(mode="json", exclude_none=True) if hasattr(v, "model_dump") else v
+
+    if isinstance(value, list):
+        return json.dumps([plain(v) for v in value]) if value else "[]"
+    if isinstance(value, dict):
+        return json.dumps(value) if value else "{}"
+    return str(value)
+
+
+def _fields(model: type[Any], prefix: str, instance: Any = None) -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
         ann = field.annotation
+        value = getattr(instance, name, None) if instance is not None else None
         if isinstance(ann, type) and hasattr(ann, "model_fields"):
-            rows += _fields(ann, f"{prefix}{name}.")
+            rows += _fields(ann, f"{prefix}{name}.", value)
             continue
         if field.exclude:
             continue
-        default = field.default if field.default_factory is None else "(see below)" if name == "sources" else "[]"
+        if field.default_factory is None:
+            default = value if instance is not None else field.default
+        elif name == "sources":
+            default = "(see below)"
+        else:
+            default = _factory_default(value) if instance is not None else "[]"
         rows.append(f"| `{prefix}{name}` | `{default}` | {field.description or ''} |")
     return rows
 
@@ -98,7 +118,7 @@ def env_markdown() -> str:
         "| key | default | meaning |",
         "|---|---|---|",
     ]
-    lines += _fields(Config, "")
+    lines += _fields(Config, "", Config())
     lines += ["", "Each entry of `sources:` has:", "", "| key | default | meaning |", "|---|---|---|"]
     from kbrelease.config import SourceConfig
 
@@ -106,9 +126,43 @@ def env_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+DIAGRAM_BEGIN = "<!-- workflow-diagram:begin"
+DIAGRAM_END = "<!-- workflow-diagram:end -->"
+
+
+def workflow_diagram() -> str:
+    """Mermaid of the WorkflowTemplate rendered from examples/kbrelease.yaml (with the approval step)."""
+    import tempfile
+
+    from kbrelease.config import load_config
+    from kbrelease.deploy.dag import load
+    from kbrelease.deploy.diagram import mermaid
+    from kbrelease.deploy.render import render
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "kbrelease.yaml"
+    cfg = load_config(example, env={}, overrides={"milvus.uri": "http://milvus.milvus:19530", "deploy.approval": True})
+    with tempfile.TemporaryDirectory() as folder:
+        render(cfg, Path(folder))
+        dag, _ = load(Path(folder))
+    return mermaid(dag)
+
+
+def kubernetes_markdown(current: str) -> str:
+    """docs/kubernetes.md with its diagram block regenerated."""
+    begin = current.index(DIAGRAM_BEGIN)
+    begin = current.index("\n", begin) + 1
+    end = current.index(DIAGRAM_END)
+    return current[:begin] + "\n```mermaid\n" + workflow_diagram() + "```\n\n" + current[end:]
+
+
 def main() -> int:
     os.environ.setdefault("COLUMNS", "100")
-    wanted = {DOCS / "cli.md": cli_markdown(), DOCS / "environment.md": env_markdown()}
+    kubernetes = DOCS / "kubernetes.md"
+    wanted = {
+        DOCS / "cli.md": cli_markdown(),
+        DOCS / "environment.md": env_markdown(),
+        kubernetes: kubernetes_markdown(kubernetes.read_text(encoding="utf-8")),
+    }
     if "--check" in sys.argv:
         stale = [str(p) for p, text in wanted.items() if not p.is_file() or p.read_text(encoding="utf-8") != text]
         if stale:

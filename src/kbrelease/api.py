@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kbrelease.cache.embeddings import CacheStats, EmbeddingCache
 from kbrelease.config import Config
@@ -21,6 +21,11 @@ from kbrelease.release.registry import Pointer, Registry, ReleaseRecord
 from kbrelease.search import Hit
 from kbrelease.sources.sync import SyncInfo
 from kbrelease.store.milvus import MilvusStore
+
+if TYPE_CHECKING:
+    from kbrelease.deploy.render import RenderInfo
+    from kbrelease.release.build import Builder
+    from kbrelease.release.shards import BuildPlan, ShardResult
 
 
 @dataclass
@@ -83,7 +88,7 @@ class KbRelease:
         if self._cache is None and self.cfg.cache.enabled:
             from kbrelease.cache.embeddings import EmbeddingCache
 
-            self._cache = EmbeddingCache(self.cfg.cache_path)
+            self._cache = EmbeddingCache(self.cfg.cache_path, self.cfg.cache.journal)
         return self._cache
 
     @property
@@ -115,19 +120,62 @@ class KbRelease:
         self.close()
 
     # --- pipeline -----------------------------------------------------------
-    def sync(self, sources: list[str] | None = None) -> SyncInfo:
+    def sync(self, sources: list[str] | None = None, index_only: bool = False) -> SyncInfo:
+        """Mirror the sources and write the data index; ``index_only`` hashes files in place and keeps no mirror."""
         from kbrelease.sources.sync import sync
 
-        info, _ = sync(self.cfg, self.reporter, sources)
+        info, _ = sync(self.cfg, self.reporter, sources, index_only=index_only)
         return info
 
-    def build(self, release: str | None = None) -> ReleaseRecord:
+    def _builder(self) -> Builder:
         from kbrelease.release.build import Builder
 
-        builder = Builder(self.cfg, self.store, self.registry, self.reporter, self._text, self._image, self.cache)
-        record = builder.run(release)
-        self._text, self._image = builder._text, builder._image  # keep loaded models
-        return record
+        return Builder(self.cfg, self.store, self.registry, self.reporter, self._text, self._image, self.cache)
+
+    def _keep_models(self, builder: Builder) -> None:
+        self._text, self._image = builder._text, builder._image
+
+    def build(self, release: str | None = None) -> ReleaseRecord:
+        builder = self._builder()
+        try:
+            return builder.run(release)
+        finally:
+            self._keep_models(builder)
+
+    # --- parallel builds (the Argo workflow's steps; see kbrelease.release.shards) ---
+    def prepare_build(self, release: str | None = None, shard_files: int | None = None) -> BuildPlan:
+        """Open a release for a parallel build: freeze the data index, create the database, plan shards per source."""
+        from kbrelease.release.shards import prepare
+
+        builder = self._builder()
+        try:
+            return prepare(builder, release, shard_files or self.cfg.deploy.shard_files)
+        finally:
+            self._keep_models(builder)
+
+    def build_plan(self, release: str) -> BuildPlan:
+        """The shard plan of a prepared release."""
+        from kbrelease.release.shards import read_plan
+        from kbrelease.workspace import Workspace
+
+        return read_plan(Workspace(self.cfg.workspace).release_dir(release), release)
+
+    def build_shard(self, release: str, source: str, shard: str | None = None) -> list[ShardResult]:
+        """Build one shard (``"2/3"``) of one source of a prepared release, or all its shards in turn."""
+        from kbrelease.release.shards import Shard, build_shard
+
+        shards = [shard] if shard else self.build_plan(release).shards(source)
+        builder = self._builder()
+        try:
+            return [build_shard(builder, release, source, Shard.parse(s)) for s in shards]
+        finally:
+            self._keep_models(builder)
+
+    def finalize_build(self, release: str) -> ReleaseRecord:
+        """Merge the shard results of a parallel build into the release record (state ``built``)."""
+        from kbrelease.release.shards import finalize
+
+        return finalize(self._builder(), release)
 
     def verify(self, release: str) -> ReleaseRecord:
         from kbrelease.release.verify import verify
@@ -176,6 +224,19 @@ class KbRelease:
         if all(current[kind]().matches(built) for kind, built in record.embedders.items()):
             return record
         return None
+
+    # --- deployment -------------------------------------------------------------
+    def render_kubernetes(self, out: Path) -> RenderInfo:
+        """Write the Argo WorkflowTemplate and the Kubernetes objects for this config into ``out``."""
+        from kbrelease.deploy.render import render
+
+        return render(self.cfg, out)
+
+    def github_workflow(self) -> str:
+        """The GitHub Actions workflow (YAML) that keeps the data index on the branch data/<bundle>."""
+        from kbrelease.deploy.github import github_workflow_yaml
+
+        return github_workflow_yaml(self.cfg)
 
     # --- reading --------------------------------------------------------------
     def status(self) -> dict[str, Any]:

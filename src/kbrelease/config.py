@@ -119,6 +119,108 @@ class CacheConfig(_Model):
 
     enabled: bool = Field(default=True, description="Reuse vectors of unchanged chunks and images across releases. Env: KBRELEASE_CACHE=off disables.")
     path: Path | None = Field(default=None, description="SQLite file of the cache (default: <workspace>/cache/embeddings.sqlite).")
+    journal: Literal["wal", "delete"] = Field(
+        default="wal",
+        description="SQLite journal mode: 'wal' (fast; processes on one machine) or 'delete' for a cache on a network volume "
+        "shared by several machines (a Kubernetes ReadWriteMany PVC; the rendered manifests set it).",
+    )
+
+
+class ResourcesConfig(_Model):
+    """CPU and memory of one kind of pod (Kubernetes quantities)."""
+
+    cpu: str = Field(default="1", description="CPU request, e.g. '500m' or '2'.")
+    memory: str = Field(default="2Gi", description="Memory request, e.g. '2Gi'.")
+    cpu_limit: str | None = Field(default=None, description="CPU limit (default: none, so a step may use idle cores).")
+    memory_limit: str | None = Field(default=None, description="Memory limit (default: the request).")
+
+
+class TolerationConfig(_Model):
+    """One Kubernetes toleration, for the GPU nodes' taints."""
+
+    key: str = Field(description="Taint key, e.g. nvidia.com/gpu.")
+    operator: Literal["Exists", "Equal"] = Field(default="Exists", description="'Exists' (any value) or 'Equal' (the value below).")
+    value: str | None = Field(default=None, description="Taint value, with operator 'Equal'.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(default="NoSchedule", description="Taint effect; null for all.")
+
+
+class GpuConfig(_Model):
+    """Where image steps run: a GPU request plus the node selector and tolerations of the GPU nodes."""
+
+    enabled: bool = Field(default=True, description="Request a GPU for image build steps (text steps never get one).")
+    resource: str = Field(default="nvidia.com/gpu", description="Extended resource name of the GPU.")
+    count: int = Field(default=1, ge=1, description="GPUs per image step.")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels image steps must match, e.g. {nvidia.com/gpu.present: 'true'}.")
+    tolerations: list[TolerationConfig] = Field(
+        default_factory=lambda: [TolerationConfig(key="nvidia.com/gpu")], description="Tolerations of image steps (default: the usual nvidia.com/gpu taint)."
+    )
+
+
+class HpaConfig(_Model):
+    """Optional HorizontalPodAutoscaler of the search service."""
+
+    enabled: bool = Field(default=False, description="Render a HorizontalPodAutoscaler (autoscaling/v2) for the service.")
+    min_replicas: int = Field(default=2, ge=1, description="Fewest replicas.")
+    max_replicas: int = Field(default=10, ge=1, description="Most replicas.")
+    cpu_utilization: int = Field(default=70, ge=1, le=100, description="Target average CPU utilization, percent of the request.")
+
+
+class RetryConfig(_Model):
+    """Retries of workflow steps that fail transiently (exit code 75, or the pod was lost)."""
+
+    limit: int = Field(default=3, ge=0, description="Retries per step (0: none).")
+    backoff: str = Field(default="30s", pattern=r"^\d+[smh]$", description="Wait before the first retry (Argo duration: 30s, 2m).")
+    factor: int = Field(default=2, ge=1, description="Each further wait is this many times longer.")
+    max_duration: str = Field(default="30m", pattern=r"^\d+[smh]$", description="Give up retrying after this long.")
+
+
+class CiConfig(_Model):
+    """The GitHub Actions workflow that regenerates the data index (`kbrelease argo github`)."""
+
+    paths: list[str] = Field(default_factory=lambda: ["kbrelease.yaml", "bundles/**"], description="Changes to these repository paths trigger it.")
+    bundle: str = Field(default="kbrelease", pattern=r"^[A-Za-z0-9._-]+$", description="Bundle name; the data index is committed to the branch data/<bundle>.")
+    install: str = Field(default="kbrelease", description="pip requirement that installs kbrelease in CI, e.g. 'kbrelease==0.2.0' or a git URL.")
+    python: str = Field(default="3.11", description="Python version of the CI job.")
+    config: str = Field(default="kbrelease.yaml", description="Path of the config file in the repository.")
+
+
+class DeployConfig(_Model):
+    """How `kbrelease argo render` lays the project out on Kubernetes and Argo Workflows."""
+
+    name: str = Field(default="kbrelease", pattern=r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$", description="Prefix of every rendered object's name.")
+    namespace: str = Field(default="kbrelease", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", description="Kubernetes namespace of every object.")
+    create_namespace: bool = Field(default=True, description="Render the Namespace object too.")
+    image: str = Field(default="ghcr.io/kbrelease/kbrelease", description="Container image (built from the Dockerfile), without tag.")
+    tag: str = Field(default="", description="Image tag of the CPU variant (default: the kbrelease version).")
+    gpu_tag: str = Field(default="", description="Image tag of the GPU variant, used by image steps (default: '<tag>-gpu').")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(default="IfNotPresent", description="Kubernetes imagePullPolicy.")
+    image_pull_secrets: list[str] = Field(default_factory=list, description="Names of docker-registry Secrets for a private registry.")
+    secret_name: str = Field(
+        default="kbrelease-secrets",
+        description="Secret (created by you) holding MILVUS_TOKEN, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, TEXT_EMBEDDING_API_KEY; only referenced.",
+    )
+    shard_files: int = Field(default=5000, ge=1, description="A source with more files is built by several parallel steps of this many files each.")
+    parallelism: int = Field(default=8, ge=1, description="Most workflow pods at once.")
+    approval: bool = Field(default=False, description="Pause before the switch until someone runs `argo resume`.")
+    workflow_ttl: int = Field(default=7 * 24 * 3600, ge=0, description="Seconds a finished workflow is kept before Argo deletes it.")
+    step_timeout: str | None = Field(
+        default="6h",
+        pattern=r"^\d+[smh]$",
+        description="A step running longer is killed and fails (not retried): a hung pod never holds a GPU for good. null: no limit.",
+    )
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    gpu: GpuConfig = Field(default_factory=GpuConfig)
+    step_resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="sync, index, text build, verify, switch, gc steps.")
+    image_step_resources: ResourcesConfig = Field(
+        default_factory=lambda: ResourcesConfig(cpu="2", memory="8Gi"), description="Image build steps (besides the GPU)."
+    )
+    service_resources: ResourcesConfig = Field(default_factory=lambda: ResourcesConfig(cpu="500m", memory="1536Mi"), description="Each service replica.")
+    replicas: int = Field(default=2, ge=1, description="Replicas of the search service Deployment.")
+    hpa: HpaConfig = Field(default_factory=HpaConfig)
+    pvc_size: str = Field(default="50Gi", description="Size of the workspace PersistentVolumeClaim (mirror, data index, embedding cache).")
+    storage_class: str | None = Field(default=None, description="StorageClass of the workspace PVC; it must support ReadWriteMany (default: the cluster's).")
+    service_account: str | None = Field(default=None, description="ServiceAccount of workflow pods (default: one rendered with the least Argo needs).")
+    ci: CiConfig = Field(default_factory=CiConfig)
 
 
 class Config(_Model):
@@ -132,6 +234,7 @@ class Config(_Model):
     image: ImageConfig = Field(default_factory=ImageConfig)
     milvus: MilvusConfig = Field(default_factory=MilvusConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
     max_failed_share: float = Field(
         default=0.01,
         ge=0,

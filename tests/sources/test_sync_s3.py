@@ -102,3 +102,19 @@ def test_unreachable_endpoint_is_one_clear_error(s3: S3Server, tmp_path: Path, m
     with pytest.raises(SourceUnreachable, match=r"cannot reach the S3 endpoint.*S3_ENDPOINT_URL"):
         sync(load_config(env=env))
     assert time.monotonic() - started < 60
+
+
+def test_index_only_hashes_s3_objects_without_a_mirror(s3: S3Server, bucket: Any, tmp_path: Path) -> None:
+    import hashlib
+
+    cfg = load_config(env=_seed_env(s3, tmp_path))
+
+    first, _ = sync(cfg, index_only=True)
+    again, _ = sync(cfg, index_only=True)
+
+    assert not (tmp_path / "ws" / "mirror" / "text").exists()
+    records = read_source_index(tmp_path / "ws" / "index" / "text.parquet")
+    body = bucket.get_object(Bucket="kb-data", Key="text/it/vpn.md")["Body"].read()
+    assert records[0].checksum == hashlib.sha256(body).hexdigest()
+    assert (first.sources[0].downloaded, again.sources[0].downloaded, again.sources[0].unchanged) == (2, 0, 2)
+    assert first.index_checksum == again.index_checksum

@@ -9,7 +9,10 @@ depend on chunking parameters, only on the text.
 
 Storage is one SQLite file in WAL mode: every write is a transaction, so a
 build killed with SIGKILL leaves no half-written entry, and two builds can
-write at once (one waits for the other's short transaction).
+write at once (one waits for the other's short transaction). WAL needs shared
+memory between the processes, so a cache on a network volume used by several
+machines (the parallel steps of an Argo workflow) uses the rollback journal
+(``journal="delete"``), which only needs file locks.
 """
 
 from __future__ import annotations
@@ -79,8 +82,9 @@ class CacheStats:
 class EmbeddingCache:
     """Thread-safe access to one cache file; one build registers itself with :meth:`begin_build`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, journal: str = "wal") -> None:
         self.path = path
+        self.journal = journal
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._build_seq = 0
@@ -91,14 +95,31 @@ class EmbeddingCache:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA journal_mode=WAL" if self.journal == "wal" else "PRAGMA journal_mode=DELETE")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
         return conn
 
     def begin_build(self, release: str) -> None:
-        cur = self._conn().execute("INSERT INTO builds (release, started) VALUES (?, ?)", (release, time.time()))
-        self._build_seq = int(cur.lastrowid or 0)
+        """Count this build's hits and misses under ``release``.
+
+        The parallel shard steps of one release (and a resumed build) share
+        one entry, so ``prune --keep N`` counts releases, not processes.
+        """
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT seq FROM builds WHERE release = ? ORDER BY seq DESC LIMIT 1", (release,)).fetchone()
+            last = conn.execute("SELECT MAX(seq) FROM builds").fetchone()
+            if row is not None and row[0] == last[0]:
+                self._build_seq = int(row[0])
+            else:
+                cur = conn.execute("INSERT INTO builds (release, started) VALUES (?, ?)", (release, time.time()))
+                self._build_seq = int(cur.lastrowid or 0)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def get_many(self, ns: str, keys: Sequence[str]) -> dict[str, Vectors]:
         """Cached vectors of ``keys`` (missing keys are absent); marks them used by this build."""

@@ -22,6 +22,15 @@ T = TypeVar("T")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
+# EX_TEMPFAIL: a transient error (Milvus, S3 or the embedding endpoint out of
+# reach). The rendered Argo workflow retries a step only on this code (or a
+# lost pod); other errors would fail the same way again.
+EXIT_TRANSIENT = 75
+
+
+def exit_code(exc: KbReleaseError) -> int:
+    return EXIT_TRANSIENT if exc.transient else exc.exit_code
+
 
 @dataclass
 class Options:
@@ -55,7 +64,7 @@ def project(ctx: typer.Context, json_output: bool = False) -> Iterator[KbRelease
         if opts.debug:
             raise
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
+        raise typer.Exit(exit_code(exc)) from None
 
 
 def load(ctx: typer.Context) -> Config:
@@ -74,4 +83,4 @@ def run(ctx: typer.Context, fn: Callable[[], T]) -> T:
         if ctx.obj.debug:
             raise
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
+        raise typer.Exit(exit_code(exc)) from None

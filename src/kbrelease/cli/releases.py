@@ -38,27 +38,64 @@ def init(
 def sync(
     ctx: typer.Context,
     source: Annotated[list[str] | None, typer.Option("--source", "-s", help="Only these sources (repeatable).")] = None,
+    index_only: Annotated[bool, typer.Option("--index-only", help="Hash the files where they are and write only the data index (no mirror).")] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """Mirror every source into the workspace (incrementally) and write the data index."""
     with project(ctx, json_output) as kb:
-        info = kb.sync(source or None)
+        info = kb.sync(source or None, index_only=index_only)
     echo_json(info.asdict()) if json_output else typer.echo(str(info))
+
+
+def _usage_error(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
 
 
 def build(
     ctx: typer.Context,
     release: Annotated[str | None, typer.Option("--release", "-r", help="Release name (default: next vN). Rerun a name to resume.")] = None,
+    prepare: Annotated[bool, typer.Option("--prepare", help="Parallel build, step 1: freeze the data index, create the database, plan shards.")] = False,
+    source: Annotated[str | None, typer.Option("--source", "-s", help="Parallel build, step 2: build this source of a prepared release.")] = None,
+    shard: Annotated[str | None, typer.Option("--shard", help="With --source: only this shard, I/N (default: all its shards in turn).")] = None,
+    finalize: Annotated[bool, typer.Option("--finalize", help="Parallel build, step 3: merge the shard results; the release is then built.")] = False,
+    shard_files: Annotated[int | None, typer.Option("--shard-files", min=1, help="With --prepare: files per shard (default: deploy.shard_files).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Build a new release database from the current data index (never touches what is live)."""
+    """Build a new release database from the current data index (never touches what is live).
+
+    Alone, it builds the whole release in this process. --prepare, --source
+    [--shard] and --finalize split the same build over many processes or
+    machines (what the Argo workflow runs); the result is the same release.
+    """
+    from kbrelease.release.manifest import release_info_text
+
+    modes = sum([prepare, source is not None, finalize])
+    if modes > 1:
+        _usage_error("use one of --prepare, --source, --finalize at a time")
+    if shard is not None and source is None:
+        _usage_error("--shard needs --source")
+    if shard_files is not None and not prepare:
+        _usage_error("--shard-files goes with --prepare")
+    if (source is not None or finalize) and not release:
+        _usage_error("--source and --finalize need --release NAME (the prepared release)")
     with project(ctx, json_output) as kb:
-        record = kb.build(release)
+        if prepare:
+            plan = kb.prepare_build(release, shard_files)
+            if json_output:
+                echo_json(plan.asdict())
+            else:
+                shards = ", ".join(f"{s}: {n} shard(s)" for s, n in plan.sources.items())
+                typer.echo(f"release {plan.release} prepared ({plan.database}); {shards}")
+            return
+        if source is not None:
+            results = kb.build_shard(release or "", source, shard)
+            echo_json([r.asdict() for r in results]) if json_output else typer.echo("\n".join(str(r) for r in results))
+            return
+        record = kb.finalize_build(release or "") if finalize else kb.build(release)
     if json_output:
         echo_json(record.asdict())
     else:
-        from kbrelease.release.manifest import release_info_text
-
         typer.echo(release_info_text(record), nl=False)
 
 

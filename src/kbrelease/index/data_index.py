@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -121,8 +122,13 @@ def _arrow_schema() -> Any:
     )
 
 
+def _tmp_name(path: Path) -> Path:
+    # pid alone is not unique: pods sharing a volume all run as pid 1 or so
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _tmp_name(path)
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
@@ -146,7 +152,7 @@ def write_source_index(path: Path, records: list[FileRecord]) -> None:
         schema=_arrow_schema(),
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = _tmp_name(path)
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, path)
 

@@ -324,7 +324,12 @@ class Builder:
             self.store.upsert(db, collection, rows[i : i + step])
 
     # --- the release ----------------------------------------------------------
-    def run(self, name: str | None) -> ReleaseRecord:
+    def begin(self, name: str | None) -> ReleaseRecord:
+        """Open release ``name`` for building: freeze the data index into it, record it as ``building``.
+
+        A ``building``/``failed`` release with the same data index is resumed;
+        with another data index it starts over (its database is dropped).
+        """
         bundle = read_bundle(self.ws.index_dir)
         release = check_release_name(name) if name else self.registry.next_name()
         self._release = release
@@ -340,9 +345,14 @@ class Builder:
             frozen = self.ws.release_dir(release) / "index"
             if frozen.exists():
                 shutil.rmtree(frozen)
-            shutil.copytree(self.ws.index_dir, frozen)
+            shutil.copytree(self.ws.index_dir, frozen, ignore=shutil.ignore_patterns(".*"))
         record = self._new_record(release, db, bundle, record)
         self.registry.put(record)
+        return record
+
+    def run(self, name: str | None) -> ReleaseRecord:
+        record = self.begin(name)
+        release, db = record.name, record.database
         started = time.monotonic()
         try:
             self.store.ensure_database(db)

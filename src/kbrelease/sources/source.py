@@ -140,3 +140,18 @@ class Source:
             self.fs.get_file(f"{self.root}/{relative_path}", str(dest))
         except Exception as exc:
             raise self._translate(exc, f"downloading {relative_path}") from exc
+
+    def sha256(self, relative_path: str) -> tuple[str, int]:
+        """sha256 hex and size of one file, streamed: nothing is written locally."""
+        import hashlib
+
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with self.fs.open(f"{self.root}/{relative_path}", "rb", block_size=1 << 22) as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+                    size += len(block)
+        except Exception as exc:
+            raise self._translate(exc, f"reading {relative_path}") from exc
+        return h.hexdigest(), size

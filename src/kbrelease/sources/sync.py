@@ -4,14 +4,22 @@ Incremental: a file whose size and etag (S3) or modification time (folders)
 match the previous index is not fetched again; files gone from the source are
 deleted from the mirror. Downloads run concurrently and land via a temporary
 file + rename, so a killed sync never leaves a half-written file in place.
+
+``index_only`` hashes the files where they are (streamed) and writes the data
+index without a mirror: for CI jobs that only publish the index. Syncs of
+different sources may run at once (the parallel sync steps of the Argo
+workflow): each writes its own files, and the shared ``bundle.yaml`` is
+updated under a lock file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,26 +87,53 @@ def _unchanged(prev: FileRecord | None, remote: RemoteFile, local: Path) -> bool
     return prev.timestamp == remote.timestamp
 
 
-def _sync_source(src_cfg: SourceConfig, cfg: Config, ws: Workspace, reporter: Reporter) -> tuple[SourceSyncInfo, SourceIndex]:
+def _same_listing(prev: FileRecord | None, remote: RemoteFile) -> bool:
+    """Index-only mode: unchanged when the listing says so (there is no mirror to check)."""
+    if prev is None or prev.size_bytes != remote.size_bytes:
+        return False
+    if remote.etag or prev.etag:
+        return prev.etag == remote.etag
+    return prev.timestamp == remote.timestamp
+
+
+def _hash_in_place(source: Source, src_name: str, rf: RemoteFile) -> FileRecord:
+    checksum, size = source.sha256(rf.relative_path)
+    return FileRecord(
+        file_id=file_id_for(src_name, rf.relative_path),
+        relative_path=rf.relative_path,
+        timestamp=rf.timestamp,
+        size_bytes=size,
+        checksum=checksum,
+        etag=rf.etag,
+        metadata={"suffix": Path(rf.relative_path).suffix.lower()},
+    )
+
+
+def _sync_source(src_cfg: SourceConfig, cfg: Config, ws: Workspace, reporter: Reporter, index_only: bool = False) -> tuple[SourceSyncInfo, SourceIndex]:
     source = Source(src_cfg, cfg.s3)
     mirror = ws.mirror(src_cfg.name)
-    mirror.mkdir(parents=True, exist_ok=True)
     index_path = ws.index_dir / f"{src_cfg.name}.parquet"
     previous = {r.relative_path: r for r in read_source_index(index_path)}
     remote = list(source.list_files())
     info = SourceSyncInfo(source=src_cfg.name, files=len(remote))
-    label = f"sync {src_cfg.name}"
+    label = f"{'index' if index_only else 'sync'} {src_cfg.name}"
     reporter.start(label, len(remote), "files")
     tmp_dir = mirror.parent / f".tmp-{src_cfg.name}"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
+    if not index_only:
+        mirror.mkdir(parents=True, exist_ok=True)
+        tmp_dir.mkdir(parents=True, exist_ok=True)
 
     def one(rf: RemoteFile) -> tuple[FileRecord, bool]:
-        """Returns the file's record and whether it was fetched."""
+        """Returns the file's record and whether it was fetched (or hashed)."""
         local = mirror / rf.relative_path
         prev = previous.get(rf.relative_path)
-        if prev is not None and _unchanged(prev, rf, local):
+        if prev is not None and (_same_listing(prev, rf) if index_only else _unchanged(prev, rf, local)):
             reporter.advance(label)
             return prev, False
+        if index_only:
+            hashed = _hash_in_place(source, src_cfg.name, rf)
+            reporter.advance(label)
+            return hashed, True
         tmp = tmp_dir / uuid.uuid4().hex
         try:
             source.fetch(rf.relative_path, tmp)
@@ -129,7 +164,7 @@ def _sync_source(src_cfg: SourceConfig, cfg: Config, ws: Workspace, reporter: Re
     info.bytes_downloaded = sum(rec.size_bytes for rec, fetched in results if fetched)
 
     keep = {rf.relative_path for rf in remote}
-    for path in sorted(mirror.rglob("*"), reverse=True):
+    for path in [] if index_only else sorted(mirror.rglob("*"), reverse=True):
         rel = path.relative_to(mirror).as_posix()
         if path.is_file() and rel not in keep:
             path.unlink()
@@ -150,11 +185,31 @@ def _sync_source(src_cfg: SourceConfig, cfg: Config, ws: Workspace, reporter: Re
     return info, summary
 
 
-def sync(cfg: Config, reporter: Reporter | None = None, sources: list[str] | None = None) -> tuple[SyncInfo, Bundle]:
+@contextlib.contextmanager
+def bundle_lock(index_dir: Path) -> Iterator[None]:
+    """Serialize read-modify-write of ``bundle.yaml`` between processes (fcntl locks work on NFSv4 and CephFS)."""
+    import fcntl
+
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with (index_dir / ".bundle.lock").open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def sync(
+    cfg: Config,
+    reporter: Reporter | None = None,
+    sources: list[str] | None = None,
+    index_only: bool = False,
+) -> tuple[SyncInfo, Bundle]:
     """Mirror the configured sources and write the data index.
 
     ``sources`` limits the sync to those names; the bundle keeps the other
-    sources' last index entries.
+    sources' last index entries. ``index_only`` writes the data index without
+    a mirror (files are hashed where they are).
     """
     from kbrelease.errors import ConfigError
     from kbrelease.index.data_index import read_bundle
@@ -166,15 +221,18 @@ def sync(cfg: Config, reporter: Reporter | None = None, sources: list[str] | Non
     started = time.monotonic()
     wanted = [cfg.source(n) for n in sources] if sources else cfg.sources
     info = SyncInfo()
-    summaries: dict[str, SourceIndex] = {}
-    if sources and (ws.index_dir / "bundle.yaml").is_file():
-        summaries = {s.channel: s for s in read_bundle(ws.index_dir).data_manifest}
+    fresh: dict[str, SourceIndex] = {}
     for src_cfg in wanted:
-        s_info, s_index = _sync_source(src_cfg, cfg, ws, reporter)
+        s_info, s_index = _sync_source(src_cfg, cfg, ws, reporter, index_only)
         info.sources.append(s_info)
-        summaries[src_cfg.name] = s_index
-    configured = [s.name for s in cfg.sources]
-    bundle = write_bundle(ws.index_dir, [summaries[n] for n in configured if n in summaries])
+        fresh[src_cfg.name] = s_index
+    with bundle_lock(ws.index_dir):
+        summaries: dict[str, SourceIndex] = {}
+        if sources and (ws.index_dir / "bundle.yaml").is_file():
+            summaries = {s.channel: s for s in read_bundle(ws.index_dir).data_manifest}
+        summaries.update(fresh)
+        configured = [s.name for s in cfg.sources]
+        bundle = write_bundle(ws.index_dir, [summaries[n] for n in configured if n in summaries])
     info.index_checksum = bundle.checksum
     info.seconds = time.monotonic() - started
     return info, bundle

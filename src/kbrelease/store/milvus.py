@@ -238,21 +238,31 @@ class MilvusStore:
         return int(res[0]["count(*)"])
 
     @_translated("scan")
-    def file_rows(self, db: str, name: str) -> dict[str, tuple[int, int]]:
-        """``file_id -> (rows present, n_chunks expected)`` over the whole collection."""
+    def file_rows(self, db: str, name: str, file_ids: Sequence[str] | None = None) -> dict[str, tuple[int, int]]:
+        """``file_id -> (rows present, n_chunks expected)`` over the whole collection, or only ``file_ids``.
+
+        A shard of a parallel build asks for its own files only, so its cost
+        does not grow with the size of the whole collection.
+        """
         c = self.client(db)
         out: dict[str, tuple[int, int]] = {}
-        it = c.query_iterator(name, batch_size=4096, filter="", output_fields=["file_id", "n_chunks"])
-        try:
-            while True:
-                batch = it.next()
-                if not batch:
-                    break
-                for row in batch:
-                    have, _ = out.get(row["file_id"], (0, 0))
-                    out[row["file_id"]] = (have + 1, int(row["n_chunks"]))
-        finally:
-            it.close()
+        if file_ids is None:
+            filters = [""]
+        else:
+            ids = sorted(set(file_ids))
+            filters = ["file_id in [" + ", ".join(f'"{f}"' for f in ids[i : i + 1000]) + "]" for i in range(0, len(ids), 1000)]
+        for expr in filters:
+            it = c.query_iterator(name, batch_size=4096, filter=expr, output_fields=["file_id", "n_chunks"])
+            try:
+                while True:
+                    batch = it.next()
+                    if not batch:
+                        break
+                    for row in batch:
+                        have, _ = out.get(row["file_id"], (0, 0))
+                        out[row["file_id"]] = (have + 1, int(row["n_chunks"]))
+            finally:
+                it.close()
         return out
 
     @_translated("delete")
