@@ -49,11 +49,13 @@ def sync(
 def build(
     ctx: typer.Context,
     release: Annotated[str | None, typer.Option("--release", "-r", help="Release name (default: next vN). Rerun a name to resume.")] = None,
+    bundle: Annotated[str | None, typer.Option("--bundle", "-b", help="Build from this resolved bundle (`kbrelease index`), not the last sync.")] = None,
+    bundle_version: Annotated[str | None, typer.Option("--bundle-version", help="Version of --bundle (default: its latest).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Build a new release database from the current data index (never touches what is live)."""
     with project(ctx, json_output) as kb:
-        record = kb.build(release)
+        record = kb.build(release, bundle, bundle_version)
     if json_output:
         echo_json(record.asdict())
     else:
@@ -87,11 +89,16 @@ def publish(
     ctx: typer.Context,
     release: Annotated[str | None, typer.Option("--release", "-r", help="Release name (default: next vN).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Build even if the live release already has this data index and these models.")] = False,
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", "-b", help="Bundle spec (a file, or NAME for bundles/NAME.yaml): sync its sources, resolve, build from it.")
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """sync → build → verify → switch. A failure at any step leaves the live release untouched."""
+    if bundle is not None and not bundle.is_file() and (Path("bundles") / f"{bundle}.yaml").is_file():
+        bundle = Path("bundles") / f"{bundle}.yaml"
     with project(ctx, json_output) as kb:
-        info = kb.publish(release, force=force)
+        info = kb.publish(release, force=force, bundle=bundle)
     if json_output:
         echo_json(info.asdict())
         return

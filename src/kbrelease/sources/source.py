@@ -140,3 +140,38 @@ class Source:
             self.fs.get_file(f"{self.root}/{relative_path}", str(dest))
         except Exception as exc:
             raise self._translate(exc, f"downloading {relative_path}") from exc
+
+    def stat(self, relative_path: str) -> RemoteFile | None:
+        """The file as the source has it now, or None when it is gone."""
+        full = f"{self.root}/{relative_path}"
+        try:
+            info = self.fs.info(full)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise self._translate(exc, f"reading {relative_path}") from exc
+        if info.get("type") == "directory":
+            return None
+        etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
+        ts = info.get("LastModified") or info.get("mtime") or info.get("created")
+        return RemoteFile(relative_path, int(info.get("size") or 0), _as_datetime(ts), etag)
+
+    def sha256(self, relative_path: str) -> str:
+        """sha256 (hex) of the file's bytes as the source has them now, read in 1 MiB blocks."""
+        import hashlib
+
+        h = hashlib.sha256()
+        try:
+            with self.fs.open(f"{self.root}/{relative_path}", "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+        except Exception as exc:
+            raise self._translate(exc, f"reading {relative_path}") from exc
+        return h.hexdigest()
+
+    def reachable(self) -> bool:
+        """True when the source's root can be read; raises the translated error when the storage cannot be reached."""
+        try:
+            return bool(self.fs.exists(self.root)) if self.protocol == "s3" else Path(self.root).is_dir()
+        except Exception as exc:
+            raise self._translate(exc, "checking the storage") from exc
