@@ -142,9 +142,9 @@ def spec_source(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"file": str(path), "repo": None, "commit": None, "dirty": None}
     folder = path.resolve().parent
 
-    def git(*args: str) -> str | None:
+    def git(*args: str, where: Path = folder) -> str | None:
         try:
-            done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10, check=False)
+            done = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10, check=False)
         except (OSError, subprocess.SubprocessError):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -152,12 +152,13 @@ def spec_source(path: Path) -> dict[str, Any]:
     top = git("rev-parse", "--show-toplevel")
     if not top:
         return out
-    rel = path.resolve().relative_to(Path(top).resolve()).as_posix()
-    commit = git("log", "-n", "1", "--format=%H", "--", rel)
+    root = Path(top).resolve()
+    rel = path.resolve().relative_to(root).as_posix()
+    commit = git("log", "-n", "1", "--format=%H", "--", rel, where=root)
     if not commit:  # not committed yet: the spec has no commit to name
         return out | {"file": rel, "repo": Path(top).name}
-    status = git("status", "--porcelain", "--", rel)
-    remote = git("config", "--get", "remote.origin.url")
+    status = git("status", "--porcelain", "--", rel, where=root)
+    remote = git("config", "--get", "remote.origin.url", where=root)
     repo = remote.rstrip("/").removesuffix(".git").rsplit("/", 1)[-1].rsplit(":", 1)[-1] if remote else Path(top).name
     return {"file": rel, "repo": repo, "commit": commit, "dirty": bool(status)}
 
