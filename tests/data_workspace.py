@@ -38,8 +38,12 @@ def make_files(root: Path) -> None:
         _write(root / "images" / f"cat-{i}.png", os.urandom(600 + i), day(2, i))
 
 
-def write_config(tmp_path: Path, extra: str = "") -> Path:
+def write_config(tmp_path: Path, extra: str = "", pictures: bool = True) -> Path:
     path = tmp_path / "kbrelease.yaml"
+    images = f"""  - name: pictures
+    path: {tmp_path / "src" / "images"}
+    modality: image
+"""
     path.write_text(
         f"""workspace: {tmp_path / "ws"}
 sources:
@@ -47,22 +51,19 @@ sources:
     path: {tmp_path / "src" / "text"}
     modality: text
     version: "1.2.0"
-  - name: pictures
-    path: {tmp_path / "src" / "images"}
-    modality: image
-{extra}""",
+{images if pictures else ""}{extra}""",
         encoding="utf-8",
     )
     return path
 
 
-def make_workspace(tmp_path: Path, extra: str = "", env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None) -> Any:
-    """Files + config + one sync; returns the loaded Config."""
+def make_workspace(tmp_path: Path, extra: str = "", env: dict[str, str] | None = None, overrides: dict[str, Any] | None = None, pictures: bool = True) -> Any:
+    """Files + config + one sync; returns the loaded Config. ``pictures=False``: only the text source."""
     from kbrelease import load_config
     from kbrelease.sources.sync import sync
 
     make_files(tmp_path / "src")
-    cfg = load_config(write_config(tmp_path, extra), env=env or {}, overrides=overrides)
+    cfg = load_config(write_config(tmp_path, extra, pictures), env=env or {}, overrides=overrides)
     sync(cfg)
     return cfg
 
