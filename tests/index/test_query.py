@@ -139,3 +139,29 @@ def test_iso_times_match_isoformat_for_every_kind_of_timestamp() -> None:
 
     assert iso_times(arr).to_pylist() == [v.isoformat().replace("+00:00", "Z") for v in values]
     assert iso_times(arr[:3]).to_pylist() == [v.isoformat().replace("+00:00", "Z") for v in values[:3]]
+
+
+@pytest.mark.parametrize("odd", ['say "hi"', "back\\slash", "tab\there", "new\nline", "ünïcödé ✓ 𝄞", "\u2028"])
+def test_json_array_is_valid_json_for_any_path(tmp_path: Path, odd: str) -> None:
+    import json
+
+    from kbrelease.index.query import json_array, record_schema
+
+    when = datetime(2025, 6, 1, 12, 30, 0, 250_000, tzinfo=UTC)
+    rows = {"file_id": ["a1", "b2"], "source": ["docs", "docs"], "relative_path": [odd, "plain.md"], "timestamp": [when, when]}
+    rows |= {"size_bytes": [1, 2], "checksum": ["c" * 64, "d" * 64], "etag": [None, 'e"1'], "metadata": ['{"k": [1, "v"]}', "{}"]}
+    batch = pa.RecordBatch.from_pydict(rows, schema=record_schema())
+
+    records = json.loads(json_array(batch))
+
+    assert records[0] == {
+        "file_id": "a1",
+        "source": "docs",
+        "relative_path": odd,
+        "timestamp": "2025-06-01T12:30:00.250000Z",
+        "size_bytes": 1,
+        "checksum": "c" * 64,
+        "etag": "",
+        "metadata": {"k": [1, "v"]},
+    }
+    assert records[1]["etag"] == 'e"1'

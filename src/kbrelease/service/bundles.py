@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 
 from kbrelease.errors import DataIndexError, KbReleaseError, NotInIndex
 from kbrelease.index.archive import MAX_FILES, plan_download
-from kbrelease.index.query import MAX_BATCH, MAX_PAGE, FileFilter, dumps, json_records, record_schema
+from kbrelease.index.query import MAX_BATCH, MAX_PAGE, FileFilter, dumps, json_array, record_schema
 from kbrelease.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -126,8 +126,8 @@ def list_files(
     with _answer():
         query = _query(request, name, version)
         page = query.page(_filter(source, channel, start_time, end_time, prefix), limit, cursor)
-        records = page.json_records()
-    return Response(dumps({"files": records, "count": len(records), "next_cursor": page.next_cursor}), media_type="application/json")
+    tail = dumps({"count": page.records.num_rows, "next_cursor": page.next_cursor})
+    return Response(b'{"files":' + page.json() + b"," + tail[1:], media_type="application/json")
 
 
 class DownloadRequest(BaseModel):
@@ -172,7 +172,8 @@ def stream(
 def _ndjson_stream(batches: Iterator[tuple[Any, str]]) -> Iterator[bytes]:
     count = records = 0
     for batch, cursor in batches:
-        yield dumps({"batch": count, "count": batch.num_rows, "cursor": cursor, "records": json_records(batch)}) + b"\n"
+        head = dumps({"batch": count, "count": batch.num_rows, "cursor": cursor})
+        yield head[:-1] + b',"records":' + json_array(batch) + b"}\n"
         count += 1
         records += batch.num_rows
     # The end marker tells a reader the stream is complete, not cut off.
