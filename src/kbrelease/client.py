@@ -367,10 +367,12 @@ class DataIndexClient:
 
     @staticmethod
     def _ndjson_batches(response: httpx.Response) -> Iterator[tuple[list[dict[str, Any]], str]]:
+        import orjson
+
         for line in response.iter_lines():
             if not line:
                 continue
-            obj = json.loads(line)
+            obj = orjson.loads(line)
             if obj.get("done"):
                 return
             yield obj["records"], obj["cursor"]

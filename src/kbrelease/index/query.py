@@ -30,7 +30,7 @@ MAX_PAGE = 10_000
 """Most records one page of ``files`` may ask for."""
 MAX_BATCH = 100_000
 """Most records one batch of a stream may ask for (bounds the memory of one batch)."""
-_SCAN_ROWS = 16_384
+_STORED = ["file_id", "relative_path", "timestamp", "size_bytes", "checksum", "etag", "metadata"]
 RECORD_FIELDS = ("file_id", "source", "relative_path", "timestamp", "size_bytes", "checksum", "etag", "metadata")
 
 
@@ -163,31 +163,47 @@ class IndexQuery:
             raise DataIndexError(f"unknown source {', '.join(map(repr, unknown))} in this data index (sources: {', '.join(self.sources) or 'none'})")
         return list(flt.sources) or self.sources
 
-    def _expression(self, flt: FileFilter, after: str | None) -> Any:
+    @staticmethod
+    def _skip(group: Any, columns: dict[str, int], flt: FileFilter, after: str | None, upper: str | None) -> bool | None:
+        """From a row group's statistics: True to skip it, None when no later group can match either."""
+
+        def bounds(name: str) -> tuple[Any, Any] | None:
+            stats = group.column(columns[name]).statistics
+            return (stats.min, stats.max) if stats is not None and stats.has_min_max else None
+
+        paths = bounds("relative_path")
+        if paths is not None:
+            lo, hi = paths
+            if upper is not None and lo >= upper:
+                return None  # sorted by path: every later group is past the prefix too
+            if (after is not None and hi <= after) or (flt.prefix and hi < flt.prefix):
+                return True
+        times = bounds("timestamp")
+        if times is None:
+            return False
+        first, last = _utc(times[0]), _utc(times[1])
+        return bool((flt.start_time and last and last < flt.start_time) or (flt.end_time and first and first > flt.end_time))
+
+    @staticmethod
+    def _mask(table: Any, flt: FileFilter, after: str | None) -> Any:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        parts = []
-        path = pc.field("relative_path")
-        ts = pc.field("timestamp")
+        masks = []
+        path, ts = table.column("relative_path"), table.column("timestamp")
         kind = pa.timestamp("us", tz="UTC")
         if flt.start_time is not None:
-            parts.append(ts >= pa.scalar(flt.start_time, kind))
+            masks.append(pc.greater_equal(ts, pa.scalar(flt.start_time, kind)))
         if flt.end_time is not None:
-            parts.append(ts <= pa.scalar(flt.end_time, kind))
+            masks.append(pc.less_equal(ts, pa.scalar(flt.end_time, kind)))
         if flt.prefix:
-            # The range lets row-group statistics skip; starts_with is the exact test.
-            parts.append(path >= flt.prefix)
-            upper = _prefix_upper(flt.prefix)
-            if upper is not None:
-                parts.append(path < upper)
-            parts.append(pc.starts_with(path, flt.prefix))
+            masks.append(pc.starts_with(path, flt.prefix))
         if after is not None:
-            parts.append(path > after)
-        expr = None
-        for part in parts:
-            expr = part if expr is None else expr & part
-        return expr
+            masks.append(pc.greater(path, after))
+        mask = None
+        for m in masks:
+            mask = m if mask is None else pc.and_(mask, m)
+        return mask
 
     def _cursor(self, token: str | None, flt: FileFilter) -> Cursor | None:
         if not token:
@@ -197,32 +213,46 @@ class IndexQuery:
             raise DataIndexError("the cursor belongs to another query or to an older version of this data index; start again without a cursor")
         return cursor
 
-    def scan(self, flt: FileFilter, cursor: str | None = None, readahead: bool = True) -> Iterator[Any]:
+    def scan(self, flt: FileFilter, cursor: str | None = None) -> Iterator[Any]:
         """Matching records as record batches (any size, never empty), in (source, path) order.
 
+        Row groups are read one at a time, in order, and only those whose
+        statistics (path range, time range) can match; a prefix past the last
+        matching group ends the source. (Arrow's dataset scanner took 78 ms
+        to its first batch where reading the row group took 15 ms, and reads
+        a dozen groups ahead: too slow for a first page.)
         The filter and cursor are checked here, before the first batch, so an
         HTTP answer can still be an error rather than a broken stream.
-        ``readahead=False`` decodes no row group before it is needed: a page
-        of 100 records then costs one row group, not the dozen Arrow's scanner
-        reads ahead by default (measured: 50 ms instead of 360 ms at 1M rows).
         """
-        return self._scan(self._selected(flt), flt, self._cursor(cursor, flt), readahead)
+        return self._scan(self._selected(flt), flt, self._cursor(cursor, flt))
 
-    def _scan(self, names: list[str], flt: FileFilter, after: Cursor | None, readahead: bool = True) -> Iterator[Any]:
+    def _scan(self, names: list[str], flt: FileFilter, after: Cursor | None) -> Iterator[Any]:
         import pyarrow as pa
-        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
 
         schema = record_schema()
+        upper = _prefix_upper(flt.prefix) if flt.prefix else None
         for name in names:
             if after is not None and name < after.source:
                 continue
-            dataset = ds.dataset(self._files[name], format="parquet")
-            expr = self._expression(flt, after.path if after is not None and name == after.source else None)
-            ahead = {} if readahead else {"batch_readahead": 0, "fragment_readahead": 0}
-            for batch in dataset.scanner(filter=expr, batch_size=_SCAN_ROWS, **ahead).to_batches():
-                if batch.num_rows:
-                    columns = [batch.column(n) for n in ("file_id", "relative_path", "timestamp", "size_bytes", "checksum", "etag", "metadata")]
-                    yield pa.RecordBatch.from_arrays([columns[0], pa.repeat(name, batch.num_rows), *columns[1:]], schema=schema)
+            after_path = after.path if after is not None and name == after.source else None
+            parquet = pq.ParquetFile(self._files[name])
+            meta = parquet.metadata
+            columns = {meta.schema.column(i).name: i for i in range(meta.num_columns)}
+            for g in range(meta.num_row_groups):
+                skip = self._skip(meta.row_group(g), columns, flt, after_path, upper)
+                if skip is None:
+                    break
+                if skip:
+                    continue
+                table = parquet.read_row_group(g, columns=_STORED)
+                mask = self._mask(table, flt, after_path)
+                if mask is not None:
+                    table = table.filter(mask)
+                for batch in table.to_batches():
+                    if batch.num_rows:
+                        cols = [batch.column(n) for n in _STORED]
+                        yield pa.RecordBatch.from_arrays([cols[0], pa.repeat(name, batch.num_rows), *cols[1:]], schema=schema)
 
     def next_cursor(self, batch: Any, flt: FileFilter) -> str:
         """The cursor that continues after the last record of ``batch``."""
@@ -237,7 +267,7 @@ class IndexQuery:
             raise DataIndexError(f"limit {limit} is out of range; ask for 1 to {MAX_PAGE} records per page and follow next_cursor")
         got: list[Any] = []
         rows = 0
-        for batch in self.scan(flt, cursor, readahead=False):
+        for batch in self.scan(flt, cursor):
             got.append(batch)
             rows += batch.num_rows
             if rows > limit:  # one more than asked proves a next page exists
