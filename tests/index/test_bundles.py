@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -12,7 +13,9 @@ import yaml
 from typer.testing import CliRunner
 
 from kbrelease.cli import app
+from kbrelease.errors import NotInIndex
 from kbrelease.index.data_index import read_source_index
+from kbrelease.index.query import FileFilter
 
 from data_workspace import SPEC, day, make_workspace, write_spec
 
@@ -161,3 +164,46 @@ def test_resolving_again_replaces_the_version_atomically(tmp_path: Path) -> None
     assert pq.read_table(folder / "docs.parquet").num_rows == first - 6  # day 2 (5 notes + the unicode one) left
     leftovers = [p.name for p in folder.parent.iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_a_release_is_built_and_published_from_a_bundle(tmp_path: Path, isolated_milvus: dict[str, str], text_embedder: Any) -> None:
+    from kbrelease import KbRelease
+
+    cfg = make_workspace(tmp_path, overrides=isolated_milvus, pictures=False)
+    spec = write_spec(tmp_path, "version: v1\nsources:\n  - source: docs\n    start_time: 2025-06-03T00:00:00Z\n", name="june3")
+    with KbRelease(cfg, text_embedder=text_embedder) as kb:
+        kb.index_bundle(spec)
+        built = kb.build("from_bundle", bundle="june3")
+        assert built.sources["docs"].files == 5  # day 3 only, not the 16 synced files
+        kb.verify("from_bundle")
+
+        published = kb.publish(bundle=spec)
+        assert published.release.sources["docs"].files == 5
+        assert kb.publish(bundle=spec).unchanged  # same bundle, same models: nothing to build
+        live = kb.data_index("live")
+        assert live.bundle.meta["bundle_name"] == "june3"
+        assert {p.split("/")[0] for p in live.page(FileFilter()).records["relative_path"].to_pylist()} == {"day-3"}
+        with pytest.raises(NotInIndex, match="no resolved bundle 'nope'"):
+            kb.build(bundle="nope")
+
+
+def test_files_lists_any_index_from_the_cli(tmp_path: Path) -> None:
+    make_workspace(tmp_path)
+    _index(tmp_path, write_spec(tmp_path, SPEC))
+    cfg = ["-c", str(tmp_path / "kbrelease.yaml"), "files"]
+
+    page = runner.invoke(app, [*cfg, "weekly_docs", "--source", "docs", "--prefix", "day-3/", "--limit", "2", "--json"])
+    assert page.exit_code == 0, page.output
+    data = json.loads(page.stdout)
+    assert [f["relative_path"] for f in data["files"]] == ["day-3/note-0.md", "day-3/note-1.md"]
+    rest = runner.invoke(app, [*cfg, "weekly_docs", "--source", "docs", "--prefix", "day-3/", "--cursor", data["next_cursor"]])
+    assert [line.split()[1] for line in rest.stdout.splitlines()] == ["docs:day-3/note-2.md", "docs:day-3/note-3.md", "docs:day-3/note-4.md"]
+
+    current = runner.invoke(app, [*cfg, "--start-time", "2025-06-01T10:03:00Z", "--end-time", "2025-06-01T10:04:00Z"])
+    assert [line.split()[1] for line in current.stdout.splitlines()] == ["docs:day-1/note-3.md", "docs:day-1/note-4.md"]
+    bad = runner.invoke(app, [*cfg, "--start-time", "soon"])
+    assert bad.exit_code == 2
+    assert bad.stderr.strip() == "error: --start-time 'soon' is not an ISO 8601 time; use e.g. 2025-06-01T00:00:00Z"
+    unknown = runner.invoke(app, [*cfg, "nope"])
+    assert unknown.exit_code == 1
+    assert "no bundle or release named 'nope'" in unknown.stderr
