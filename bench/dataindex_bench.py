@@ -183,10 +183,13 @@ def stream(client: httpx.Client, pid: int, fmt: str, batch_size: int, expected: 
                     records += batch.num_rows
                     nbytes += batch.nbytes
             else:
-                for line in response.iter_lines():
+                from kbrelease.client import _lines
+
+                for line in _lines(response.iter_bytes()):
                     nbytes += len(line)
-                    if line.startswith('{"batch"'):
-                        records += int(line[line.index('"count":') + 8 : line.index(",", line.index('"count":'))])
+                    if line.startswith(b'{"batch"'):
+                        at = line.index(b'"count":') + 8
+                        records += int(line[at : line.index(b",", at)])
         seconds = time.perf_counter() - t
     assert records == expected, (records, expected)
     return _rate(fmt, batch_size, records, seconds) | sampler.summary()

@@ -25,6 +25,10 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
+# Loaded with the service rather than on the first request (importing Arrow made it take ~1 s).
+import orjson  # noqa: F401
+import pyarrow.compute
+import pyarrow.parquet  # noqa: F401
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
