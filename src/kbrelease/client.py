@@ -78,8 +78,7 @@ class FileInfo:
         """:meth:`from_json` for a whole batch of the service's records, without the per-field checks."""
         iso = datetime.fromisoformat
         return [
-            cls(r["file_id"], r["source"], r["relative_path"], iso(r["timestamp"]), r["size_bytes"], r["checksum"], r["etag"], r["metadata"])
-            for r in records
+            cls(r["file_id"], r["source"], r["relative_path"], iso(r["timestamp"]), r["size_bytes"], r["checksum"], r["etag"], r["metadata"]) for r in records
         ]
 
 

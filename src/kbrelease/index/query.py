@@ -128,6 +128,12 @@ def parse_time(value: str | datetime | None, name: str) -> datetime | None:
         raise DataIndexError(f"{name} {value!r} is not an ISO 8601 time; use e.g. 2025-06-01T00:00:00Z") from None
 
 
+def _ticks(when: datetime, per_second: int) -> int:
+    """``when`` as an integer count of 1/per_second seconds since the epoch (exact, no float)."""
+    delta = when - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * per_second + delta.microseconds * per_second // 1_000_000
+
+
 def _prefix_upper(prefix: str) -> str | None:
     """The smallest string above every string starting with ``prefix`` (None: no bound)."""
     chars = list(prefix)
@@ -164,12 +170,15 @@ class IndexQuery:
         return list(flt.sources) or self.sources
 
     @staticmethod
-    def _skip(group: Any, columns: dict[str, int], flt: FileFilter, after: str | None, upper: str | None) -> bool | None:
+    def _skip(group: Any, columns: dict[str, int], flt: FileFilter, after: str | None, upper: str | None, per_second: int) -> bool | None:
         """From a row group's statistics: True to skip it, None when no later group can match either."""
 
-        def bounds(name: str) -> tuple[Any, Any] | None:
+        def bounds(name: str, raw: bool = False) -> tuple[Any, Any] | None:
             stats = group.column(columns[name]).statistics
-            return (stats.min, stats.max) if stats is not None and stats.has_min_max else None
+            if stats is None or not stats.has_min_max:
+                return None
+            # Raw ints for timestamps: .min would convert through pandas (a 1 s import).
+            return (stats.min_raw, stats.max_raw) if raw else (stats.min, stats.max)
 
         paths = bounds("relative_path")
         if paths is not None:
@@ -178,11 +187,11 @@ class IndexQuery:
                 return None  # sorted by path: every later group is past the prefix too
             if (after is not None and hi <= after) or (flt.prefix and hi < flt.prefix):
                 return True
-        times = bounds("timestamp")
+        times = bounds("timestamp", raw=True) if flt.start_time or flt.end_time else None
         if times is None:
             return False
-        first, last = _utc(times[0]), _utc(times[1])
-        return bool((flt.start_time and last and last < flt.start_time) or (flt.end_time and first and first > flt.end_time))
+        first, last = times
+        return bool((flt.start_time and last < _ticks(flt.start_time, per_second)) or (flt.end_time and first > _ticks(flt.end_time, per_second)))
 
     @staticmethod
     def _mask(table: Any, flt: FileFilter, after: str | None) -> Any:
@@ -239,8 +248,9 @@ class IndexQuery:
             parquet = pq.ParquetFile(self._files[name])
             meta = parquet.metadata
             columns = {meta.schema.column(i).name: i for i in range(meta.num_columns)}
+            per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[parquet.schema_arrow.field("timestamp").type.unit]
             for g in range(meta.num_row_groups):
-                skip = self._skip(meta.row_group(g), columns, flt, after_path, upper)
+                skip = self._skip(meta.row_group(g), columns, flt, after_path, upper, per_second)
                 if skip is None:
                     break
                 if skip:
