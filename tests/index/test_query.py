@@ -126,6 +126,8 @@ def test_paging_a_large_index_reads_only_the_row_groups_it_needs(tmp_path: Path)
     after = query.page(FileFilter(prefix="f/0499"), limit=200, cursor=page.next_cursor)
     assert after.records.num_rows == 95
     assert after.next_cursor is None
+    window = query.page(FileFilter(start_time=t0 + timedelta(seconds=40_000), end_time=t0 + timedelta(seconds=40_004, microseconds=1)))
+    assert window.records["relative_path"].to_pylist() == [f"f/{i:06d}" for i in range(40_000, 40_005)]
 
 
 def test_iso_times_match_isoformat_for_every_kind_of_timestamp() -> None:
