@@ -189,3 +189,19 @@ def test_stream_sends_arrow_ipc_when_asked(api: httpx.Client) -> None:
     assert first.num_rows == 10
     assert meta[b"cursor"]
     assert table["relative_path"].to_pylist()[-1] == "ünï/cödé.md"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"start_time": "9999-12-31T23:59:59-05:00"},
+        {"end_time": "0001-01-01T00:00:00+05:00"},
+        {"prefix": "\x00\uffff"},
+        {"cursor": "eyJ2IjoxfQ"},  # valid base64 JSON, fields missing
+        {"source": ""},
+    ],
+)
+def test_edge_values_never_cause_a_server_error(api: httpx.Client, params: dict[str, Any]) -> None:
+    for endpoint in ("files", "stream"):
+        response = api.get(f"/api/v1/bundles/weekly_docs/{endpoint}", params=params)
+        assert response.status_code < 500, response.text

@@ -55,7 +55,10 @@ def record_schema() -> Any:
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00
+        raise DataIndexError(f"time {value.isoformat()} is out of range in UTC; use a time between years 1 and 9999") from None
 
 
 @dataclass(frozen=True)
