@@ -87,10 +87,15 @@ def now_utc() -> datetime:
 # --- completeness ---------------------------------------------------------------
 
 
-def _file_ids(parquet: Path) -> set[str]:
+def _count_indexed(parquet: Path, file_ids: list[str]) -> tuple[int, int]:
+    """(files in the index, how many of ``file_ids`` are among them), matched in Arrow, not a Python set."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    return set(pq.read_table(parquet, columns=["file_id"]).column(0).to_pylist())
+    indexed = pq.read_table(parquet, columns=["file_id"]).column(0)
+    found = pc.sum(pc.is_in(pa.array(file_ids, pa.string()), value_set=indexed)).as_py() if file_ids else 0
+    return len(indexed), int(found or 0)
 
 
 def completeness(cfg: Config, store: MilvusStore, registry: Registry, live: str | None) -> list[CheckResult]:
@@ -118,15 +123,14 @@ def completeness(cfg: Config, store: MilvusStore, registry: Registry, live: str 
             out.append(CheckResult("completeness", src.channel, "problem", f"source {src.channel} is in release {live}'s index but was never built", 0.0))
             continue
         try:
-            indexed = _file_ids(folder / src.index_file)
             present = store.file_rows(record.database, counts.collection)
+            n_indexed, complete = _count_indexed(folder / src.index_file, [f for f, (have, n) in present.items() if have == n])
         except (KbReleaseError, OSError) as exc:
             out.append(CheckResult("completeness", src.channel, "unknown", f"cannot count rows: {exc}"))
             continue
-        complete = sum(1 for f, (have, n) in present.items() if have == n and f in indexed)
-        expected = max(len(indexed) - counts.skipped, 0)
+        expected = max(n_indexed - counts.skipped, 0)
         ratio = complete / expected if expected else 1.0
-        details = {"indexed": len(indexed), "with_rows": complete, "skipped": counts.skipped, "failed": counts.failed, "threshold": threshold}
+        details = {"indexed": n_indexed, "with_rows": complete, "skipped": counts.skipped, "failed": counts.failed, "threshold": threshold}
         if ratio < threshold:
             msg = (
                 f"{ratio:.2%} of {expected} files have rows in live release {live} (threshold {threshold:.2%}); "
@@ -156,10 +160,32 @@ def _verdict(source: Source, row: dict[str, Any]) -> tuple[Verdict, str]:
     return ("corrupt", "content differs but size and etag/mtime do not") if same_version else ("drift", "changed since indexed")
 
 
-def checksums(cfg: Config, bundle: Bundle, folder: Path, sample: int | str, rng: random.Random | None = None) -> list[CheckResult]:
-    """Compare a random sample (or all) of each source's indexed files with the source's bytes now."""
+def _sample_rows(parquet: Path, sample: int | str, rng: random.Random) -> tuple[list[dict[str, Any]], int]:
+    """The sampled index rows (and the row count), reading one row group at a time:
+    memory stays at one group however large the index (a service runs this every hour)."""
     import pyarrow.parquet as pq
 
+    columns = ["relative_path", "size_bytes", "checksum", "etag", "timestamp"]
+    index = pq.ParquetFile(parquet)
+    n = index.metadata.num_rows
+    wanted = list(range(n)) if sample == "all" or int(sample) >= n else sorted(rng.sample(range(n), int(sample)))
+    rows: list[dict[str, Any]] = []
+    start = 0
+    at = 0
+    for g in range(index.metadata.num_row_groups):
+        end = start + index.metadata.row_group(g).num_rows
+        local = []
+        while at < len(wanted) and wanted[at] < end:
+            local.append(wanted[at] - start)
+            at += 1
+        if local:
+            rows += index.read_row_group(g, columns=columns).take(local).to_pylist()
+        start = end
+    return rows, n
+
+
+def checksums(cfg: Config, bundle: Bundle, folder: Path, sample: int | str, rng: random.Random | None = None) -> list[CheckResult]:
+    """Compare a random sample (or all) of each source's indexed files with the source's bytes now."""
     from kbrelease.sources.source import Source
 
     rng = rng or random.Random()  # noqa: S311 - sampling, not security
@@ -170,10 +196,7 @@ def checksums(cfg: Config, bundle: Bundle, folder: Path, sample: int | str, rng:
         except KbReleaseError as exc:
             out.append(CheckResult("checksums", src.channel, "unknown", str(exc)))
             continue
-        table = pq.read_table(folder / src.index_file, columns=["relative_path", "size_bytes", "checksum", "etag", "timestamp"])
-        n = table.num_rows
-        picks = list(range(n)) if sample == "all" or int(sample) >= n else sorted(rng.sample(range(n), int(sample)))
-        rows = table.take(picks).to_pylist() if picks else []
+        rows, n = _sample_rows(folder / src.index_file, sample, rng)
         workers = cfg.s3.concurrency if source.protocol == "s3" else 4
         try:
             with ThreadPoolExecutor(max_workers=max(1, min(workers, len(rows)))) as pool:
