@@ -144,6 +144,7 @@ class MonitorConfig(_Model):
     alert_on_drift: bool = Field(
         default=False, description="Also alert when source files changed since the index was written (normally just the next sync's work)."
     )
+    in_service: bool = Field(default=True, description="Run the monitor as a background loop inside the service (`kbrelease serve`).")
     interval_minutes: float = Field(default=60.0, gt=0, description="Time between checks of the service's background monitor.")
     webhook_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one alert delivery.")
     webhook_urls: list[SecretStr] = Field(
