@@ -24,6 +24,9 @@ from kbrelease.store.milvus import MilvusStore
 
 if TYPE_CHECKING:
     from kbrelease.deploy.render import RenderInfo
+    from kbrelease.index.bundles import ResolvedBundle
+    from kbrelease.index.query import IndexQuery
+    from kbrelease.monitor.checks import MonitorReport
     from kbrelease.release.build import Builder
     from kbrelease.release.shards import BuildPlan, ShardResult
 
@@ -135,21 +138,37 @@ class KbRelease:
     def _keep_models(self, builder: Builder) -> None:
         self._text, self._image = builder._text, builder._image
 
-    def build(self, release: str | None = None) -> ReleaseRecord:
+    def build(self, release: str | None = None, bundle: str | None = None, bundle_version: str | None = None) -> ReleaseRecord:
+        """Build a release from the current data index, or from a resolved bundle (its latest version by default)."""
+        index_dir = self._bundle_index(bundle, bundle_version) if bundle is not None else None
         builder = self._builder()
         try:
-            return builder.run(release)
+            return builder.run(release, index_dir)
         finally:
             self._keep_models(builder)
 
+    def _bundle_index(self, bundle: str, version: str | None) -> Path:
+        from kbrelease.index.bundles import bundle_versions, locate_index
+        from kbrelease.workspace import Workspace
+
+        ws = Workspace(self.cfg.workspace)
+        if not bundle_versions(ws, bundle):
+            from kbrelease.errors import NotInIndex
+
+            raise NotInIndex(f"no resolved bundle {bundle!r} in the workspace; run `kbrelease index --bundle bundles/{bundle}.yaml` first")
+        return locate_index(ws, bundle, version)
+
     # --- parallel builds (the Argo workflow's steps; see kbrelease.release.shards) ---
-    def prepare_build(self, release: str | None = None, shard_files: int | None = None) -> BuildPlan:
-        """Open a release for a parallel build: freeze the data index, create the database, plan shards per source."""
+    def prepare_build(
+        self, release: str | None = None, shard_files: int | None = None, bundle: str | None = None, bundle_version: str | None = None
+    ) -> BuildPlan:
+        """Open a release for a parallel build: freeze the data index (or a resolved bundle's), create the database, plan shards per source."""
         from kbrelease.release.shards import prepare
 
+        index_dir = self._bundle_index(bundle, bundle_version) if bundle is not None else None
         builder = self._builder()
         try:
-            return prepare(builder, release, shard_files or self.cfg.deploy.shard_files)
+            return prepare(builder, release, shard_files or self.cfg.deploy.shard_files, index_dir)
         finally:
             self._keep_models(builder)
 
@@ -192,22 +211,42 @@ class KbRelease:
 
         return rollback(self.registry)
 
-    def publish(self, release: str | None = None, force: bool = False) -> PublishInfo:
+    def publish(self, release: str | None = None, force: bool = False, bundle: Path | None = None) -> PublishInfo:
         """sync → build → verify → switch. A failure at any step leaves the live release as it was.
 
+        With ``bundle`` (a bundle spec file), only its sources are synced, the
+        spec is resolved again, and the release is built from that bundle.
         When the live release was built from the same data index with the same
         models and chunking, nothing is built (``unchanged=True``) unless ``force``.
         """
         import time
 
         started = time.monotonic()
-        synced = self.sync()
+        resolved = None
+        if bundle is not None:
+            from kbrelease.index.bundles import check_spec, load_spec, resolve
+
+            spec = load_spec(bundle)
+            check_spec(self.cfg, spec)
+            synced = self.sync([s.source for s in spec.sources])
+            resolved = resolve(self.cfg, spec, bundle)
+            checksum = resolved.bundle.checksum
+        else:
+            synced = self.sync()
+            checksum = synced.index_checksum
         if not force:
-            current = self._live_if_current(synced.index_checksum)
+            current = self._live_if_current(checksum)
             if current is not None:
                 pointer = self.registry.pointer()
                 return PublishInfo(synced, current, pointer.live, pointer.previous, time.monotonic() - started, unchanged=True)
-        record = self.build(release)
+        if resolved is not None:
+            from kbrelease.release.build import Builder
+
+            builder = Builder(self.cfg, self.store, self.registry, self.reporter, self._text, self._image, self.cache)
+            record = builder.run(release, resolved.folder)
+            self._text, self._image = builder._text, builder._image
+        else:
+            record = self.build(release)
         record = self.verify(record.name)
         pointer = self.switch(record.name)
         return PublishInfo(synced, record, pointer.live, pointer.previous, time.monotonic() - started)
@@ -237,6 +276,46 @@ class KbRelease:
         from kbrelease.deploy.github import github_workflow_yaml
 
         return github_workflow_yaml(self.cfg)
+
+    # --- data index and bundles -------------------------------------------------
+    def index_bundle(self, spec: Path, sync: bool = False) -> ResolvedBundle:
+        """Resolve a bundle spec file into ``<workspace>/bundles/<name>/<version>/``.
+
+        With ``sync``, the spec's sources are synced first; otherwise the last
+        sync's data index is used.
+        """
+        from kbrelease.index.bundles import check_spec, load_spec, resolve
+
+        loaded = load_spec(spec)
+        check_spec(self.cfg, loaded)
+        if sync:
+            self.sync([s.source for s in loaded.sources])
+        return resolve(self.cfg, loaded, spec)
+
+    def bundles(self) -> list[dict[str, Any]]:
+        """Resolved bundles in the workspace: name, versions, latest."""
+        from kbrelease.index.bundles import list_bundles
+        from kbrelease.workspace import Workspace
+
+        return list_bundles(Workspace(self.cfg.workspace))
+
+    def data_index(self, name: str = "current", version: str | None = None) -> IndexQuery:
+        """Queries over a data index: a resolved bundle (``version`` or its latest),
+        ``current`` (the last sync), ``live``, or a release's frozen index."""
+        from kbrelease.index.bundles import LIVE, bundle_versions, locate_index
+        from kbrelease.index.query import IndexQuery
+        from kbrelease.workspace import Workspace
+
+        ws = Workspace(self.cfg.workspace)
+        live = self.registry.pointer().live if name == LIVE and not bundle_versions(ws, name) else None
+        return IndexQuery(locate_index(ws, name, version, live))
+
+    # --- integrity ---------------------------------------------------------------
+    def monitor(self, alerts: bool = True, checksum_sample: int | str | None = None) -> MonitorReport:
+        """One integrity check (completeness, checksums, sync delay, storage); alerts once per incident."""
+        from kbrelease.monitor.monitor import Monitor
+
+        return Monitor(self).run_once(alerts=alerts, checksum_sample=checksum_sample)
 
     # --- reading --------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -223,6 +223,46 @@ class DeployConfig(_Model):
     ci: CiConfig = Field(default_factory=CiConfig)
 
 
+class ServiceConfig(_Model):
+    """The HTTP service (``kbrelease serve``)."""
+
+    api_token: SecretStr | None = Field(
+        default=None, exclude=True, description="Env only: KBRELEASE_API_TOKEN. When set, the data-index API requires 'Authorization: Bearer <token>'."
+    )
+
+
+class MonitorConfig(_Model):
+    """The integrity monitor (``kbrelease monitor`` and the service's background loop)."""
+
+    completeness_threshold: float = Field(
+        default=0.99, ge=0, le=1, description="Alert when fewer of a source's files have rows in the live release. Env: KBRELEASE_COMPLETENESS_THRESHOLD."
+    )
+    max_sync_delay_minutes: float = Field(
+        default=30.0, gt=0, description="Alert when a source's last successful sync is older than this. Env: KBRELEASE_MAX_SYNC_DELAY_MINUTES."
+    )
+    checksum_sample: int | Literal["all"] = Field(
+        default=100, description="Files per source whose sha256 is checked each run: a number (random sample) or 'all'. Env: KBRELEASE_CHECKSUM_SAMPLE."
+    )
+    alert_on_drift: bool = Field(
+        default=False, description="Also alert when source files changed since the index was written (normally just the next sync's work)."
+    )
+    in_service: bool = Field(default=True, description="Run the monitor as a background loop inside the service (`kbrelease serve`).")
+    interval_minutes: float = Field(default=60.0, gt=0, description="Time between checks of the service's background monitor.")
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one alert delivery.")
+    webhook_urls: list[SecretStr] = Field(
+        default_factory=list,
+        exclude=True,
+        description="Env only: KBRELEASE_ALERT_WEBHOOKS (comma-separated). Slack-compatible webhooks; treated as secrets.",
+    )
+
+    @field_validator("checksum_sample")
+    @classmethod
+    def _positive_sample(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("checksum_sample must be a positive number of files or 'all'")
+        return value
+
+
 class Config(_Model):
     """The whole kbrelease configuration."""
 
@@ -235,6 +275,8 @@ class Config(_Model):
     milvus: MilvusConfig = Field(default_factory=MilvusConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     max_failed_share: float = Field(
         default=0.01,
         ge=0,
@@ -304,6 +346,9 @@ SIMPLE_ENV: dict[str, str] = {
     "IMAGE_EMBEDDING_MODEL": "image.model",
     "IMAGE_EMBEDDING_DIM": "image.dim",
     "KBRELEASE_CACHE": "cache.enabled",
+    "KBRELEASE_COMPLETENESS_THRESHOLD": "monitor.completeness_threshold",
+    "KBRELEASE_MAX_SYNC_DELAY_MINUTES": "monitor.max_sync_delay_minutes",
+    "KBRELEASE_CHECKSUM_SAMPLE": "monitor.checksum_sample",
 }
 # Variables with more to them than one key.
 OTHER_ENV: dict[str, str] = {
@@ -315,6 +360,8 @@ OTHER_ENV: dict[str, str] = {
     "TEXT_EMBEDDING_BASE_URL": "text.base_url, and selects text.embedder=openai",
     "MILVUS_TOKEN": "the Milvus token (secret; environment only)",
     "TEXT_EMBEDDING_API_KEY": "API key of the text endpoint (secret; environment only; OPENAI_API_KEY is read too)",
+    "KBRELEASE_API_TOKEN": "bearer token the data-index API requires when set (secret; environment only)",
+    "KBRELEASE_ALERT_WEBHOOKS": "comma-separated webhook URLs for monitor alerts, Slack-compatible (secret; environment only)",
 }
 
 
@@ -408,8 +455,11 @@ def load_config(
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{cfg_path} must contain a mapping at the top level (see `kbrelease init`)")
-        if "token" in (loaded.get("milvus") or {}):
-            raise ConfigError(f"{cfg_path}: milvus.token must not be written in the config file; set MILVUS_TOKEN in the environment instead")
+        secrets = [("milvus", "token", "MILVUS_TOKEN"), ("service", "api_token", "KBRELEASE_API_TOKEN")]
+        secrets.append(("monitor", "webhook_urls", "KBRELEASE_ALERT_WEBHOOKS"))
+        for section, key, var in secrets:
+            if isinstance(loaded.get(section), dict) and key in loaded[section]:
+                raise ConfigError(f"{cfg_path}: {section}.{key} must not be written in the config file; set {var} in the environment instead")
         data = loaded
         base = cfg_path.resolve().parent
     elif explicit:
@@ -430,7 +480,19 @@ def load_config(
         cfg.milvus.token = SecretStr(token)
     if api_key:
         cfg.text_api_key = SecretStr(api_key)
+    if env.get("KBRELEASE_API_TOKEN"):
+        cfg.service.api_token = SecretStr(env["KBRELEASE_API_TOKEN"])
+    cfg.monitor.webhook_urls = _webhooks(env.get("KBRELEASE_ALERT_WEBHOOKS") or "")
     return cfg
+
+
+def _webhooks(value: str) -> list[SecretStr]:
+    """Parse KBRELEASE_ALERT_WEBHOOKS without ever echoing a URL (they embed secrets)."""
+    urls = [u for u in value.replace("\n", ",").replace(" ", ",").split(",") if u]
+    for i, url in enumerate(urls, 1):
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"KBRELEASE_ALERT_WEBHOOKS: entry #{i} is not an http(s) URL; give comma-separated webhook URLs")
+    return [SecretStr(u) for u in urls]
 
 
 STARTER = """\

@@ -16,8 +16,13 @@ adapter that calls them, with ``raise ... from exc``.
     │   └── EmbeddingUnavailable endpoint down / rate limited after retries (transient)
     ├── StoreError               the vector store refused an operation
     │   └── StoreUnreachable     Milvus cannot be reached (transient)
-    └── ReleaseError             release lifecycle rule broken (unknown release,
-        └── VerificationError    wrong state, a release that failed verification)
+    ├── ReleaseError             release lifecycle rule broken (unknown release,
+    │   └── VerificationError    wrong state, a release that failed verification)
+    ├── DataIndexError           bad bundle spec or data-index query (HTTP 400)
+    │   └── NotInIndex           unknown bundle, version, release index or file id (HTTP 404)
+    └── ServiceError             the kbrelease HTTP service answered with an error (client side)
+        ├── AuthenticationError  missing or wrong API token (HTTP 401/403)
+        └── ServiceUnavailable   unreachable, or 5xx/429 after retries (transient)
 
 ``transient`` is True where retrying later may succeed.
 """
@@ -87,13 +92,48 @@ class VerificationError(ReleaseError):
     exit_code = 3
 
 
+class DataIndexError(KbReleaseError):
+    """A bundle spec, a data index or a query over it is wrong; the message names the field."""
+
+    exit_code = 2
+
+
+class NotInIndex(DataIndexError):
+    """A bundle, bundle version, release index or file id that does not exist."""
+
+    exit_code = 1
+
+
+class ServiceError(KbReleaseError):
+    """The kbrelease service answered with an error. ``status`` is the HTTP status (0 if none)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AuthenticationError(ServiceError):
+    """The service refused the API token (or none was sent)."""
+
+
+class ServiceUnavailable(ServiceError):
+    """The service could not be reached, or kept answering 5xx/429, after retries."""
+
+    transient = True
+
+
 __all__ = [
+    "AuthenticationError",
     "ConfigError",
+    "DataIndexError",
     "EmbeddingError",
     "EmbeddingUnavailable",
     "InputFileError",
     "KbReleaseError",
+    "NotInIndex",
     "ReleaseError",
+    "ServiceError",
+    "ServiceUnavailable",
     "SourceError",
     "SourceUnreachable",
     "StoreError",

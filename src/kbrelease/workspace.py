@@ -23,6 +23,15 @@ class Workspace:
         """Build journal, frozen data index and full manifest of one release."""
         return self.root / "releases" / release
 
+    def bundle_dir(self, name: str) -> Path:
+        """Resolved data indexes of one bundle spec, one folder per bundle version."""
+        return self.root / "bundles" / name
+
+    @property
+    def state_dir(self) -> Path:
+        """Small state files: last successful sync per source, open monitor incidents."""
+        return self.root / "state"
+
     @property
     def milvus_dir(self) -> Path:
         """Data folder of the embedded Milvus Lite store."""

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from kbrelease.cli import argo, cache, releases, store
+from kbrelease.cli import argo, cache, index, monitor, releases, store
 from kbrelease.cli._common import Options
 
 app = typer.Typer(
@@ -28,6 +28,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 releases.register(app)
+index.register(app)
+monitor.register(app)
 app.add_typer(store.app, name="store")
 app.add_typer(cache.app, name="cache")
 app.add_typer(argo.app, name="argo")

@@ -60,6 +60,8 @@ def build(
     shard: Annotated[str | None, typer.Option("--shard", help="With --source: only this shard, I/N (default: all its shards in turn).")] = None,
     finalize: Annotated[bool, typer.Option("--finalize", help="Parallel build, step 3: merge the shard results; the release is then built.")] = False,
     shard_files: Annotated[int | None, typer.Option("--shard-files", min=1, help="With --prepare: files per shard (default: deploy.shard_files).")] = None,
+    bundle: Annotated[str | None, typer.Option("--bundle", "-b", help="Build from this resolved bundle (`kbrelease index`), not the last sync.")] = None,
+    bundle_version: Annotated[str | None, typer.Option("--bundle-version", help="Version of --bundle (default: its latest).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Build a new release database from the current data index (never touches what is live).
@@ -77,11 +79,13 @@ def build(
         _usage_error("--shard needs --source")
     if shard_files is not None and not prepare:
         _usage_error("--shard-files goes with --prepare")
+    if bundle is not None and (source is not None or finalize):
+        _usage_error("--bundle goes with --prepare or a whole build; the shards of a prepared release build its frozen index")
     if (source is not None or finalize) and not release:
         _usage_error("--source and --finalize need --release NAME (the prepared release)")
     with project(ctx, json_output) as kb:
         if prepare:
-            plan = kb.prepare_build(release, shard_files)
+            plan = kb.prepare_build(release, shard_files, bundle, bundle_version)
             if json_output:
                 echo_json(plan.asdict())
             else:
@@ -92,7 +96,7 @@ def build(
             results = kb.build_shard(release or "", source, shard)
             echo_json([r.asdict() for r in results]) if json_output else typer.echo("\n".join(str(r) for r in results))
             return
-        record = kb.finalize_build(release or "") if finalize else kb.build(release)
+        record = kb.finalize_build(release or "") if finalize else kb.build(release, bundle, bundle_version)
     if json_output:
         echo_json(record.asdict())
     else:
@@ -124,11 +128,16 @@ def publish(
     ctx: typer.Context,
     release: Annotated[str | None, typer.Option("--release", "-r", help="Release name (default: next vN).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Build even if the live release already has this data index and these models.")] = False,
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", "-b", help="Bundle spec (a file, or NAME for bundles/NAME.yaml): sync its sources, resolve, build from it.")
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """sync → build → verify → switch. A failure at any step leaves the live release untouched."""
+    if bundle is not None and not bundle.is_file() and (Path("bundles") / f"{bundle}.yaml").is_file():
+        bundle = Path("bundles") / f"{bundle}.yaml"
     with project(ctx, json_output) as kb:
-        info = kb.publish(release, force=force)
+        info = kb.publish(release, force=force, bundle=bundle)
     if json_output:
         echo_json(info.asdict())
         return

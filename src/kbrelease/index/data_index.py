@@ -30,6 +30,9 @@ import yaml
 from kbrelease.errors import ReleaseError
 
 INDEX_SCHEMA_VERSION = 1
+# Small row groups: their min/max statistics let a query over a path range or
+# a cursor skip most of a large index instead of decoding all of it.
+ROW_GROUP_ROWS = 16_384
 
 
 def file_id_for(source: str, relative_path: str) -> str:
@@ -106,6 +109,19 @@ def index_checksum(records: Iterable[FileRecord]) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def table_checksum(table: Any) -> str:
+    """:func:`index_checksum` of an Arrow table sorted by ``relative_path``, without a Python object per row."""
+    import pyarrow.compute as pc
+
+    h = hashlib.sha256()
+    for batch in table.select(["relative_path", "checksum"]).to_batches(max_chunksize=65_536):
+        if not batch.num_rows:
+            continue
+        joined = pc.binary_join_element_wise(batch.column(0), batch.column(1), "\x00")
+        h.update(("\n".join(joined.to_pylist()) + "\n").encode())
+    return "sha256:" + h.hexdigest()
+
+
 def _arrow_schema() -> Any:
     import pyarrow as pa
 
@@ -153,7 +169,7 @@ def write_source_index(path: Path, records: list[FileRecord]) -> None:
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
-    pq.write_table(table, tmp, compression="zstd")
+    pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
     os.replace(tmp, path)
 
 
@@ -200,12 +216,16 @@ def summarize_source(name: str, modality: str, collection: str, version: str, st
     )
 
 
-def write_bundle(index_dir: Path, sources: list[SourceIndex], name: str = "kbrelease") -> Bundle:
-    """Write ``bundle.yaml`` last, after every source's Parquet file."""
+def write_bundle(index_dir: Path, sources: list[SourceIndex], name: str = "kbrelease", meta: dict[str, Any] | None = None) -> Bundle:
+    """Write ``bundle.yaml`` last, after every source's Parquet file.
+
+    ``meta`` adds keys to the bundle's ``meta`` (version, type, spec source).
+    """
     total = sum(s.total_size for s in sources)
     bundle = Bundle(
         meta={
             "bundle_name": name,
+            **(meta or {}),
             "schema_version": INDEX_SCHEMA_VERSION,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "data_volume": _human(total),

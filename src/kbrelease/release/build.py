@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from kbrelease import __version__
@@ -324,13 +325,16 @@ class Builder:
             self.store.upsert(db, collection, rows[i : i + step])
 
     # --- the release ----------------------------------------------------------
-    def begin(self, name: str | None) -> ReleaseRecord:
+    def begin(self, name: str | None, index_dir: Path | None = None) -> ReleaseRecord:
         """Open release ``name`` for building: freeze the data index into it, record it as ``building``.
 
-        A ``building``/``failed`` release with the same data index is resumed;
+        ``index_dir`` is the data index to build (default: the current one, i.e.
+        the last sync; a resolved bundle's folder otherwise). A
+        ``building``/``failed`` release with the same data index is resumed;
         with another data index it starts over (its database is dropped).
         """
-        bundle = read_bundle(self.ws.index_dir)
+        index_dir = index_dir or self.ws.index_dir
+        bundle = read_bundle(index_dir)
         release = check_release_name(name) if name else self.registry.next_name()
         self._release = release
         if self.cache is not None:
@@ -345,13 +349,14 @@ class Builder:
             frozen = self.ws.release_dir(release) / "index"
             if frozen.exists():
                 shutil.rmtree(frozen)
-            shutil.copytree(self.ws.index_dir, frozen, ignore=shutil.ignore_patterns(".*"))
+            shutil.copytree(index_dir, frozen, ignore=shutil.ignore_patterns(".*"))
         record = self._new_record(release, db, bundle, record)
         self.registry.put(record)
         return record
 
-    def run(self, name: str | None) -> ReleaseRecord:
-        record = self.begin(name)
+    def run(self, name: str | None, index_dir: Path | None = None) -> ReleaseRecord:
+        """Build release ``name`` from ``index_dir`` (default: the current data index, i.e. the last sync)."""
+        record = self.begin(name, index_dir)
         release, db = record.name, record.database
         started = time.monotonic()
         try:
@@ -410,11 +415,12 @@ def build(
     text_embedder: TextEmbedder | None = None,
     image_embedder: ImageEmbedder | None = None,
     cache: EmbeddingCache | None = None,
+    index_dir: Path | None = None,
 ) -> ReleaseRecord:
-    """Build release ``name`` (default: the next ``vN``) from the current data index.
+    """Build release ``name`` (default: the next ``vN``) from the current data index (or ``index_dir``, e.g. a bundle's).
 
     A rerun for a ``building``/``failed`` release resumes if the data index is
     the same, else starts over. Never touches the live pointer.
     """
     builder = Builder(cfg, store, registry, reporter or Quiet(), text_embedder, image_embedder, cache)
-    return builder.run(name)
+    return builder.run(name, index_dir)

@@ -137,13 +137,15 @@ def _require_building(record: ReleaseRecord, what: str) -> None:
         raise ReleaseError(f"release {record.name!r} is already {record.state}; {what} only while it is building — releases are immutable, build a new one")
 
 
-def prepare(builder: Builder, release: str | None, shard_files: int) -> BuildPlan:
+def prepare(builder: Builder, release: str | None, shard_files: int, index_dir: Path | None = None) -> BuildPlan:
     """Open the release (see :meth:`Builder.begin`), create its database and collections, and plan its shards.
+
+    ``index_dir`` is the data index to build (default: the last sync's; a resolved bundle's folder otherwise).
 
     Always starts a fresh plan: earlier shard results of this release are
     discarded (its complete rows are kept and found again by the shards).
     """
-    record = builder.begin(release)
+    record = builder.begin(release, index_dir)
     folder = builder.ws.release_dir(record.name)
     bundle = read_bundle(folder / "index")
     builder.store.ensure_database(record.database)

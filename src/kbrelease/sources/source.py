@@ -155,3 +155,25 @@ class Source:
         except Exception as exc:
             raise self._translate(exc, f"reading {relative_path}") from exc
         return h.hexdigest(), size
+
+    def stat(self, relative_path: str) -> RemoteFile | None:
+        """The file as the source has it now, or None when it is gone."""
+        full = f"{self.root}/{relative_path}"
+        try:
+            info = self.fs.info(full)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise self._translate(exc, f"reading {relative_path}") from exc
+        if info.get("type") == "directory":
+            return None
+        etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
+        ts = info.get("LastModified") or info.get("mtime") or info.get("created")
+        return RemoteFile(relative_path, int(info.get("size") or 0), _as_datetime(ts), etag)
+
+    def reachable(self) -> bool:
+        """True when the source's root can be read; raises the translated error when the storage cannot be reached."""
+        try:
+            return bool(self.fs.exists(self.root)) if self.protocol == "s3" else Path(self.root).is_dir()
+        except Exception as exc:
+            raise self._translate(exc, "checking the storage") from exc

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,31 @@ class SyncInfo:
         for s in self.sources:
             lines.append(f"  {s.source}: {s.files} files ({s.downloaded} fetched, {s.unchanged} unchanged, {s.deleted} deleted)")
         return "\n".join(lines)
+
+
+SYNC_STATE = "sync.json"
+
+
+def record_sync(ws: Workspace, sources: list[str], when: datetime | None = None) -> None:
+    """Note that ``sources`` finished a successful sync (read by the monitor's sync-delay check)."""
+    path = ws.state_dir / SYNC_STATE
+    state = read_sync_state(ws)
+    stamp = (when or datetime.now(UTC)).isoformat(timespec="seconds")
+    state.update(dict.fromkeys(sources, stamp))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps({"last_success": state}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_sync_state(ws: Workspace) -> dict[str, str]:
+    """Source name → ISO time of its last successful sync (empty when never synced)."""
+    path = ws.state_dir / SYNC_STATE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {str(k): str(v) for k, v in (data.get("last_success") or {}).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def sha256_file(path: Path) -> str:
@@ -234,5 +261,6 @@ def sync(
         configured = [s.name for s in cfg.sources]
         bundle = write_bundle(ws.index_dir, [summaries[n] for n in configured if n in summaries])
     info.index_checksum = bundle.checksum
+    record_sync(ws, [s.name for s in wanted])
     info.seconds = time.monotonic() - started
     return info, bundle

@@ -1,0 +1,125 @@
+"""The integrity monitor: run every check, keep incidents, alert, export metrics.
+
+One shot (``kbrelease monitor``, for cron or an Argo CronWorkflow)::
+
+    report = Monitor(kb).run_once()
+
+In a service, a background loop that also feeds ``/metrics``::
+
+    monitor = Monitor(kb, registry=app.state.registry)
+    stop = asyncio.Event()
+    task = asyncio.create_task(monitor.run_async(stop=stop))   # in the lifespan
+    ...
+    stop.set(); await task
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from kbrelease.errors import KbReleaseError
+from kbrelease.index.data_index import read_bundle
+from kbrelease.monitor.alerts import AlertSender, IncidentBook
+from kbrelease.monitor.checks import CheckResult, MonitorReport, checksums, completeness, now_utc, storage, sync_delay
+from kbrelease.monitor.metrics import MonitorCollector
+from kbrelease.workspace import Workspace
+
+if TYPE_CHECKING:
+    import httpx
+
+    from kbrelease.api import KbRelease
+
+log = logging.getLogger("kbrelease.monitor")
+
+
+class Monitor:
+    """Integrity checks of one project (``KbRelease``)."""
+
+    def __init__(self, kb: KbRelease, registry: Any = None, http: httpx.Client | None = None) -> None:
+        """``registry``: a prometheus_client ``CollectorRegistry`` to expose the last report in."""
+        self.kb = kb
+        self.cfg = kb.cfg
+        self.ws = Workspace(kb.cfg.workspace)
+        self.sender = AlertSender(kb.cfg.monitor.webhook_urls, kb.cfg.environment, kb.cfg.monitor.webhook_timeout_s, http)
+        self.collector = MonitorCollector()
+        self._lock = threading.Lock()
+        if registry is not None:
+            registry.register(self.collector)
+
+    @property
+    def last_report(self) -> MonitorReport | None:
+        return self.collector.report
+
+    def run_once(self, alerts: bool = True, checksum_sample: int | str | None = None) -> MonitorReport:
+        """Run every check. With ``alerts``, update the incidents and send what is due;
+        without, only report (incidents and webhooks untouched)."""
+        with self._lock:
+            return self._run(alerts, checksum_sample if checksum_sample is not None else self.cfg.monitor.checksum_sample)
+
+    def _run(self, alerts: bool, sample: int | str) -> MonitorReport:
+        started = time.monotonic()
+        now = now_utc()
+        results: list[CheckResult] = storage(self.cfg, self.kb.store)
+        milvus_up = any(r.key == "storage:milvus" and r.status == "ok" for r in results)
+        live = None
+        if milvus_up:
+            try:
+                live = self.kb.registry.pointer().live
+            except KbReleaseError as exc:
+                milvus_up = False
+                log.warning("cannot read the live pointer: %s", exc)
+        checked: list[CheckResult] = []
+        if milvus_up:
+            checked += completeness(self.cfg, self.kb.store, self.kb.registry, live)
+        else:
+            checked.append(CheckResult("completeness", "live", "unknown", "Milvus cannot be reached (see storage:milvus)"))
+        folder = self.ws.release_dir(live) / "index" if live else self.ws.index_dir
+        index_name = f"release {live}" if live else "current (last sync)"
+        try:
+            checked += checksums(self.cfg, read_bundle(folder), folder, sample)
+        except KbReleaseError as exc:
+            checked.append(CheckResult("checksums", "index", "unknown", str(exc)))
+        checked += sync_delay(self.cfg, now)
+        results = checked + results
+        report = MonitorReport(now.isoformat(timespec="seconds"), self.cfg.environment, live, index_name, results)
+        with IncidentBook(self.ws.state_dir).locked() as book:
+            if alerts:
+                book.update(results, report.checked_at, self.sender.hooks)
+                report.alerts = self.sender.deliver(book.pending(self.sender.hooks))
+                book.forget_delivered(self.sender.hooks)
+            report.open_incidents = sorted(book.incidents)
+        report.seconds = round(time.monotonic() - started, 3)
+        self.collector.report = report
+        return report
+
+    def run_forever(self, stop: threading.Event, interval_s: float | None = None) -> None:
+        """Check every ``interval_s`` (default ``monitor.interval_minutes``) until ``stop`` is set.
+
+        A failing run is logged and the loop goes on: the monitor must outlive what it watches.
+        """
+        interval = interval_s if interval_s is not None else self.cfg.monitor.interval_minutes * 60
+        while not stop.is_set():
+            try:
+                report = self.run_once()
+                if not report.ok:
+                    log.warning("integrity problems: %s", ", ".join(r.key for r in report.results if r.status == "problem"))
+            except Exception:
+                log.exception("monitor run failed")
+            stop.wait(interval)
+
+    async def run_async(self, stop: asyncio.Event | None = None, interval_s: float | None = None) -> None:
+        """The same loop for an asyncio service: each run in a worker thread, so requests are never blocked."""
+        stop = stop or asyncio.Event()
+        interval = interval_s if interval_s is not None else self.cfg.monitor.interval_minutes * 60
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.run_once)
+            except Exception:
+                log.exception("monitor run failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
