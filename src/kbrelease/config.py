@@ -9,6 +9,7 @@ from the environment, never from the YAML file.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -114,6 +115,37 @@ class MilvusConfig(_Model):
     insert_batch: int = Field(default=512, ge=1, description="Rows per insert call.")
 
 
+ENV_NAME = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
+
+
+class EnvironmentConfig(_Model):
+    """One named target (``dev``, ``prod``, ...): its Milvus, its live pointer, its releases.
+
+    Keys left out inherit the top-level ``milvus:`` section. With no Milvus URI at
+    all, the environment gets an embedded Milvus Lite data folder of its own.
+    The token is never written here: name the variable or the file that holds it.
+    """
+
+    milvus_uri: str | None = Field(
+        default=None, description="Milvus of this environment (default: milvus.uri, else an embedded Lite folder <workspace>/milvus-<name>)."
+    )
+    token_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="NAME of the environment variable holding this environment's Milvus token (default: MILVUS_TOKEN).",
+    )
+    token_file: Path | None = Field(default=None, description="File holding this environment's Milvus token (e.g. a mounted Kubernetes Secret).")
+    db_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Release databases are <db_prefix><name>_<release>.")
+    registry_db: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Database of the registry and live pointer.")
+    service_port: int | None = Field(default=None, ge=1, le=65535, description="Port the search service of this environment listens on.")
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> EnvironmentConfig:
+        if self.token_env and self.token_file:
+            raise ValueError("give token_env or token_file, not both")
+        return self
+
+
 class CacheConfig(_Model):
     """The embedding cache: vectors by content checksum and embedder identity."""
 
@@ -125,7 +157,15 @@ class Config(_Model):
     """The whole kbrelease configuration."""
 
     workspace: Path = Field(default=Path(".kbrelease"), description="Mirror of the sources, data index, build journals. Env: KBRELEASE_WORKSPACE.")
-    environment: str = Field(default="default", description="Environment name (own live pointer and releases). Env: KBRELEASE_ENV.")
+    environment: str = Field(
+        default="default",
+        pattern=ENV_NAME,
+        description="The selected environment (own live pointer and releases); set by --env, KBRELEASE_ENV or default_environment.",
+    )
+    default_environment: str | None = Field(default=None, pattern=ENV_NAME, description="Environment used when neither --env nor KBRELEASE_ENV is given.")
+    environments: dict[str, EnvironmentConfig] = Field(
+        default_factory=dict, description="Named environments (dev, prod, ...), each with its own Milvus, database prefix and service port."
+    )
     sources: list[SourceConfig] = Field(default_factory=list)
     s3: S3Config = Field(default_factory=S3Config)
     text: TextConfig = Field(default_factory=TextConfig)
@@ -155,6 +195,16 @@ class Config(_Model):
             cols.add(src.collection_name)
         return sources
 
+    @field_validator("environments")
+    @classmethod
+    def _env_names(cls, envs: dict[str, EnvironmentConfig]) -> dict[str, EnvironmentConfig]:
+        for name in envs:
+            if not re.match(ENV_NAME, name):
+                raise ValueError(
+                    f"environment name {name!r} is invalid; use a letter then up to 31 letters, digits or underscores (it becomes part of database names)"
+                )
+        return envs
+
     @model_validator(mode="after")
     def _openai_needs_url_and_dim(self) -> Config:
         if self.text.embedder == "openai":
@@ -177,7 +227,22 @@ class Config(_Model):
 
     @property
     def milvus_uri(self) -> str:
-        return self.milvus.uri or str(self.workspace / "milvus")
+        """The Milvus of the selected environment; without one, an embedded Lite folder per environment."""
+        if self.milvus.uri:
+            return self.milvus.uri
+        folder = "milvus" if self.environment == "default" else f"milvus-{self.environment}"
+        return str(self.workspace / folder)
+
+    @property
+    def environment_config(self) -> EnvironmentConfig | None:
+        """The ``environments:`` entry of the selected environment, if it has one."""
+        return self.environments.get(self.environment)
+
+    @property
+    def environment_service_port(self) -> int | None:
+        """The service port of the selected environment (``environments.<name>.service_port``), if set."""
+        env = self.environment_config
+        return env.service_port if env else None
 
     def redacted(self) -> dict[str, Any]:
         """A JSON-safe dump with every secret replaced by '***' (or null)."""
@@ -254,6 +319,74 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
     _seed_source(data, "image", env.get("S3_PATH_IMAGE") or None, env.get("COLLECTION_NAME_IMAGE") or None)
 
 
+# Keys of an ``environments:`` entry that replace a ``milvus:`` key, and the
+# variable that would set the same key (a conflict is refused, not resolved).
+_ENV_OVERRIDES = {"milvus_uri": ("uri", "MILVUS_URI"), "db_prefix": ("db_prefix", "MILVUS_DB_PREFIX"), "registry_db": ("registry_db", None)}
+_TOKEN_KEYS = ("token", "milvus_token", "password", "api_key")
+
+
+def _select_environment(data: dict[str, Any], env: Mapping[str, str], where: str) -> None:
+    """Resolve the environment name once and fold its entry into ``milvus:``.
+
+    Precedence of the name: --env > KBRELEASE_ENV > ``environment:`` >
+    ``default_environment:`` > "default".
+    """
+    envs = data.get("environments") or {}
+    if not isinstance(envs, dict):
+        raise ConfigError(f"{where}: 'environments' must be a mapping of environment name to settings")
+    for name, entry in envs.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where}: environments.{name} must be a mapping (milvus_uri, token_env, db_prefix, service_port)")
+        for key in _TOKEN_KEYS:
+            if key in entry:
+                raise ConfigError(
+                    f"{where}: environments.{name}.{key}: secrets must never be written in the config file; "
+                    f"name the variable that holds it (token_env: MILVUS_TOKEN_{str(name).upper()}) or a file (token_file: /run/secrets/milvus-{name})"
+                )
+    name = data.get("environment") or data.get("default_environment") or "default"
+    data["environment"] = name
+    if not envs:
+        return
+    if name not in envs:
+        configured = ", ".join(map(str, envs))
+        if name == "default":
+            raise ConfigError(f"{where} configures environments ({configured}); choose one with --env NAME, KBRELEASE_ENV or default_environment")
+        raise ConfigError(f"unknown environment {name!r}: {where} configures {configured}; use one of them or add {name!r} under 'environments:'")
+    milvus = data.setdefault("milvus", {})
+    if not isinstance(milvus, dict):
+        raise ConfigError(f"{where}: 'milvus' must be a mapping")
+    entry = envs[name]
+    for key, (target, var) in _ENV_OVERRIDES.items():
+        value = entry.get(key)
+        if value is None:
+            continue
+        if var and env.get(var) and env[var] != value:
+            raise ConfigError(f"{var} (from the environment) conflicts with environments.{name}.{key} in {where}; unset {var} or edit the environment")
+        milvus[target] = value
+
+
+def _environment_token(cfg: Config, env: Mapping[str, str]) -> str | None:
+    """The Milvus token of the selected environment: its token_env, its token_file, else MILVUS_TOKEN."""
+    entry = cfg.environment_config
+    name = cfg.environment
+    if entry is not None and entry.token_env:
+        value = env.get(entry.token_env)
+        if not value:
+            raise ConfigError(f"environment {name!r} reads its Milvus token from ${entry.token_env}, which is not set; export it, or remove token_env")
+        return value
+    if entry is not None and entry.token_file:
+        try:
+            value = entry.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"environment {name!r}: token_file {entry.token_file} cannot be read ({exc.strerror}); check the path and its permissions"
+            ) from None
+        if not value:
+            raise ConfigError(f"environment {name!r}: token_file {entry.token_file} is empty; write the token into it")
+        return value
+    return env.get("MILVUS_TOKEN") or None
+
+
 def _describe(err: ValidationError) -> str:
     lines = []
     for item in err.errors():
@@ -274,6 +407,10 @@ def _resolve_local_paths(data: dict[str, Any], base: Path) -> None:
             continue
         p = Path(path).expanduser()
         src["path"] = str(p if p.is_absolute() else (base / p).resolve())
+    for entry in (data.get("environments") or {}).values():
+        token_file = entry.get("token_file") if isinstance(entry, dict) else None
+        if isinstance(token_file, str) and not Path(token_file).expanduser().is_absolute():
+            entry["token_file"] = str((base / token_file).resolve())
     ws = data.get("workspace")
     if isinstance(ws, str) and not Path(ws).expanduser().is_absolute():
         data["workspace"] = str((base / ws).resolve())
@@ -315,14 +452,15 @@ def load_config(
     for key, value in (overrides or {}).items():
         if value is not None:
             _set(data, key, value)
+    where = str(cfg_path) if cfg_path.is_file() else "the environment"
+    _select_environment(data, env, where)
     _resolve_local_paths(data, base)
-    token = env.get("MILVUS_TOKEN")
     api_key = env.get("TEXT_EMBEDDING_API_KEY") or env.get("OPENAI_API_KEY")
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        where = str(cfg_path) if cfg_path.is_file() else "the environment"
         raise ConfigError(f"invalid configuration in {where}:\n{_describe(exc)}") from None
+    token = _environment_token(cfg, env)
     if token:
         cfg.milvus.token = SecretStr(token)
     if api_key:
@@ -371,6 +509,18 @@ image:
 milvus:
   # uri: http://127.0.0.1:19530            # default: embedded Milvus Lite in the workspace
   db_prefix: kb_               # release databases are <db_prefix><release>
+
+# Environments (optional): each has its own Milvus, live pointer and releases;
+# pick one with --env NAME or KBRELEASE_ENV. Tokens are never written here.
+# default_environment: dev
+# environments:
+#   dev:
+#     service_port: 3003                    # no milvus_uri: an embedded Lite folder of its own
+#   prod:
+#     milvus_uri: http://milvus.prod:19530
+#     token_env: MILVUS_TOKEN_PROD          # the NAME of the variable that holds the token
+#     # token_file: /run/secrets/milvus     # or a file (a mounted Secret)
+#     service_port: 3002
 
 # A release whose failed share in any source exceeds this cannot go live.
 max_failed_share: 0.01

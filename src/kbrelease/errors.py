@@ -16,8 +16,12 @@ adapter that calls them, with ``raise ... from exc``.
     │   └── EmbeddingUnavailable endpoint down / rate limited after retries (transient)
     ├── StoreError               the vector store refused an operation
     │   └── StoreUnreachable     Milvus cannot be reached (transient)
-    └── ReleaseError             release lifecycle rule broken (unknown release,
-        └── VerificationError    wrong state, a release that failed verification)
+    ├── ReleaseError             release lifecycle rule broken (unknown release,
+    │   └── VerificationError    wrong state, a release that failed verification)
+    ├── PackageError             a release package is damaged or unsafe (checksum,
+    │                            truncated, path outside the archive, link)
+    └── CompatibilityError       a manifest, package or service of a newer version,
+                                 or vectors of another embedding model
 
 ``transient`` is True where retrying later may succeed.
 """
@@ -87,12 +91,26 @@ class VerificationError(ReleaseError):
     exit_code = 3
 
 
+class PackageError(KbReleaseError):
+    """A release package is damaged, truncated or unsafe; nothing was written."""
+
+    exit_code = 4
+
+
+class CompatibilityError(KbReleaseError):
+    """A manifest, package or service this kbrelease cannot use as is (newer version, other model)."""
+
+    exit_code = 5
+
+
 __all__ = [
+    "CompatibilityError",
     "ConfigError",
     "EmbeddingError",
     "EmbeddingUnavailable",
     "InputFileError",
     "KbReleaseError",
+    "PackageError",
     "ReleaseError",
     "SourceError",
     "SourceUnreachable",

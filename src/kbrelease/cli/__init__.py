@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from kbrelease.cli import cache, releases, store
+from kbrelease.cli import cache, check, package, releases, store
 from kbrelease.cli._common import Options
 
 app = typer.Typer(
@@ -30,6 +30,8 @@ app = typer.Typer(
 releases.register(app)
 app.add_typer(store.app, name="store")
 app.add_typer(cache.app, name="cache")
+package.register(app)
+check.register(app)
 
 
 @app.callback()
@@ -37,7 +39,9 @@ def _root(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: ./kbrelease.yaml or $KBRELEASE_CONFIG).")] = None,
     workspace: Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (default: from config, or .kbrelease).")] = None,
-    env: Annotated[str | None, typer.Option("--env", "-e", help="Environment name (default: $KBRELEASE_ENV or 'default').")] = None,
+    env: Annotated[
+        str | None, typer.Option("--env", "-e", help="Environment (default: $KBRELEASE_ENV, else default_environment of the config, else 'default').")
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     ctx.obj = Options(config, workspace, env, debug)
