@@ -32,9 +32,20 @@ from typing import IO, Any
 
 from kbrelease.config import Config
 from kbrelease.embedding.base import EmbedderIdentity
-from kbrelease.errors import CompatibilityError, PackageError, ReleaseError
+from kbrelease.errors import CompatibilityError, KbReleaseError, PackageError, ReleaseError
 from kbrelease.index.data_index import INDEX_SCHEMA_VERSION, Bundle, SourceIndex, index_checksum, read_source_index
-from kbrelease.package.format import INFO, MANIFEST, MAX_MEMBER_BYTES, MAX_SMALL_MEMBER_BYTES, ROW_FIELDS, Reading, check_manifest, check_sums, iter_members
+from kbrelease.package.format import (
+    INFO,
+    MANIFEST,
+    MAX_MEMBER_BYTES,
+    MAX_SMALL_MEMBER_BYTES,
+    ROW_FIELDS,
+    Member,
+    Reading,
+    check_manifest,
+    check_sums,
+    iter_members,
+)
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.registry import Registry, ReleaseRecord, SourceCounts, check_release_name, now_iso
 from kbrelease.store.milvus import MilvusStore
@@ -323,31 +334,54 @@ class _Loader:
         self.t.registry.put(self.record)
 
 
+def _on_member(p: _Pass, m: Member, target: ImportTarget) -> tuple[str, Any] | None:
+    """Check one member's content; a row part comes back as ``(source, ParquetFile)``."""
+    where = p.reading.where
+    data = m.read_all(MAX_SMALL_MEMBER_BYTES if m.name in (INFO, MANIFEST) else MAX_MEMBER_BYTES)
+    if m.name == INFO:
+        return None
+    if m.name == MANIFEST:
+        _on_manifest(p, data, target)
+        return None
+    if p.manifest is None or p.record is None:
+        raise PackageError(f"{where}: {m.name!r} comes before manifest.json; this is not a kbrelease release package (or it was altered)")
+    if m.name.startswith("index/"):
+        _on_index(p, m.name, data)
+        return None
+    source, pf = _part_table(p, m.name, data)
+    p.rows[source] = p.rows.get(source, 0) + pf.metadata.num_rows
+    p.parts += 1
+    return source, pf
+
+
 def _run_pass(stream: IO[bytes], where: str, target: ImportTarget, loader: _Loader | None, expected: dict[str, str] | None) -> _Pass:
-    """One pass: every check always; writes only with a ``loader``; digests compared to ``expected`` when given."""
+    """One pass: every check always; writes only with a ``loader``; digests compared to ``expected`` when given.
+
+    Without a loader (the checking pass), a content problem is held back until
+    SHA256SUMS has been compared: a damaged member is reported as a checksum
+    mismatch, not as whatever its damage looks like.
+    """
     p = _Pass(Reading(where))
     label = "import rows"
+    held: KbReleaseError | None = None
     for m in iter_members(stream, p.reading):
+        if held is not None:
+            continue  # only hashed from here on
         if expected is not None and m.name not in expected:
             raise PackageError(f"{where}: member {m.name!r} was not there when the package was checked; it changed on disk — import it again")
-        data = m.read_all(MAX_SMALL_MEMBER_BYTES if m.name in (INFO, MANIFEST) else MAX_MEMBER_BYTES)
+        try:
+            part = _on_member(p, m, target)
+        except KbReleaseError as exc:
+            if loader is not None:
+                raise
+            held = exc
+            continue
         if expected is not None and m.digest() != expected[m.name]:
             raise PackageError(f"{where}: {m.name!r} changed since the package was checked; do not modify the file during an import, then import it again")
-        if m.name == INFO:
+        if part is None or loader is None:
             continue
-        if m.name == MANIFEST:
-            _on_manifest(p, data, target)
-            continue
-        if p.manifest is None or p.record is None:
-            raise PackageError(f"{where}: {m.name!r} comes before manifest.json; this is not a kbrelease release package (or it was altered)")
-        if m.name.startswith("index/"):
-            _on_index(p, m.name, data)
-            continue
-        source, pf = _part_table(p, m.name, data)
-        p.rows[source] = p.rows.get(source, 0) + pf.metadata.num_rows
-        p.parts += 1
-        if loader is None:
-            continue
+        assert p.manifest is not None and p.record is not None
+        source, pf = part
         if loader.record is None:
             if not loader.start(p.manifest, p.record):
                 return p  # already imported: nothing to load
@@ -359,6 +393,8 @@ def _run_pass(stream: IO[bytes], where: str, target: ImportTarget, loader: _Load
         loader.info.rows += loader.load_part(source, pf, int(p.manifest["collections"][source]["dim"]), label)
         loader.info.parts += 1
     check_sums(p.reading)
+    if held is not None:
+        raise held
     _check_complete(p)
     if loader is not None:
         if loader.record is None and p.manifest is not None and p.record is not None and loader.start(p.manifest, p.record):
