@@ -20,7 +20,7 @@ from kbrelease.release.manifest import write_manifest
 from kbrelease.release.registry import ReleaseRecord, SourceCounts
 from kbrelease.workspace import Workspace
 
-WORDS = "the release index vector milvus query model chunk source package verify switch live prod dev".split()
+WORDS = ["the", "release", "index", "vector", "milvus", "query", "model", "chunk", "source", "package", "verify", "switch", "live", "prod", "dev"]
 
 
 def make_release(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +11,10 @@ import pytest
 
 from kbrelease import KbRelease, load_config
 
+from .support import MakeTarget
 from helpers import write_config
 
 _counter = itertools.count()
-MakeTarget = Callable[..., KbRelease]
 
 
 @pytest.fixture
@@ -37,12 +37,3 @@ def make_target(tmp_path: Path, corpus: Path, lite_server: str, text_embedder: A
     yield make
     for kb in made:
         kb.close()
-
-
-def footprint(kb: KbRelease) -> dict[str, Any]:
-    """What a target holds: its databases (of its prefix), its registry rows, its release folders."""
-    prefix = kb.cfg.milvus.db_prefix
-    databases = sorted(d for d in kb.store.databases() if d.startswith(prefix))
-    rows = kb.registry.list_raw() if kb.registry.exists() else []
-    folders = sorted(str(p.relative_to(kb.cfg.workspace)) for p in kb.cfg.workspace.rglob("*")) if kb.cfg.workspace.exists() else []
-    return {"databases": databases, "registry": rows, "workspace": folders}

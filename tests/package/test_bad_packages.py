@@ -17,9 +17,8 @@ from kbrelease import KbRelease, load_config
 from kbrelease.errors import CompatibilityError, KbReleaseError, PackageError
 from kbrelease.package.format import format_sums, sha256_hex
 
+from .support import MakeTarget, footprint
 from helpers import write_config
-
-from .conftest import MakeTarget, footprint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,7 +31,8 @@ def good_package(tmp_path_factory: pytest.TempPathFactory, lite_server: str, tex
     folder = tmp_path_factory.mktemp("dev")
     corpus = REPO / "examples" / "corpus"
     mini = folder / "corpus"
-    for rel in ["text/it/vpn-setup.md", "text/facilities/fire-drill.md", *(f"images/stripes/{p.name}" for p in sorted((corpus / "images" / "stripes").iterdir())[:2])]:
+    pictures = [f"images/stripes/{p.name}" for p in sorted((corpus / "images" / "stripes").iterdir())[:2]]
+    for rel in ["text/it/vpn-setup.md", "text/facilities/fire-drill.md", *pictures]:
         (mini / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(corpus / rel, mini / rel)
     overrides = {"milvus.uri": lite_server, "milvus.db_prefix": "bad_", "milvus.registry_db": "bad_registry", "environment": "dev"}

@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 
 from kbrelease import KbRelease, ReleaseError, load_config
-
 from synthetic import make_release
 
-from .conftest import MakeTarget
+from .support import MakeTarget
 
 pytestmark = pytest.mark.slow
 ROWS = 6_000
@@ -71,10 +70,10 @@ def _wait_for_rows(prod: Any, proc: subprocess.Popen[bytes], timeout: float = 12
             out = proc.stdout.read().decode() if proc.stdout else ""
             pytest.fail(f"the import ended before it could be killed (exit {proc.returncode}): {out}")
         record = prod.registry.get("v1") if prod.registry.exists() else None
-        if record is not None and record.state == "importing" and record.database in prod.store.databases():
-            if "docs" in prod.store.collections(record.database):
-                loaded = prod.store.count(record.database, "docs")
-                if loaded >= 200:
-                    return int(loaded)
+        ready = record is not None and record.state == "importing" and record.database in prod.store.databases()
+        if ready and record is not None and "docs" in prod.store.collections(record.database):
+            loaded = prod.store.count(record.database, "docs")
+            if loaded >= 200:
+                return int(loaded)
         time.sleep(0.05)
     pytest.fail("the import did not start loading rows in time")

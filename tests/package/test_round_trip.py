@@ -15,7 +15,7 @@ import zstandard
 
 from kbrelease import ReleaseError
 
-from .conftest import MakeTarget
+from .support import MakeTarget
 
 QUERIES = ["how do I connect to the VPN from home", "what happens during the fire drill", "gym membership discount", "rotate my password"]
 
