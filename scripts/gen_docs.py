@@ -69,7 +69,7 @@ def _fields(model: type[Any], prefix: str) -> list[str]:
             continue
         if field.exclude:
             continue
-        default = field.default if field.default_factory is None else "(see below)" if name == "sources" else "[]"
+        default = field.default if field.default_factory is None else "(see below)" if name in ("sources", "environments") else "[]"
         rows.append(f"| `{prefix}{name}` | `{default}` | {field.description or ''} |")
     return rows
 
@@ -103,6 +103,10 @@ def env_markdown() -> str:
     from kbrelease.config import SourceConfig
 
     lines += _fields(SourceConfig, "")
+    from kbrelease.config import EnvironmentConfig
+
+    lines += ["", "Each entry of `environments:` (`environments.<name>`) has:", "", "| key | default | meaning |", "|---|---|---|"]
+    lines += _fields(EnvironmentConfig, "")
     return "\n".join(lines) + "\n"
 
 

@@ -135,8 +135,12 @@ class EnvironmentConfig(_Model):
         description="NAME of the environment variable holding this environment's Milvus token (default: MILVUS_TOKEN).",
     )
     token_file: Path | None = Field(default=None, description="File holding this environment's Milvus token (e.g. a mounted Kubernetes Secret).")
-    db_prefix: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Release databases are <db_prefix><name>_<release>.")
-    registry_db: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Database of the registry and live pointer.")
+    db_prefix: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Release databases are <db_prefix><environment>_<release> (default: milvus.db_prefix)."
+    )
+    registry_db: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Database of the registry and live pointer (default: milvus.registry_db)."
+    )
     service_port: int | None = Field(default=None, ge=1, le=65535, description="Port the search service of this environment listens on.")
 
     @model_validator(mode="after")
