@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
 from kbrelease import KbRelease, load_config
 from kbrelease.errors import CompatibilityError, KbReleaseError, PackageError
@@ -79,6 +80,19 @@ def _tampered(members: Members) -> Members:
     return out
 
 
+def _zstd(path: Path) -> bytes:
+    return zstandard.ZstdCompressor(write_checksum=True).compress(path.read_bytes())
+
+
+def _half(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def _flip(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
+
+
 def _manifest(members: Members, change: Callable[[dict[str, Any]], None]) -> Members:
     out = []
     for info, data in members:
@@ -94,6 +108,8 @@ CASES: dict[str, tuple[Callable[[Members, Path], Path], type[KbReleaseError], st
     "tampered member": (lambda m, p: _write(p, _tampered(m)), PackageError, r"checksum mismatch for 'collections/docs/part-000000\.parquet'.*tampered"),
     "truncated archive": (lambda m, p: p.write_bytes(_write(p, m).read_bytes()[: p.stat().st_size // 2]) and p, PackageError, r"truncated"),
     "cut at a member boundary": (lambda m, p: _write(p, m[:-1]), PackageError, r"no SHA256SUMS at the end: the archive is truncated"),
+    "truncated zstd archive": (lambda m, p: p.write_bytes(_half(_zstd(_write(p, m)))) and p, PackageError, r"truncated"),
+    "corrupted zstd archive": (lambda m, p: p.write_bytes(_flip(_zstd(_write(p, m)))) and p, PackageError, r"damaged|checksum mismatch"),
     "../ path": (lambda m, p: _write(p, _insert_before_sums(m, _extra("index/../../evil.txt"))), PackageError, r"'index/\.\./\.\./evil\.txt' points outside"),
     "absolute path": (lambda m, p: _write(p, _insert_before_sums(m, _extra("/etc/cron.d/evil"))), PackageError, r"'/etc/cron\.d/evil' has an absolute path"),
     "symlink outside": (

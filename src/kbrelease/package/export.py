@@ -202,7 +202,7 @@ def write_package(
     if compress:
         import zstandard
 
-        compressor = zstandard.ZstdCompressor(level=3).stream_writer(counting, closefd=False)  # type: ignore[arg-type]
+        compressor = zstandard.ZstdCompressor(level=3, write_checksum=True).stream_writer(counting, closefd=False)  # type: ignore[arg-type]
         sink = compressor
     sums: list[tuple[str, str]] = []
     mtime = int(time.time())

@@ -192,6 +192,8 @@ def iter_members(stream: IO[bytes], reading: Reading) -> Iterator[Member]:
     try:
         tar = tarfile.open(fileobj=_decompressed(stream), mode="r|")  # noqa: SIM115 - a generator; closed in its finally
     except (tarfile.TarError, OSError, EOFError) as exc:
+        if str(exc) == "empty file":  # also what a zstd stream cut inside its first block gives
+            raise PackageError(f"{where}: the archive is empty or truncated; copy or export it again") from exc
         raise PackageError(f"{where}: not a readable package ({_reason(exc)}); check the file, or export it again") from exc
     try:
         while True:
@@ -276,10 +278,31 @@ def _decompressed(stream: IO[bytes]) -> IO[bytes]:
     raw: IO[bytes] = _Prefixed(head, stream)  # type: ignore[assignment]
     if head != ZSTD_MAGIC:
         return raw
-    import zstandard
+    return _Zstd(raw)  # type: ignore[return-value]
 
-    reader: IO[bytes] = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)  # type: ignore[assignment]
-    return reader
+
+class _Zstd(io.RawIOBase):
+    """zstd decompression whose errors are OSErrors, like every other damaged-stream error here."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        import zstandard
+
+        self._error = zstandard.ZstdError
+        self._reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._reader.read(size)
+        except self._error as exc:
+            raise OSError(f"zstd: {exc}") from exc
+
+    def readinto(self, b: Any) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
 
 
 def _reason(exc: BaseException) -> str:
