@@ -4,10 +4,11 @@ Part 1 (always): a synthetic verified release of ``--rows`` rows (384-d unit
 vectors, ``--text-chars`` characters of text per row, 10 rows per file) in a
 "dev" environment on its own embedded Milvus Lite server; then
 
-* ``package export`` to a plain tar and to a zstd tar: seconds, rows/s, bytes per row;
-* ``package import`` of the plain tar into "prod" on a second Lite server,
-  timed by phase: the checking pass, loading rows, seal + verify;
-* ``promote`` dev → prod (a third environment on the second server);
+* ``package export`` to a plain tar and to a zstd tar: seconds, rows/s, bytes per row,
+  CPU seconds; once more as a ``kbrelease`` process, for its peak RSS;
+* ``package import`` of the plain tar into "prod" on a second Lite server:
+  seconds per phase (check, load, seal, verify), CPU seconds of the importer and of Milvus;
+* with ``--promote``, ``promote`` dev → prod (a third environment on the second server);
 * with ``--server``, ``package import`` into a real Milvus 2.3.5 (``milvus-server``).
 
 Part 2 (``--rebuild-text DIR``): a real release built from the text files in
@@ -16,7 +17,7 @@ timing), then exported and imported into a fresh environment: import seconds
 against build + verify seconds for the same release.
 
     python bench/make_corpus.py --out /tmp/kbpkg --paragraphs 3000 --files 150 --images 0
-    python bench/package_bench.py --rows 100000 --server --rebuild-text /tmp/kbpkg/text --json-out /tmp/kbres/package.json
+    python bench/package_bench.py --rows 100000 --server --promote --rebuild-text /tmp/kbpkg/text --json-out /tmp/kbres/package.json
 
 The machine is shared: the load average is recorded before and after each step.
 """
@@ -44,22 +45,6 @@ from synthetic import make_release  # noqa: E402
 from servers import MilvusLiteServer, MilvusServer  # noqa: E402
 
 
-class Clock:
-    """A Reporter that only remembers when each progress label started and finished."""
-
-    def __init__(self) -> None:
-        self.marks: dict[str, float] = {}
-
-    def start(self, label: str, total: int | None, unit: str) -> None:
-        self.marks.setdefault(f"{label}:start", time.monotonic())
-
-    def advance(self, label: str, n: int = 1) -> None:
-        pass
-
-    def finish(self, label: str) -> None:
-        self.marks[f"{label}:finish"] = time.monotonic()
-
-
 def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -80,51 +65,69 @@ def step(results: dict[str, Any], name: str) -> Iterator[dict[str, Any]]:
     print(f"{name}: {entry['seconds']} s (load {entry['load_after']})", flush=True)
 
 
-def project(workspace: Path, uri: str, env: str, prefix: str, reporter: Any = None, **extra: Any) -> KbRelease:
+def project(workspace: Path, uri: str, env: str, prefix: str, environ: dict[str, str] | None = None) -> KbRelease:
     overrides = {"workspace": str(workspace), "milvus.uri": uri, "milvus.db_prefix": prefix, "milvus.registry_db": f"{prefix}registry", "environment": env}
-    return KbRelease(load_config(None, env=extra.pop("environ", {}), overrides=overrides | extra), reporter)
+    return KbRelease(load_config(None, env=environ or {}, overrides=overrides))
 
 
-def timed_import(kb: KbRelease, clock: Clock, package: Path, results: dict[str, Any], name: str, rows: int) -> None:
-    """Import ``package`` and split the time: checking pass, loading rows, seal + verify."""
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_import(kb: KbRelease, package: Path, results: dict[str, Any], name: str, rows: int, server_pids: list[int]) -> None:
+    """Import ``package``: seconds per phase, and CPU seconds of this process and of the target server."""
+    cpu_self, cpu_server = own_cpu(), cpu_seconds(server_pids)
     with step(results, name) as entry:
-        begin = time.monotonic()
         info = kb.package_import(package)
-        done = time.monotonic()
-    load_start, load_end = clock.marks["import rows:start"], clock.marks["import rows:finish"]
-    entry["check_and_register_seconds"] = round(load_start - begin, 2)
-    entry["load_seconds"] = round(load_end - load_start, 2)
-    entry["load_rows_per_s"] = round(rows / (load_end - load_start))
-    entry["seal_verify_seconds"] = round(done - load_end, 2)
-    entry["rows_per_s"] = round(rows / (done - begin))
+    entry["phases"] = info.phases
+    entry["load_rows_per_s"] = round(rows / info.phases["load"])
+    entry["rows_per_s"] = round(rows / info.seconds)
+    entry["cpu_seconds_importer"] = round(own_cpu() - cpu_self, 1)
+    entry["cpu_seconds_milvus"] = round(cpu_seconds(server_pids) - cpu_server, 1)
     entry["state"] = info.state
 
 
 def synthetic(args: argparse.Namespace, tmp: Path, results: dict[str, Any], stack: ExitStack) -> None:
     src = stack.enter_context(MilvusLiteServer(tmp / "lite-dev"))
     dst = stack.enter_context(MilvusLiteServer(tmp / "lite-prod"))
-    dev = stack.enter_context(project(tmp / "ws", src.uri, "dev", "bench_", Clock()))
+    dev = stack.enter_context(project(tmp / "ws", src.uri, "dev", "bench_"))
     with step(results, "make synthetic release (setup, not a figure)"):
         make_release(dev, "v1", files=args.rows // 10, chunks_per_file=10, text_chars=args.text_chars)
     for label, compress in (("export plain", False), ("export zstd", True)):
         out = tmp / f"v1.tar{'.zst' if compress else ''}"
+        cpu_self, cpu_server = own_cpu(), cpu_seconds(src.pids())
         with step(results, label) as entry:
             info = dev.package_export("v1", out, compress=compress)
         entry |= {"rows": info.rows, "parts": info.parts, "bytes": info.bytes, "bytes_per_row": round(info.bytes / info.rows)}
         entry["rows_per_s"] = round(info.rows / entry["seconds"])
+        entry["cpu_seconds_exporter"] = round(own_cpu() - cpu_self, 1)
+        entry["cpu_seconds_milvus"] = round(cpu_seconds(src.pids()) - cpu_server, 1)
     export_in_subprocess(tmp, src.uri, results)
-    clock = Clock()
-    prod = stack.enter_context(project(tmp / "ws-prod", dst.uri, "prod", "bench_", clock))
-    timed_import(prod, clock, tmp / "v1.tar", results, "import lite → lite", args.rows)
-    target = stack.enter_context(project(tmp / "ws-prod2", dst.uri, "prod2", "bench2_", Clock()))
-    with step(results, "promote lite → lite") as entry:
-        promoted = dev.promote("v1", target)
-    entry |= {"rows_per_s": round(promoted.rows / entry_seconds(results, "promote lite → lite")), "state": promoted.state}
+    prod = stack.enter_context(project(tmp / "ws-prod", dst.uri, "prod", "bench_"))
+    timed_import(prod, tmp / "v1.tar", results, "import lite → lite", args.rows, dst.pids())
+    if args.promote:
+        target = stack.enter_context(project(tmp / "ws-prod2", dst.uri, "prod2", "bench2_"))
+        with step(results, "promote lite → lite") as entry:
+            promoted = dev.promote("v1", target)
+        entry |= {"rows_per_s": round(promoted.rows / entry["seconds"]), "phases": promoted.phases, "state": promoted.state}
     if args.server:
         server = stack.enter_context(MilvusServer(tmp / "milvus-server"))
-        clock = Clock()
-        remote = stack.enter_context(project(tmp / "ws-server", server.uri, "prod", "bench_", clock, environ={"MILVUS_TOKEN": "root:Milvus"}))
-        timed_import(remote, clock, tmp / "v1.tar", results, "import lite → server", args.rows)
+        remote = stack.enter_context(project(tmp / "ws-server", server.uri, "prod", "bench_", {"MILVUS_TOKEN": "root:Milvus"}))
+        timed_import(remote, tmp / "v1.tar", results, "import lite → server", args.rows, server.pids())
 
 
 def export_in_subprocess(tmp: Path, uri: str, results: dict[str, Any]) -> None:
@@ -137,14 +140,14 @@ def export_in_subprocess(tmp: Path, uri: str, results: dict[str, Any]) -> None:
         encoding="utf-8",
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    # /usr/bin/time forks from its own small process: a child forked from this one would
+    # count this process's pages in its peak RSS until it execs.
+    rss_file = tmp / "cli.rss"
+    command = [sys.executable, "-m", "kbrelease.cli", "-c", str(config), "package", "export", "v1", "-o", str(tmp / "cli.tar")]
     with step(results, "export plain (kbrelease CLI process)") as entry:
-        subprocess.run([sys.executable, "-m", "kbrelease.cli", "-c", str(config), "package", "export", "v1", "-o", str(tmp / "cli.tar")], env=env, check=True)
-    entry["cli_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *command], env=env, check=True)
+    entry["cli_peak_rss_mb"] = round(int(rss_file.read_text().split()[-1]) / 1024, 1)
     (tmp / "cli.tar").unlink()
-
-
-def entry_seconds(results: dict[str, Any], name: str) -> float:
-    return float(results[name]["seconds"]) or 1e-9
 
 
 def rebuild(args: argparse.Namespace, tmp: Path, results: dict[str, Any], stack: ExitStack) -> None:
@@ -158,17 +161,23 @@ def rebuild(args: argparse.Namespace, tmp: Path, results: dict[str, Any], stack:
         model = LocalTextEmbedder()
     dev = stack.enter_context(KbRelease(load_config(config, env={}, overrides=overrides), text_embedder=model))
     dev.sync()
-    with step(results, "rebuild: build + verify with the local embedder") as entry:
+    name = "rebuild: build + verify with the local embedder"
+    cpu_self, cpu_server = own_cpu(), cpu_seconds(server.pids())
+    with step(results, name) as entry:
         record = dev.verify(dev.build("v1").name)
     rows = sum(c.rows for c in record.sources.values())
-    entry |= {"rows": rows, "rows_per_s": round(rows / entry_seconds(results, "rebuild: build + verify with the local embedder"), 1)}
-    dev.package_export("v1", tmp / "rebuilt.tar")
-    clock = Clock()
-    prod = stack.enter_context(project(tmp / "ws-rebuild-prod", server.uri, "prod", "rbp_", clock))
-    timed_import(prod, clock, tmp / "rebuilt.tar", results, "import of the same release", rows)
-    ratio = results["rebuild: build + verify with the local embedder"]["seconds"] / results["import of the same release"]["seconds"]
-    results["import speed-up over rebuild"] = round(ratio, 1)
-    print(f"import is {ratio:.1f}x faster than rebuilding ({rows} rows)", flush=True)
+    entry |= {"rows": rows, "rows_per_s": round(rows / entry["seconds"], 1)}
+    entry["cpu_seconds_builder"] = round(own_cpu() - cpu_self, 1)
+    entry["cpu_seconds_milvus"] = round(cpu_seconds(server.pids()) - cpu_server, 1)
+    exported = dev.package_export("v1", tmp / "rebuilt.tar")
+    results["package of the real release"] = {"rows": rows, "bytes": exported.bytes, "bytes_per_row": round(exported.bytes / rows)}
+    prod = stack.enter_context(project(tmp / "ws-rebuild-prod", server.uri, "prod", "rbp_"))
+    timed_import(prod, tmp / "rebuilt.tar", results, "import of the same release", rows, server.pids())
+    imported = results["import of the same release"]
+    wall = results[name]["seconds"] / imported["seconds"]
+    cpu = (entry["cpu_seconds_builder"] + entry["cpu_seconds_milvus"]) / max(0.1, imported["cpu_seconds_importer"] + imported["cpu_seconds_milvus"])
+    results["import speed-up over rebuild"] = {"wall": round(wall, 1), "cpu": round(cpu, 1)}
+    print(f"import is {wall:.1f}x faster than rebuilding by wall time, {cpu:.1f}x by CPU time ({rows} rows)", flush=True)
 
 
 def main() -> int:
@@ -176,6 +185,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=100_000, help="rows of the synthetic release (a multiple of 10)")
     parser.add_argument("--text-chars", type=int, default=700, help="characters of text per synthetic row (a 160-token chunk is ~700)")
     parser.add_argument("--server", action="store_true", help="also import into a real Milvus 2.3.5 (milvus-server)")
+    parser.add_argument("--promote", action="store_true", help="also promote dev → prod (export + import through a pipe)")
     parser.add_argument("--rebuild-text", type=Path, help="folder of text files: compare importing with rebuilding them")
     parser.add_argument("--skip-synthetic", action="store_true", help="only the rebuild comparison")
     parser.add_argument("--json-out", type=Path, help="write the results here")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import tarfile
 import time
 from collections.abc import Iterator
@@ -98,38 +99,43 @@ def _row_table(rows: list[dict[str, Any]], dim: int) -> Any:
     return pa.table(columns)
 
 
-def _parquet_bytes(rows: list[dict[str, Any]], dim: int) -> bytes:
+def _parquet_bytes(table: Any) -> bytes:
     import pyarrow.parquet as pq
 
     buf = io.BytesIO()
     # Vectors do not compress or dictionary-encode; ids, paths and checksums repeat.
-    pq.write_table(
-        _row_table(rows, dim),
-        buf,
-        compression="zstd",
-        use_dictionary=["file_id", "file", "checksum", "heading"],
-        row_group_size=8192,
-    )
+    pq.write_table(table, buf, compression="zstd", use_dictionary=["file_id", "file", "checksum", "heading"], row_group_size=8192)
     return buf.getvalue()
 
 
-def _row_size(row: dict[str, Any], dim: int) -> int:
-    return dim * 4 + len(row["text"]) + len(row["heading"]) + len(row["file"]) + 160
+def iter_parts(store: MilvusStore, db: str, collection: str, dim: int, part_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """``(parquet bytes, rows)`` per part of a collection; each part holds about ``part_bytes`` of Arrow data.
 
+    Each page of the cursor becomes Arrow columns at once (a vector is 4 bytes a
+    float there, ~30 as Python floats), so memory is about one part, not one
+    part's rows as Python objects.
+    """
+    import pyarrow as pa
 
-def iter_parts(store: MilvusStore, db: str, collection: str, dim: int, part_bytes: int, batch_rows: int = 2048) -> Iterator[tuple[bytes, int]]:
-    """``(parquet bytes, rows)`` per part of a collection, each part about ``part_bytes`` before compression."""
-    pending: list[dict[str, Any]] = []
-    size = 0
-    for batch in store.iter_rows(db, collection, ROW_FIELDS, batch_size=batch_rows):
-        for row in batch:
-            pending.append(row)
-            size += _row_size(row, dim)
+    per_row_guess = dim * 4 + 800
+    page = max(16, min(4096, part_bytes // per_row_guess))
+    held: list[Any] = []
+    size = 0.0
+    for batch in store.iter_rows(db, collection, ROW_FIELDS, batch_size=page):
+        table = _row_table(batch, dim)
+        per_row = table.nbytes / max(1, table.num_rows)
+        while table.num_rows:
+            take = max(1, min(table.num_rows, math.ceil((part_bytes - size) / per_row)))
+            held.append(table.slice(0, take))
+            table = table.slice(take)
+            size += take * per_row
             if size >= part_bytes:
-                yield _parquet_bytes(pending, dim), len(pending)
-                pending, size = [], 0
-    if pending:
-        yield _parquet_bytes(pending, dim), len(pending)
+                part = pa.concat_tables(held)
+                yield _parquet_bytes(part), part.num_rows
+                held, size = [], 0.0
+    if held:
+        part = pa.concat_tables(held)
+        yield _parquet_bytes(part), part.num_rows
 
 
 def _package_manifest(record: ReleaseRecord, dims: dict[str, int], index_members: list[str], part_bytes: int) -> dict[str, Any]:

@@ -81,6 +81,8 @@ class ImportInfo:
     already_imported: bool = False
     package_sha256: str | None = None
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds per phase: check (the first pass), load (rows), seal (index), verify."""
 
     def asdict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -92,7 +94,9 @@ class ImportInfo:
             rate = self.rows / self.seconds if self.seconds else 0.0
             head = (
                 f"imported release {self.source_release} ({self.source_environment}) as {self.release} into {self.environment}: "
-                f"{self.rows} rows, {self.state}{' (resumed)' if self.resumed else ''}, {self.seconds:.1f}s ({rate:,.0f} rows/s)"
+                f"{self.rows} rows, {self.state}{' (resumed)' if self.resumed else ''}, {self.seconds:.1f}s ({rate:,.0f} rows/s; "
+                + ", ".join(f"{k} {v:.1f}s" for k, v in self.phases.items())
+                + ")"
             )
         return f"{head}\nlive in {self.environment}: {self.live or '-'}"
 
@@ -243,12 +247,13 @@ class _Loader:
                 info.already_imported, info.state, info.database = True, existing.state, existing.database
                 self.record = existing
                 return False
-            if not imported or existing.state not in ("registered", "importing", "failed"):
+            replaceable = existing.state == "dropped" or (imported and existing.state in ("registered", "importing", "failed"))
+            if not replaceable:
                 raise ReleaseError(
                     f"release {name!r} already exists in environment {self.t.cfg.environment!r} ({existing.state}, "
                     f"{'imported from another package' if imported else 'built here'}); import it under another name with --as NAME"
                 )
-            info.resumed = same
+            info.resumed = same and existing.state != "dropped"
         if not info.resumed:
             store.drop_database(db)  # an unfinished import of other rows, or a leftover database
         origin = {
@@ -460,6 +465,7 @@ def import_stream(
     pass checks and loads; the digests are compared before the release is built.
     """
     started = time.monotonic()
+    phases: dict[str, float] = {}
     expected: dict[str, str] | None = None
     sha: str | None = None
     if reopen is not None:
@@ -467,17 +473,22 @@ def import_stream(
         checked = _run_pass(hashing, where, target, None, None)  # type: ignore[arg-type]
         sha = hashing.drain()
         expected = dict(checked.reading.digests)
+        phases["check"] = time.monotonic() - started
     loader = _Loader(target, name, sha)
     try:
+        mark = time.monotonic()
         if reopen is not None:
             with reopen() as again:
                 _run_pass(again, where, target, loader, expected)
         else:
             _run_pass(stream, where, target, loader, None)
+        phases["load"] = time.monotonic() - mark
         assert loader.info is not None and loader.record is not None
         info = loader.info
         if not info.already_imported:
+            mark = time.monotonic()
             loader.finish()
+            phases["seal"] = time.monotonic() - mark
     except BaseException as exc:
         loader.fail(exc)
         raise
@@ -486,10 +497,13 @@ def import_stream(
 
     record = loader.record
     if record.state != "verified":
+        mark = time.monotonic()
         record = verify(target.cfg, target.store, target.registry, record.name)  # a failure leaves it 'failed', never live
+        phases["verify"] = time.monotonic() - mark
     info.state = record.state
     info.live = do_switch(target.registry, record.name).live if switch else target.registry.pointer().live
     info.seconds = round(time.monotonic() - started, 3)
+    info.phases = {k: round(v, 3) for k, v in phases.items()}
     return info
 
 
