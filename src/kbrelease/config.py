@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from kbrelease.environments import environment_token, select_environment
 from kbrelease.errors import ConfigError
 
 CONFIG_FILENAME = "kbrelease.yaml"
@@ -323,74 +324,6 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
     _seed_source(data, "image", env.get("S3_PATH_IMAGE") or None, env.get("COLLECTION_NAME_IMAGE") or None)
 
 
-# Keys of an ``environments:`` entry that replace a ``milvus:`` key, and the
-# variable that would set the same key (a conflict is refused, not resolved).
-_ENV_OVERRIDES = {"milvus_uri": ("uri", "MILVUS_URI"), "db_prefix": ("db_prefix", "MILVUS_DB_PREFIX"), "registry_db": ("registry_db", None)}
-_TOKEN_KEYS = ("token", "milvus_token", "password", "api_key")
-
-
-def _select_environment(data: dict[str, Any], env: Mapping[str, str], where: str) -> None:
-    """Resolve the environment name once and fold its entry into ``milvus:``.
-
-    Precedence of the name: --env > KBRELEASE_ENV > ``environment:`` >
-    ``default_environment:`` > "default".
-    """
-    envs = data.get("environments") or {}
-    if not isinstance(envs, dict):
-        raise ConfigError(f"{where}: 'environments' must be a mapping of environment name to settings")
-    for name, entry in envs.items():
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: environments.{name} must be a mapping (milvus_uri, token_env, db_prefix, service_port)")
-        for key in _TOKEN_KEYS:
-            if key in entry:
-                raise ConfigError(
-                    f"{where}: environments.{name}.{key}: secrets must never be written in the config file; "
-                    f"name the variable that holds it (token_env: MILVUS_TOKEN_{str(name).upper()}) or a file (token_file: /run/secrets/milvus-{name})"
-                )
-    name = data.get("environment") or data.get("default_environment") or "default"
-    data["environment"] = name
-    if not envs:
-        return
-    if name not in envs:
-        configured = ", ".join(map(str, envs))
-        if name == "default":
-            raise ConfigError(f"{where} configures environments ({configured}); choose one with --env NAME, KBRELEASE_ENV or default_environment")
-        raise ConfigError(f"unknown environment {name!r}: {where} configures {configured}; use one of them or add {name!r} under 'environments:'")
-    milvus = data.setdefault("milvus", {})
-    if not isinstance(milvus, dict):
-        raise ConfigError(f"{where}: 'milvus' must be a mapping")
-    entry = envs[name]
-    for key, (target, var) in _ENV_OVERRIDES.items():
-        value = entry.get(key)
-        if value is None:
-            continue
-        if var and env.get(var) and env[var] != value:
-            raise ConfigError(f"{var} (from the environment) conflicts with environments.{name}.{key} in {where}; unset {var} or edit the environment")
-        milvus[target] = value
-
-
-def _environment_token(cfg: Config, env: Mapping[str, str]) -> str | None:
-    """The Milvus token of the selected environment: its token_env, its token_file, else MILVUS_TOKEN."""
-    entry = cfg.environment_config
-    name = cfg.environment
-    if entry is not None and entry.token_env:
-        value = env.get(entry.token_env)
-        if not value:
-            raise ConfigError(f"environment {name!r} reads its Milvus token from ${entry.token_env}, which is not set; export it, or remove token_env")
-        return value
-    if entry is not None and entry.token_file:
-        try:
-            value = entry.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"environment {name!r}: token_file {entry.token_file} cannot be read ({exc.strerror}); check the path and its permissions"
-            ) from None
-        if not value:
-            raise ConfigError(f"environment {name!r}: token_file {entry.token_file} is empty; write the token into it")
-        return value
-    return env.get("MILVUS_TOKEN") or None
-
-
 def _describe(err: ValidationError) -> str:
     lines = []
     for item in err.errors():
@@ -457,14 +390,14 @@ def load_config(
         if value is not None:
             _set(data, key, value)
     where = str(cfg_path) if cfg_path.is_file() else "the environment"
-    _select_environment(data, env, where)
+    select_environment(data, env, where)
     _resolve_local_paths(data, base)
     api_key = env.get("TEXT_EMBEDDING_API_KEY") or env.get("OPENAI_API_KEY")
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration in {where}:\n{_describe(exc)}") from None
-    token = _environment_token(cfg, env)
+    token = environment_token(cfg, env)
     if token:
         cfg.milvus.token = SecretStr(token)
     if api_key:

@@ -14,6 +14,7 @@ import pytest
 import zstandard
 
 from kbrelease import ReleaseError
+from kbrelease.release.manifest import release_info_text
 
 from .support import MakeTarget
 
@@ -47,6 +48,8 @@ def test_export_then_import_gives_the_same_release_and_the_same_search_results(p
     assert (copy.origin["environment"], copy.origin["release"]) == (record.environment, "v1")
     assert copy.embedders == record.embedders and copy.data_index_checksum == record.data_index_checksum
     assert {n: c.rows for n, c in copy.sources.items()} == {n: c.rows for n, c in record.sources.items()}
+    assert set(imported.phases) == {"check", "load", "seal", "verify"}
+    assert f"imported from:   release v1 of environment default at {copy.origin['imported_at']}, package sha256 {exported.sha256}" in release_info_text(copy)
 
     prod.switch("v1")
     for query in QUERIES:
