@@ -111,12 +111,14 @@ def synthetic(args: argparse.Namespace, tmp: Path, results: dict[str, Any], stac
         out = tmp / f"v1.tar{'.zst' if compress else ''}"
         cpu_self, cpu_server = own_cpu(), cpu_seconds(src.pids())
         with step(results, label) as entry:
-            info = dev.package_export("v1", out, compress=compress)
+            info = dev.package_export("v1", out, compress=compress, part_mb=args.part_mb)
         entry |= {"rows": info.rows, "parts": info.parts, "bytes": info.bytes, "bytes_per_row": round(info.bytes / info.rows)}
         entry["rows_per_s"] = round(info.rows / entry["seconds"])
         entry["cpu_seconds_exporter"] = round(own_cpu() - cpu_self, 1)
         entry["cpu_seconds_milvus"] = round(cpu_seconds(src.pids()) - cpu_server, 1)
-    export_in_subprocess(tmp, src.uri, results)
+    export_in_subprocess(tmp, src.uri, results, args.part_mb)
+    if args.export_only:
+        return
     prod = stack.enter_context(project(tmp / "ws-prod", dst.uri, "prod", "bench_"))
     timed_import(prod, tmp / "v1.tar", results, "import lite → lite", args.rows, dst.pids())
     if args.promote:
@@ -130,7 +132,7 @@ def synthetic(args: argparse.Namespace, tmp: Path, results: dict[str, Any], stac
         timed_import(remote, tmp / "v1.tar", results, "import lite → server", args.rows, server.pids())
 
 
-def export_in_subprocess(tmp: Path, uri: str, results: dict[str, Any]) -> None:
+def export_in_subprocess(tmp: Path, uri: str, results: dict[str, Any], part_mb: float) -> None:
     """``kbrelease package export`` as its own process: its peak RSS is the memory an export needs."""
     import subprocess
 
@@ -143,7 +145,7 @@ def export_in_subprocess(tmp: Path, uri: str, results: dict[str, Any]) -> None:
     # /usr/bin/time forks from its own small process: a child forked from this one would
     # count this process's pages in its peak RSS until it execs.
     rss_file = tmp / "cli.rss"
-    command = [sys.executable, "-m", "kbrelease.cli", "-c", str(config), "package", "export", "v1", "-o", str(tmp / "cli.tar")]
+    command = [sys.executable, "-m", "kbrelease.cli", "-c", str(config), "package", "export", "v1", "-o", str(tmp / "cli.tar"), "--part-mb", str(part_mb)]
     with step(results, "export plain (kbrelease CLI process)") as entry:
         subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *command], env=env, check=True)
     entry["cli_peak_rss_mb"] = round(int(rss_file.read_text().split()[-1]) / 1024, 1)
@@ -188,6 +190,8 @@ def main() -> int:
     parser.add_argument("--promote", action="store_true", help="also promote dev → prod (export + import through a pipe)")
     parser.add_argument("--rebuild-text", type=Path, help="folder of text files: compare importing with rebuilding them")
     parser.add_argument("--skip-synthetic", action="store_true", help="only the rebuild comparison")
+    parser.add_argument("--export-only", action="store_true", help="stop after the exports (memory runs)")
+    parser.add_argument("--part-mb", type=float, default=64, help="part size of the exports")
     parser.add_argument("--json-out", type=Path, help="write the results here")
     args = parser.parse_args()
     results: dict[str, Any] = {"rows": args.rows, "cpus": os.cpu_count(), "load_at_start": loadavg()}
