@@ -86,7 +86,7 @@ def _fields(model: type[Any], prefix: str, instance: Any = None) -> list[str]:
             continue
         if field.default_factory is None:
             default = value if instance is not None else field.default
-        elif name == "sources":
+        elif name in ("sources", "environments"):
             default = "(see below)"
         else:
             default = _factory_default(value) if instance is not None else "[]"
@@ -123,6 +123,10 @@ def env_markdown() -> str:
     from kbrelease.config import SourceConfig
 
     lines += _fields(SourceConfig, "")
+    from kbrelease.config import EnvironmentConfig
+
+    lines += ["", "Each entry of `environments:` (`environments.<name>`) has:", "", "| key | default | meaning |", "|---|---|---|"]
+    lines += _fields(EnvironmentConfig, "")
     return "\n".join(lines) + "\n"
 
 

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 from kbrelease.errors import (
+    CompatibilityError,
     ConfigError,
     EmbeddingError,
     KbReleaseError,
+    PackageError,
     ReleaseError,
     SourceError,
     StoreError,
@@ -24,11 +26,13 @@ if TYPE_CHECKING:
     from kbrelease.config import Config, load_config
 
 __all__ = [
+    "CompatibilityError",
     "Config",
     "ConfigError",
     "EmbeddingError",
     "KbRelease",
     "KbReleaseError",
+    "PackageError",
     "PublishInfo",
     "ReleaseError",
     "SourceError",

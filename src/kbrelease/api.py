@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from kbrelease.cache.embeddings import CacheStats, EmbeddingCache
 from kbrelease.config import Config
@@ -24,10 +24,14 @@ from kbrelease.store.milvus import MilvusStore
 
 if TYPE_CHECKING:
     from kbrelease.deploy.render import RenderInfo
+    from kbrelease.embedding.base import EmbedderIdentity
     from kbrelease.index.bundles import ResolvedBundle
     from kbrelease.index.query import IndexQuery
     from kbrelease.monitor.checks import MonitorReport
+    from kbrelease.package.export import ExportInfo
+    from kbrelease.package.importer import ImportInfo, ImportTarget
     from kbrelease.release.build import Builder
+    from kbrelease.release.check import CheckReport
     from kbrelease.release.shards import BuildPlan, ShardResult
 
 
@@ -71,6 +75,7 @@ class KbRelease:
         self._store: MilvusStore | None = None
         self._registry: Registry | None = None
         self._cache: EmbeddingCache | None = None
+        self._identities: dict[str, EmbedderIdentity] = {}
 
     # --- resources ----------------------------------------------------------
     @property
@@ -109,6 +114,17 @@ class KbRelease:
 
             self._image = make_image_embedder(self.cfg)
         return self._image
+
+    def identity(self, kind: str) -> EmbedderIdentity:
+        """The configured ``kind`` ("text"/"image") embedder's identity; loads no model unless one is loaded already."""
+        loaded = self._text if kind == "text" else self._image if kind == "image" else None
+        if loaded is not None:
+            return loaded.identity
+        if kind not in self._identities:
+            from kbrelease.embedding.identity import configured_identity
+
+            self._identities[kind] = configured_identity(self.cfg, kind)
+        return self._identities[kind]
 
     def close(self) -> None:
         if self._store is not None:
@@ -151,7 +167,7 @@ class KbRelease:
         from kbrelease.index.bundles import bundle_versions, locate_index
         from kbrelease.workspace import Workspace
 
-        ws = Workspace(self.cfg.workspace)
+        ws = Workspace.of(self.cfg)
         if not bundle_versions(ws, bundle):
             from kbrelease.errors import NotInIndex
 
@@ -177,7 +193,7 @@ class KbRelease:
         from kbrelease.release.shards import read_plan
         from kbrelease.workspace import Workspace
 
-        return read_plan(Workspace(self.cfg.workspace).release_dir(release), release)
+        return read_plan(Workspace.of(self.cfg).release_dir(release), release)
 
     def build_shard(self, release: str, source: str, shard: str | None = None) -> list[ShardResult]:
         """Build one shard (``"2/3"``) of one source of a prepared release, or all its shards in turn."""
@@ -297,7 +313,7 @@ class KbRelease:
         from kbrelease.index.bundles import list_bundles
         from kbrelease.workspace import Workspace
 
-        return list_bundles(Workspace(self.cfg.workspace))
+        return list_bundles(Workspace.of(self.cfg))
 
     def data_index(self, name: str = "current", version: str | None = None) -> IndexQuery:
         """Queries over a data index: a resolved bundle (``version`` or its latest),
@@ -306,7 +322,7 @@ class KbRelease:
         from kbrelease.index.query import IndexQuery
         from kbrelease.workspace import Workspace
 
-        ws = Workspace(self.cfg.workspace)
+        ws = Workspace.of(self.cfg)
         live = self.registry.pointer().live if name == LIVE and not bundle_versions(ws, name) else None
         return IndexQuery(locate_index(ws, name, version, live))
 
@@ -382,3 +398,62 @@ class KbRelease:
         arr = preprocess_image(data, emb.input_size, emb.mean, emb.std, self.cfg.image.max_pixels)
         vector = emb.embed_arrays(arr[None, ...])[0].tolist()
         return search_vectors(self.store, record, vector, "image", k, source)
+
+    # --- packages, environments, compatibility ------------------------------------
+    def _import_target(self) -> ImportTarget:
+        from kbrelease.package.importer import ImportTarget
+
+        return ImportTarget(self.cfg, self.store, self.registry, self.identity, self.reporter)
+
+    def _release_dir(self, name: str) -> Path:
+        from kbrelease.workspace import Workspace
+
+        return Workspace.of(self.cfg).release_dir(name)
+
+    def package_export(self, release: str, out: Path | IO[bytes], compress: bool = False, part_mb: float = 64) -> ExportInfo:
+        """Write release ``release`` as one package: a file (atomically) or any writable stream."""
+        from kbrelease.package.export import export_to_file, write_package
+
+        record = self.registry.require(release)
+        part_bytes = int(part_mb * (1 << 20))
+        if isinstance(out, Path):
+            return export_to_file(self.store, record, self._release_dir(release), out, compress, part_bytes, self.reporter)
+        return write_package(self.store, record, self._release_dir(release), out, compress, part_bytes, self.reporter)
+
+    def package_import(self, package: Path | IO[bytes], switch: bool = False, name: str | None = None) -> ImportInfo:
+        """Check a package completely, then load it into this environment; switch live only with ``switch``.
+
+        A stream (stdin) is first copied to the workspace's tmp folder, because
+        checking every member before writing anything takes a first pass.
+        """
+        from kbrelease.package.importer import import_file
+
+        if isinstance(package, Path):
+            return import_file(package, self._import_target(), name, switch)
+        import shutil
+        import tempfile
+
+        from kbrelease.workspace import Workspace
+
+        tmp_dir = Workspace.of(self.cfg).tmp_dir
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=tmp_dir, prefix="package-", suffix=".tar") as spool:
+            shutil.copyfileobj(package, spool, 1 << 20)
+            spool.flush()
+            return import_file(Path(spool.name), self._import_target(), name, switch)
+
+    def promote(self, release: str, target: KbRelease, switch: bool = False, name: str | None = None, part_mb: float = 64) -> ImportInfo:
+        """Copy ``release`` of this environment into ``target``'s, streaming, without re-embedding."""
+        from kbrelease.errors import ConfigError
+        from kbrelease.package.promote import promote
+
+        if target.cfg.environment == self.cfg.environment and target.cfg.milvus_uri == self.cfg.milvus_uri:
+            raise ConfigError(f"--from and --to are both environment {self.cfg.environment!r}; promote copies between two environments")
+        record = self.registry.require(release)
+        return promote(self.store, record, self._release_dir(release), target._import_target(), name, switch, int(part_mb * (1 << 20)))
+
+    def check(self, service_url: str | None = None, timeout: float = 5.0) -> CheckReport:
+        """Report incompatibilities between the configured models, the data index, the releases and a service."""
+        from kbrelease.release.check import check
+
+        return check(self.cfg, self.store, self.registry, self.identity, service_url, timeout)

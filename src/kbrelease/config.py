@@ -9,6 +9,7 @@ from the environment, never from the YAML file.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from kbrelease.environments import environment_token, select_environment
 from kbrelease.errors import ConfigError
 
 CONFIG_FILENAME = "kbrelease.yaml"
@@ -112,6 +114,41 @@ class MilvusConfig(_Model):
         description="Database holding the release registry and live pointer.",
     )
     insert_batch: int = Field(default=512, ge=1, description="Rows per insert call.")
+
+
+ENV_NAME = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
+
+
+class EnvironmentConfig(_Model):
+    """One named target (``dev``, ``prod``, ...): its Milvus, its live pointer, its releases.
+
+    Keys left out inherit the top-level ``milvus:`` section. With no Milvus URI at
+    all, the environment gets an embedded Milvus Lite data folder of its own.
+    The token is never written here: name the variable or the file that holds it.
+    """
+
+    milvus_uri: str | None = Field(
+        default=None, description="Milvus of this environment (default: milvus.uri, else an embedded Lite folder <workspace>/milvus-<name>)."
+    )
+    token_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="NAME of the environment variable holding this environment's Milvus token (default: MILVUS_TOKEN).",
+    )
+    token_file: Path | None = Field(default=None, description="File holding this environment's Milvus token (e.g. a mounted Kubernetes Secret).")
+    db_prefix: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Release databases are <db_prefix><environment>_<release> (default: milvus.db_prefix)."
+    )
+    registry_db: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Database of the registry and live pointer (default: milvus.registry_db)."
+    )
+    service_port: int | None = Field(default=None, ge=1, le=65535, description="Port the search service of this environment listens on.")
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> EnvironmentConfig:
+        if self.token_env and self.token_file:
+            raise ValueError("give token_env or token_file, not both")
+        return self
 
 
 class CacheConfig(_Model):
@@ -267,7 +304,15 @@ class Config(_Model):
     """The whole kbrelease configuration."""
 
     workspace: Path = Field(default=Path(".kbrelease"), description="Mirror of the sources, data index, build journals. Env: KBRELEASE_WORKSPACE.")
-    environment: str = Field(default="default", description="Environment name (own live pointer and releases). Env: KBRELEASE_ENV.")
+    environment: str = Field(
+        default="default",
+        pattern=ENV_NAME,
+        description="The selected environment (own live pointer and releases); set by --env, KBRELEASE_ENV or default_environment.",
+    )
+    default_environment: str | None = Field(default=None, pattern=ENV_NAME, description="Environment used when neither --env nor KBRELEASE_ENV is given.")
+    environments: dict[str, EnvironmentConfig] = Field(
+        default_factory=dict, description="Named environments (dev, prod, ...), each with its own Milvus, database prefix and service port."
+    )
     sources: list[SourceConfig] = Field(default_factory=list)
     s3: S3Config = Field(default_factory=S3Config)
     text: TextConfig = Field(default_factory=TextConfig)
@@ -300,6 +345,16 @@ class Config(_Model):
             cols.add(src.collection_name)
         return sources
 
+    @field_validator("environments")
+    @classmethod
+    def _env_names(cls, envs: dict[str, EnvironmentConfig]) -> dict[str, EnvironmentConfig]:
+        for name in envs:
+            if not re.match(ENV_NAME, name):
+                raise ValueError(
+                    f"environment name {name!r} is invalid; use a letter then up to 31 letters, digits or underscores (it becomes part of database names)"
+                )
+        return envs
+
     @model_validator(mode="after")
     def _openai_needs_url_and_dim(self) -> Config:
         if self.text.embedder == "openai":
@@ -322,7 +377,22 @@ class Config(_Model):
 
     @property
     def milvus_uri(self) -> str:
-        return self.milvus.uri or str(self.workspace / "milvus")
+        """The Milvus of the selected environment; without one, an embedded Lite folder per environment."""
+        if self.milvus.uri:
+            return self.milvus.uri
+        folder = "milvus" if self.environment == "default" else f"milvus-{self.environment}"
+        return str(self.workspace / folder)
+
+    @property
+    def environment_config(self) -> EnvironmentConfig | None:
+        """The ``environments:`` entry of the selected environment, if it has one."""
+        return self.environments.get(self.environment)
+
+    @property
+    def environment_service_port(self) -> int | None:
+        """The service port of the selected environment (``environments.<name>.service_port``), if set."""
+        env = self.environment_config
+        return env.service_port if env else None
 
     def redacted(self) -> dict[str, Any]:
         """A JSON-safe dump with every secret replaced by '***' (or null)."""
@@ -424,6 +494,10 @@ def _resolve_local_paths(data: dict[str, Any], base: Path) -> None:
             continue
         p = Path(path).expanduser()
         src["path"] = str(p if p.is_absolute() else (base / p).resolve())
+    for entry in (data.get("environments") or {}).values():
+        token_file = entry.get("token_file") if isinstance(entry, dict) else None
+        if isinstance(token_file, str) and not Path(token_file).expanduser().is_absolute():
+            entry["token_file"] = str((base / token_file).resolve())
     ws = data.get("workspace")
     if isinstance(ws, str) and not Path(ws).expanduser().is_absolute():
         data["workspace"] = str((base / ws).resolve())
@@ -468,14 +542,15 @@ def load_config(
     for key, value in (overrides or {}).items():
         if value is not None:
             _set(data, key, value)
+    where = str(cfg_path) if cfg_path.is_file() else "the environment"
+    select_environment(data, env, where)
     _resolve_local_paths(data, base)
-    token = env.get("MILVUS_TOKEN")
     api_key = env.get("TEXT_EMBEDDING_API_KEY") or env.get("OPENAI_API_KEY")
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        where = str(cfg_path) if cfg_path.is_file() else "the environment"
         raise ConfigError(f"invalid configuration in {where}:\n{_describe(exc)}") from None
+    token = environment_token(cfg, env)
     if token:
         cfg.milvus.token = SecretStr(token)
     if api_key:
@@ -536,6 +611,18 @@ image:
 milvus:
   # uri: http://127.0.0.1:19530            # default: embedded Milvus Lite in the workspace
   db_prefix: kb_               # release databases are <db_prefix><release>
+
+# Environments (optional): each has its own Milvus, live pointer and releases;
+# pick one with --env NAME or KBRELEASE_ENV. Tokens are never written here.
+# default_environment: dev
+# environments:
+#   dev:
+#     service_port: 3003                    # no milvus_uri: an embedded Lite folder of its own
+#   prod:
+#     milvus_uri: http://milvus.prod:19530
+#     token_env: MILVUS_TOKEN_PROD          # the NAME of the variable that holds the token
+#     # token_file: /run/secrets/milvus     # or a file (a mounted Secret)
+#     service_port: 3002
 
 # A release whose failed share in any source exceeds this cannot go live.
 max_failed_share: 0.01

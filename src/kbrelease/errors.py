@@ -20,9 +20,13 @@ adapter that calls them, with ``raise ... from exc``.
     │   └── VerificationError    wrong state, a release that failed verification)
     ├── DataIndexError           bad bundle spec or data-index query (HTTP 400)
     │   └── NotInIndex           unknown bundle, version, release index or file id (HTTP 404)
-    └── ServiceError             the kbrelease HTTP service answered with an error (client side)
-        ├── AuthenticationError  missing or wrong API token (HTTP 401/403)
-        └── ServiceUnavailable   unreachable, or 5xx/429 after retries (transient)
+    ├── ServiceError             the kbrelease HTTP service answered with an error (client side)
+    │   ├── AuthenticationError  missing or wrong API token (HTTP 401/403)
+    │   └── ServiceUnavailable   unreachable, or 5xx/429 after retries (transient)
+    ├── PackageError             a release package is damaged or unsafe (checksum,
+    │                            truncated, path outside the archive, link)
+    └── CompatibilityError       a manifest, package or service of a newer version,
+                                 or vectors of another embedding model
 
 ``transient`` is True where retrying later may succeed.
 """
@@ -122,8 +126,21 @@ class ServiceUnavailable(ServiceError):
     transient = True
 
 
+class PackageError(KbReleaseError):
+    """A release package is damaged, truncated or unsafe; nothing was written."""
+
+    exit_code = 4
+
+
+class CompatibilityError(KbReleaseError):
+    """A manifest, package or service this kbrelease cannot use as is (newer version, other model)."""
+
+    exit_code = 5
+
+
 __all__ = [
     "AuthenticationError",
+    "CompatibilityError",
     "ConfigError",
     "DataIndexError",
     "EmbeddingError",
@@ -131,6 +148,7 @@ __all__ = [
     "InputFileError",
     "KbReleaseError",
     "NotInIndex",
+    "PackageError",
     "ReleaseError",
     "ServiceError",
     "ServiceUnavailable",

@@ -32,7 +32,7 @@ class Hit:
 def resolve_release(registry: Registry, pinned: str | None) -> ReleaseRecord:
     if pinned:
         record = registry.require(pinned)
-        if record.state in ("building", "dropped"):
+        if record.state in ("registered", "importing", "building", "dropped"):
             raise ReleaseError(f"release {pinned!r} is {record.state} and cannot be searched")
         return record
     live = registry.pointer().live

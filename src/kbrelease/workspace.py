@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kbrelease.config import Config
 
 
 @dataclass(frozen=True)
 class Workspace:
     root: Path
+    environment: str = "default"
+    """Release folders are per environment: ``v3`` of dev and ``v3`` of prod are different releases."""
+
+    @classmethod
+    def of(cls, cfg: Config) -> Workspace:
+        """The workspace of a configuration, with its selected environment."""
+        return cls(cfg.workspace, cfg.environment)
 
     def mirror(self, source: str) -> Path:
         """Local copy of a source's files, as of the last sync."""
@@ -20,8 +31,10 @@ class Workspace:
         return self.root / "index"
 
     def release_dir(self, release: str) -> Path:
-        """Build journal, frozen data index and full manifest of one release."""
-        return self.root / "releases" / release
+        """Build journal, frozen data index and full manifest of one release of this environment."""
+        if self.environment == "default":
+            return self.root / "releases" / release
+        return self.root / "envs" / self.environment / "releases" / release
 
     def bundle_dir(self, name: str) -> Path:
         """Resolved data indexes of one bundle spec, one folder per bundle version."""
@@ -33,6 +46,6 @@ class Workspace:
         return self.root / "state"
 
     @property
-    def milvus_dir(self) -> Path:
-        """Data folder of the embedded Milvus Lite store."""
-        return self.root / "milvus"
+    def tmp_dir(self) -> Path:
+        """Scratch space (a package read from a pipe is spooled here)."""
+        return self.root / "tmp"

@@ -189,13 +189,13 @@ def test_the_cli_reports_json_exits_4_on_problems_and_never_shows_the_webhook(
 
         _corrupt_in_place(tmp_path / "src" / "text" / "day-1" / "note-1.md")
         dry = runner.invoke(app, [*args, "--sample", "all", "--no-alerts"])
-        assert dry.exit_code == 4
+        assert dry.exit_code == 6
         assert "PROBLEM checksums:docs" in dry.stdout
         assert hooks.bodies == []  # --no-alerts: reported, not alerted
 
         hooks.fail_next = 3
         bad = runner.invoke(app, [*args, "--sample", "all", "--json", "--metrics-file", str(tmp_path / "kb.prom")])
-        assert bad.exit_code == 4
+        assert bad.exit_code == 6
         assert json.loads(bad.stdout)["open_incidents"] == ["checksums:docs"]
         assert 'kbrelease_monitor_check_ok{check="checksums",target="docs"} 0.0' in (tmp_path / "kb.prom").read_text()
 

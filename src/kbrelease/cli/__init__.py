@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from kbrelease.cli import argo, cache, index, monitor, releases, store
+from kbrelease.cli import argo, cache, check, index, monitor, package, releases, store
 from kbrelease.cli._common import Options
 
 app = typer.Typer(
@@ -33,6 +33,8 @@ monitor.register(app)
 app.add_typer(store.app, name="store")
 app.add_typer(cache.app, name="cache")
 app.add_typer(argo.app, name="argo")
+package.register(app)
+check.register(app)
 
 
 @app.callback()
@@ -40,7 +42,9 @@ def _root(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Config file (default: ./kbrelease.yaml or $KBRELEASE_CONFIG).")] = None,
     workspace: Annotated[Path | None, typer.Option("--workspace", "-w", help="Workspace folder (default: from config, or .kbrelease).")] = None,
-    env: Annotated[str | None, typer.Option("--env", "-e", help="Environment name (default: $KBRELEASE_ENV or 'default').")] = None,
+    env: Annotated[
+        str | None, typer.Option("--env", "-e", help="Environment (default: $KBRELEASE_ENV, else default_environment of the config, else 'default').")
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
 ) -> None:
     ctx.obj = Options(config, workspace, env, debug)

@@ -9,7 +9,7 @@ import typer
 
 from kbrelease.cli._common import JsonOpt, echo_json, project
 
-PROBLEMS_EXIT = 4
+PROBLEMS_EXIT = 6  # 1-3 are errors, 4 a bad package, 5 an incompatibility, 75 transient
 
 
 def register(app: typer.Typer) -> None:

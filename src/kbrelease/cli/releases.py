@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 def _release_line(item: dict[str, Any]) -> str:
     """One line of `status`/`list` from an entry of ``KbRelease.status()["releases"]``."""
     counts = ", ".join(f"{n}: {c['rows']} rows/{c['files']} files" + (f", {c['failed']} failed" if c["failed"] else "") for n, c in item["sources"].items())
-    return f"{item['name']:<10} {item['state']:<9} {item['created_at']}  {counts}"
+    return f"{item['name']:<10} {item['state']:<10} {item['created_at']}  {counts}"
 
 
 def init(

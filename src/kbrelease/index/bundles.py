@@ -242,7 +242,7 @@ def resolve(cfg: Config, spec: BundleSpec, spec_path: Path | None = None) -> Res
     """
     import pyarrow.parquet as pq
 
-    ws = Workspace(cfg.workspace)
+    ws = Workspace.of(cfg)
     check_spec(cfg, spec)
     try:
         current = {s.channel: s for s in read_bundle(ws.index_dir).data_manifest}

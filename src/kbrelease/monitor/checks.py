@@ -111,7 +111,7 @@ def completeness(cfg: Config, store: MilvusStore, registry: Registry, live: str 
         record = registry.require(live)
     except KbReleaseError as exc:
         return [CheckResult("completeness", "live", "unknown", f"cannot read the live release {live!r}: {exc}")]
-    folder = Workspace(cfg.workspace).release_dir(live) / "index"
+    folder = Workspace.of(cfg).release_dir(live) / "index"
     try:
         bundle = read_bundle(folder)
     except KbReleaseError as exc:
@@ -226,7 +226,7 @@ def sync_delay(cfg: Config, now: datetime | None = None) -> list[CheckResult]:
     from kbrelease.sources.sync import read_sync_state
 
     now = now or now_utc()
-    state = read_sync_state(Workspace(cfg.workspace))
+    state = read_sync_state(Workspace.of(cfg))
     limit = cfg.monitor.max_sync_delay_minutes * 60
     out = []
     for src in cfg.sources:

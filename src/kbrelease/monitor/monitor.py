@@ -44,7 +44,7 @@ class Monitor:
         """``registry``: a prometheus_client ``CollectorRegistry`` to expose the last report in."""
         self.kb = kb
         self.cfg = kb.cfg
-        self.ws = Workspace(kb.cfg.workspace)
+        self.ws = Workspace.of(kb.cfg)
         self.sender = AlertSender(kb.cfg.monitor.webhook_urls, kb.cfg.environment, kb.cfg.monitor.webhook_timeout_s, http)
         self.collector = MonitorCollector()
         self._lock = threading.Lock()

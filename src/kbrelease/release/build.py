@@ -88,7 +88,7 @@ class Builder:
         self._text = text_embedder
         self._image = image_embedder
         self._chunker: TextChunker | None = None
-        self.ws = Workspace(cfg.workspace)
+        self.ws = Workspace.of(cfg)
 
     # --- embedders, created on first need ---------------------------------
     @property

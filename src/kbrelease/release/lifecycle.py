@@ -63,7 +63,8 @@ def status(registry: Registry) -> dict[str, Any]:
 def gc(store: MilvusStore, registry: Registry, keep: int) -> list[str]:
     """Drop the databases of all but the newest ``keep`` releases.
 
-    Never drops the live or the previous release, nor one that is building.
+    Never drops the live or the previous release, nor one that is building or
+    being imported (rerun the build or the import to finish it).
     """
     if keep < 1:
         raise ReleaseError("gc --keep must be at least 1")
@@ -72,7 +73,7 @@ def gc(store: MilvusStore, registry: Registry, keep: int) -> list[str]:
     protected = {pointer.live, pointer.previous} | {r.name for r in alive[-keep:]}
     dropped = []
     for record in alive:
-        if record.name in protected or record.state == "building":
+        if record.name in protected or record.state in ("building", "registered", "importing"):
             continue
         store.drop_database(record.database)
         record.state = "dropped"

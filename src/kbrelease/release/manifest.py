@@ -31,6 +31,10 @@ def release_info_text(record: ReleaseRecord) -> str:
         f"kbrelease:       {record.tool_version} (manifest schema {record.schema_version})",
         f"build seconds:   {record.build_seconds}",
     ]
+    if record.origin:
+        o = record.origin
+        sha = f", package sha256 {o['package_sha256']}" if o.get("package_sha256") else ""
+        lines.append(f"imported from:   release {o.get('release')} of environment {o.get('environment')} at {o.get('imported_at')}{sha}")
     for kind, ident in record.embedders.items():
         label = f"{kind} model:".ljust(17)
         lines.append(f"{label}{ident.get('model')} ({ident.get('dim')}-d, rev {ident.get('revision') or '-'})")

@@ -13,6 +13,7 @@ there is no second write that could disagree with the pointer.
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -20,11 +21,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from kbrelease.errors import ConfigError, ReleaseError
+from kbrelease.release.schema import MANIFEST_SCHEMA_VERSION as MANIFEST_SCHEMA_VERSION
+from kbrelease.release.schema import migrate_manifest
 from kbrelease.store.milvus import MilvusStore, create_indexed
 
-StoredState = Literal["building", "built", "verified", "failed", "dropped"]
-State = Literal["building", "built", "verified", "live", "retired", "failed", "dropped"]
-MANIFEST_SCHEMA_VERSION = 1
+StoredState = Literal["registered", "importing", "building", "built", "verified", "failed", "dropped"]
+"""``registered → importing → built`` for a release imported from a package, ``building → built`` for one built here."""
+State = Literal["registered", "importing", "building", "built", "verified", "live", "retired", "failed", "dropped"]
 REGISTRY_COLLECTION = "releases"
 _NAME = re.compile(r"^[A-Za-z0-9_]{1,48}$")
 
@@ -79,13 +82,16 @@ class ReleaseRecord:
     error: str | None = None
     verification: dict[str, Any] = field(default_factory=dict)
     build_seconds: float = 0.0
+    origin: dict[str, Any] | None = None
+    """For an imported release: the package it came from (sha256, source environment and release, when)."""
 
     def asdict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ReleaseRecord:
-        data = dict(data)
+    def from_dict(cls, data: dict[str, Any], where: str | None = None) -> ReleaseRecord:
+        """A record from any manifest schema this kbrelease reads (older ones are migrated)."""
+        data = migrate_manifest(data, where or f"release {data.get('name')!r}")
         data["sources"] = {k: SourceCounts(**v) for k, v in (data.get("sources") or {}).items()}
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -180,6 +186,14 @@ class Registry:
         rows = self._query(f'env == "{self.env}" and kind == "release"')
         records = [ReleaseRecord.from_dict(r["body"]) for r in rows]
         return sorted(records, key=lambda r: (r.created_at, r.name))
+
+    def list_raw(self) -> builtins.list[dict[str, Any]]:
+        """The stored release manifests as written, unmigrated (``kbrelease check`` reads their versions)."""
+        return [r["body"] for r in self._query(f'env == "{self.env}" and kind == "release"')]
+
+    def exists(self) -> bool:
+        """Whether the registry database exists (asking creates nothing)."""
+        return self.db in self.store.databases()
 
     def next_name(self) -> str:
         numbers = [int(r.name[1:]) for r in self.list() if re.fullmatch(r"v\d+", r.name)]

@@ -57,11 +57,13 @@ def verify(cfg: Config, store: MilvusStore, registry: Registry, name: str) -> Re
     record = registry.require(name)
     if record.state == "building":
         raise ReleaseError(f"release {name!r} is still building (or its build was interrupted); run `kbrelease build --release {name}`")
+    if record.state in ("registered", "importing"):
+        raise ReleaseError(f"release {name!r} is {record.state}: its package import did not finish; run `kbrelease package import` with the same package again")
     if record.state == "dropped":
         raise ReleaseError(f"release {name!r} was dropped by gc; it cannot be verified")
     if record.state == "failed" and not record.verification:
         raise ReleaseError(f"release {name!r} failed to build ({record.error}); run `kbrelease build --release {name}` again")
-    ws = Workspace(cfg.workspace)
+    ws = Workspace.of(cfg)
     bundle = read_bundle(ws.release_dir(name) / "index")
     problems: list[str] = []
     if bundle.checksum != record.data_index_checksum:

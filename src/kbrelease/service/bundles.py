@@ -144,7 +144,7 @@ class DownloadRequest(BaseModel):
 def download(request: Request, name: str, body: DownloadRequest, version: Version = None) -> StreamingResponse:
     with _answer():
         query = _query(request, name, version)
-        plan = plan_download(Workspace(_kb(request).cfg.workspace), query, body.file_ids)
+        plan = plan_download(Workspace.of(_kb(request).cfg), query, body.file_ids)
     headers = {"Content-Length": str(plan.content_length), "Content-Disposition": f'attachment; filename="{name}.tar"'}
     return StreamingResponse(plan.stream(), media_type="application/x-tar", headers=headers)
 

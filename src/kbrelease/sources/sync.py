@@ -244,7 +244,7 @@ def sync(
     if not cfg.sources:
         raise ConfigError("no sources configured; add 'sources:' to kbrelease.yaml (see `kbrelease init`) or set S3_PATH_TEXT / S3_PATH_IMAGE")
     reporter = reporter or Quiet()
-    ws = Workspace(cfg.workspace)
+    ws = Workspace.of(cfg)
     started = time.monotonic()
     wanted = [cfg.source(n) for n in sources] if sources else cfg.sources
     info = SyncInfo()

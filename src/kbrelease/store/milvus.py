@@ -12,7 +12,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -264,6 +264,34 @@ class MilvusStore:
             finally:
                 it.close()
         return out
+
+    def iter_rows(self, db: str, name: str, fields: Sequence[str], batch_size: int = 2048) -> Iterator[list[dict[str, Any]]]:
+        """Every row of a collection in batches, with a server-side cursor (memory stays flat)."""
+        try:
+            it = self.client(db).query_iterator(name, batch_size=batch_size, filter="", output_fields=list(fields))
+        except Exception as exc:
+            raise self.translate(exc, "scan", (db, name)) from exc
+        try:
+            while True:
+                try:
+                    batch = it.next()
+                except Exception as exc:
+                    raise self.translate(exc, "scan", (db, name)) from exc
+                if not batch:
+                    return
+                yield [dict(r) for r in batch]
+        finally:
+            with contextlib.suppress(Exception):  # closing is best effort
+                it.close()
+
+    @_translated("describe collection")
+    def vector_dim(self, db: str, name: str) -> int:
+        """Dimension of the ``vector`` field of a collection."""
+        info = self.client(db).describe_collection(name)
+        for f in info.get("fields", []):
+            if f.get("name") == "vector":
+                return int(f.get("params", {}).get("dim", 0))
+        raise StoreError(f"collection {db}/{name} has no vector field; it was not created by kbrelease")
 
     @_translated("delete")
     def delete_files(self, db: str, name: str, file_ids: Sequence[str]) -> None:
