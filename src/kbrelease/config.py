@@ -121,6 +121,32 @@ class CacheConfig(_Model):
     path: Path | None = Field(default=None, description="SQLite file of the cache (default: <workspace>/cache/embeddings.sqlite).")
 
 
+class ServiceConfig(_Model):
+    """The search service (``kbrelease serve``) and its web page."""
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on (0.0.0.0 to accept other machines). Env: KBRELEASE_SERVICE_HOST.")
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port. Env: KBRELEASE_SERVICE_PORT.")
+    live_refresh_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=300,
+        description="The live pointer is re-read at most this often, so a switch reaches every replica within about this time. "
+        "Env: KBRELEASE_LIVE_REFRESH_SECONDS.",
+    )
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Largest image upload accepted, in bytes (larger: 413).")
+    max_upload_pixels: int = Field(default=25_000_000, ge=1, description="Largest uploaded image, in pixels (width x height; larger: 413).")
+    max_query_chars: int = Field(default=2000, ge=1, description="Longest text query accepted, in characters (longer: 422).")
+    max_k: int = Field(default=100, ge=1, le=16384, description="Most results one search may ask for (k above: 422).")
+    thumbnail_px: int = Field(default=256, ge=16, le=1024, description="Longest side of thumbnails, in pixels.")
+    log_tail: int = Field(default=1000, ge=10, description="Log records kept in memory for /api/v1/logs.")
+    admin_token: SecretStr | None = Field(
+        default=None, exclude=True, description="Env only: KBRELEASE_ADMIN_TOKEN. Required for switch, rollback and /api/v1/logs (unset: they are disabled)."
+    )
+    api_token: SecretStr | None = Field(
+        default=None, exclude=True, description="Env only: KBRELEASE_API_TOKEN. When set, every read endpoint needs `Authorization: Bearer <token>`."
+    )
+
+
 class Config(_Model):
     """The whole kbrelease configuration."""
 
@@ -132,6 +158,7 @@ class Config(_Model):
     image: ImageConfig = Field(default_factory=ImageConfig)
     milvus: MilvusConfig = Field(default_factory=MilvusConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
     max_failed_share: float = Field(
         default=0.01,
         ge=0,
@@ -183,6 +210,8 @@ class Config(_Model):
         """A JSON-safe dump with every secret replaced by '***' (or null)."""
         data = self.model_dump(mode="json")
         data["milvus"]["token"] = "***" if self.milvus.token else None
+        data["service"]["admin_token"] = "***" if self.service.admin_token else None
+        data["service"]["api_token"] = "***" if self.service.api_token else None
         return data
 
 
@@ -201,6 +230,9 @@ SIMPLE_ENV: dict[str, str] = {
     "IMAGE_EMBEDDING_MODEL": "image.model",
     "IMAGE_EMBEDDING_DIM": "image.dim",
     "KBRELEASE_CACHE": "cache.enabled",
+    "KBRELEASE_SERVICE_HOST": "service.host",
+    "KBRELEASE_SERVICE_PORT": "service.port",
+    "KBRELEASE_LIVE_REFRESH_SECONDS": "service.live_refresh_seconds",
 }
 # Variables with more to them than one key.
 OTHER_ENV: dict[str, str] = {
@@ -212,6 +244,8 @@ OTHER_ENV: dict[str, str] = {
     "TEXT_EMBEDDING_BASE_URL": "text.base_url, and selects text.embedder=openai",
     "MILVUS_TOKEN": "the Milvus token (secret; environment only)",
     "TEXT_EMBEDDING_API_KEY": "API key of the text endpoint (secret; environment only; OPENAI_API_KEY is read too)",
+    "KBRELEASE_ADMIN_TOKEN": "bearer token of the service's admin endpoints: switch, rollback, logs (secret; environment only; unset disables them)",
+    "KBRELEASE_API_TOKEN": "bearer token every read endpoint of the service requires when set (secret; environment only)",
 }
 
 
@@ -307,6 +341,9 @@ def load_config(
             raise ConfigError(f"{cfg_path} must contain a mapping at the top level (see `kbrelease init`)")
         if "token" in (loaded.get("milvus") or {}):
             raise ConfigError(f"{cfg_path}: milvus.token must not be written in the config file; set MILVUS_TOKEN in the environment instead")
+        for key, var in (("admin_token", "KBRELEASE_ADMIN_TOKEN"), ("api_token", "KBRELEASE_API_TOKEN")):
+            if key in (loaded.get("service") or {}):
+                raise ConfigError(f"{cfg_path}: service.{key} must not be written in the config file; set {var} in the environment instead")
         data = loaded
         base = cfg_path.resolve().parent
     elif explicit:
@@ -327,6 +364,9 @@ def load_config(
         cfg.milvus.token = SecretStr(token)
     if api_key:
         cfg.text_api_key = SecretStr(api_key)
+    for attr, var in (("admin_token", "KBRELEASE_ADMIN_TOKEN"), ("api_token", "KBRELEASE_API_TOKEN")):
+        if env.get(var):
+            setattr(cfg.service, attr, SecretStr(env[var]))
     return cfg
 
 
@@ -371,6 +411,11 @@ image:
 milvus:
   # uri: http://127.0.0.1:19530            # default: embedded Milvus Lite in the workspace
   db_prefix: kb_               # release databases are <db_prefix><release>
+
+# service:                     # kbrelease serve (tokens: KBRELEASE_ADMIN_TOKEN / KBRELEASE_API_TOKEN, env only)
+#   host: 127.0.0.1
+#   port: 8000
+#   live_refresh_seconds: 2.0  # a switch reaches every replica within about this time
 
 # A release whose failed share in any source exceeds this cannot go live.
 max_failed_share: 0.01

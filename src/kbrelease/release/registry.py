@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from kbrelease.errors import ConfigError, ReleaseError
+from kbrelease.errors import ConfigError, UnknownRelease
 from kbrelease.store.milvus import MilvusStore, create_indexed
 
 StoredState = Literal["building", "built", "verified", "failed", "dropped"]
@@ -173,7 +173,7 @@ class Registry:
         found = self.get(name)
         if found is None:
             known = ", ".join(r.name for r in self.list()) or "none"
-            raise ReleaseError(f"no release {name!r} in environment {self.env!r} (known: {known}); see `kbrelease list`")
+            raise UnknownRelease(f"no release {name!r} in environment {self.env!r} (known: {known}); see `kbrelease list`")
         return found
 
     def list(self) -> list[ReleaseRecord]:

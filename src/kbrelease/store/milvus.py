@@ -206,6 +206,16 @@ class MilvusStore:
         index.add_index(field_name="vector", metric_type="COSINE", index_type="AUTOINDEX")
         create_indexed(c, name, schema, index)
 
+    @_translated("load")
+    def ensure_loaded(self, db: str, name: str) -> None:
+        """Load a collection for search unless it is loaded already (after a server restart it is not)."""
+        c = self.client(db)
+        state = str(c.get_load_state(name).get("state", ""))
+        if state.endswith("NotExist"):
+            raise StoreError(f"collection {db}/{name} does not exist in Milvus at {redact_uri(self.uri)}; the release is incomplete or was dropped")
+        if not state.endswith("Loaded"):
+            c.load_collection(name)
+
     @_translated("upsert")
     def upsert(self, db: str, name: str, rows: list[dict[str, Any]]) -> None:
         if rows:
