@@ -61,9 +61,7 @@ class ReleaseFiles:
         try:
             index_file = read_bundle(folder).source(source).index_file
         except Exception as exc:  # a missing or foreign workspace, whatever the parse error: one clear message
-            raise UnknownFile(
-                f"the data index of release {record.name!r} is not in this workspace ({folder}); serve from the workspace that built it"
-            ) from exc
+            raise UnknownFile(f"the data index of release {record.name!r} is not in this workspace ({folder}); serve from the workspace that built it") from exc
         rows = {r.file_id: r for r in read_source_index(folder / index_file)}
         with self._lock:
             self._indexes[key] = rows

@@ -80,9 +80,7 @@ class LiveFollower:
         else:
             snap = self.snapshot()
             if snap.record is None:
-                raise NoLiveRelease(
-                    f"nothing is live in environment {self.registry.env!r}; run `kbrelease publish` (or pin a release with release=NAME)"
-                )
+                raise NoLiveRelease(f"nothing is live in environment {self.registry.env!r}; run `kbrelease publish` (or pin a release with release=NAME)")
             record = snap.record
         self.ensure_loaded(record)
         return record
