@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,13 +62,15 @@ def wait_ready(client: Any, timeout: float = 120.0) -> dict[str, Any]:
         time.sleep(0.05)
 
 
-def make_client(kb: Any, admin: str | None = ADMIN_TOKEN, api: str | None = None, **service: Any) -> Any:
-    """A TestClient over a fresh app on ``kb`` (models shared), ready when returned."""
+def make_client(kb: Any, admin: str | None = ADMIN_TOKEN, api: str | None = None, edit: Callable[[Any], None] | None = None, **service: Any) -> Any:
+    """A TestClient over a fresh app on ``kb`` (models shared); ``service`` sets keys of ``service:``."""
     from fastapi.testclient import TestClient
 
     from kbrelease.service.app import create_app
 
     cfg = kb.cfg.model_copy(deep=True)
+    if edit is not None:
+        edit(cfg)
     for key, value in service.items():
         setattr(cfg.service, key, value)
     cfg.service.admin_token = SecretStr(admin) if admin else None

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
+from urllib.parse import quote, quote_plus
 
 from pydantic import SecretStr
 
@@ -31,7 +32,10 @@ MAX_FIELD_CHARS = 300
 def secret_values(cfg: Config) -> list[str]:
     """Every secret of the configuration, as the plain strings to scrub."""
     found: Iterable[SecretStr | None] = (cfg.service.admin_token, cfg.service.api_token, cfg.milvus.token, cfg.text_api_key)
-    return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
+    plain = [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
+    # A secret can also arrive URL-encoded (in a logged query string) or JSON-escaped.
+    forms = {form for value in plain for form in (value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1])}
+    return sorted(forms)
 
 
 def shorten(text: str, limit: int = MAX_FIELD_CHARS) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from kbrelease.errors import UnknownFile
@@ -79,6 +80,23 @@ def search_text(request: Request, q: str = Q, k: int = K, source: str | None = S
     return _out(request, svc, result, q, k, source, started)
 
 
+class SearchIn(BaseModel):
+    """A text search as a JSON body: for long queries, or clients that prefer POST."""
+
+    model_config = {"extra": "forbid"}
+
+    q: str = Field(min_length=1, description="The text to search for (at most service.max_query_chars characters).")
+    k: int = Field(5, ge=1, description="Number of results (at most service.max_k).")
+    source: str | None = Field(None, pattern=SOURCE_PATTERN, description="Only this source.")
+    release: str | None = Field(None, pattern=NAME_PATTERN, description="Pin a release; default: the live one.")
+
+
+@router.post("/search", response_model=SearchOut, responses=responses(400, 401, 403, 404, 409, 422, 503))
+def search_text_post(request: Request, body: SearchIn) -> SearchOut:
+    """The same text search, with the parameters in a JSON body."""
+    return search_text(request, body.q, body.k, body.source, body.release)
+
+
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
@@ -104,7 +122,7 @@ async def search_image(request: Request, k: int = K, source: str | None = SOURCE
     svc = service(request)
     check_limits(svc, None, k)
     content_type = request.headers.get("content-type", "")
-    if not content_type.lower().startswith("multipart/form-data"):
+    if not content_type.lower().startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise ApiError(415, "unsupported_media_type", f"send the image as multipart/form-data (field 'file'), not {content_type or 'no content type'}")
     form = await request.form(max_files=1, max_fields=4)
     try:
