@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from kbrelease.cli import cache, releases, store
+from kbrelease.cli import cache, releases, serve, store
 from kbrelease.cli._common import Options
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app = typer.Typer(
 releases.register(app)
 app.add_typer(store.app, name="store")
 app.add_typer(cache.app, name="cache")
+app.add_typer(serve.app, name="serve")
 
 
 @app.callback()
