@@ -201,8 +201,11 @@ function scoreBar(score) {
   return el("span", { class: "score" }, el("span", { class: "bar" }, el("i", { style: `width:${pct}%` })), score.toFixed(3));
 }
 
+// Words too common to be worth highlighting.
+const STOP = new Set("the and for are but not you your with from this that have has had was were can could how what when where which who why does did into onto our out about than then them they their there these those its it's also any all".split(" "));
+
 function terms(q) {
-  return [...new Set(q.toLowerCase().split(/[^\p{L}\p{N}]+/u).filter((t) => t.length > 2))];
+  return [...new Set(q.toLowerCase().split(/[^\p{L}\p{N}]+/u).filter((t) => t.length > 2 && !STOP.has(t)))];
 }
 
 function snippet(text, q, size = 360) {
@@ -210,8 +213,12 @@ function snippet(text, q, size = 360) {
   const lower = text.toLowerCase();
   const hits = terms(q).map((t) => lower.indexOf(t)).filter((i) => i >= 0);
   const at = hits.length ? Math.min(...hits) : 0;
-  const start = Math.max(0, at - 80);
-  return (start > 0 ? "… " : "") + text.slice(start, start + size).trim() + (start + size < text.length ? " …" : "");
+  let start = Math.max(0, at - 80);
+  let end = Math.min(text.length, start + size);
+  // Cut at word boundaries, not in the middle of a word.
+  if (start > 0) start = text.indexOf(" ", start) + 1 || start;
+  if (end < text.length) end = text.lastIndexOf(" ", end) > start ? text.lastIndexOf(" ", end) : end;
+  return (start > 0 ? "… " : "") + text.slice(start, end).trim() + (end < text.length ? " …" : "");
 }
 
 function highlighted(text, q) {
@@ -219,7 +226,8 @@ function highlighted(text, q) {
   const words = terms(q).map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
   if (!words.length) { node.textContent = text; return node; }
   // split() with one capture group puts the matches at the odd positions.
-  text.split(new RegExp(`(${words.join("|")})`, "iu")).forEach((part, i) => {
+  // Words that start with a query word ("connect" marks "connection"), never the middle of a word.
+  text.split(new RegExp(`(?<![\\p{L}\\p{N}])(${words.join("|")})`, "iu")).forEach((part, i) => {
     if (part) node.append(i % 2 ? el("mark", { text: part }) : document.createTextNode(part));
   });
   return node;
@@ -250,10 +258,11 @@ function tile(hit) {
 }
 
 // --- image input ----------------------------------------------------------------
+// Returns whether the file was taken (a non-image is refused with a message).
 function setImage(file) {
   if (file && !file.type.startsWith("image/")) {
     showError(`${file.name} is not an image (${file.type || "unknown type"}); drop a JPEG or PNG`);
-    return;
+    return false;
   }
   state.image = file || null;
   $("image-chip").classList.toggle("hidden", !file);
@@ -267,6 +276,7 @@ function setImage(file) {
     $("file").value = "";
   }
   fillSources();
+  return true;
 }
 
 function wire() {
@@ -278,7 +288,7 @@ function wire() {
     else showError("Type something to search for, or drop an image.");
   });
   $("q").addEventListener("input", () => { if ($("q").value && state.image) setImage(null); });
-  $("file").addEventListener("change", () => { if ($("file").files[0]) { setImage($("file").files[0]); runSearch({ image: state.image }); } });
+  $("file").addEventListener("change", () => { const file = $("file").files[0]; if (file && setImage(file)) runSearch({ image: file }); });
   $("image-clear").addEventListener("click", () => setImage(null));
   $("release").addEventListener("change", () => { fillSources(); if (state.last) runSearch(state.last); });
   $("source").addEventListener("change", () => { if (state.last) runSearch(state.last); });
@@ -294,11 +304,11 @@ function wire() {
     depth = 0;
     zone.classList.remove("dragging");
     const file = ev.dataTransfer && ev.dataTransfer.files[0];
-    if (file) { setImage(file); if (state.image) runSearch({ image: state.image }); }
+    if (file && setImage(file)) runSearch({ image: file });
   });
   document.addEventListener("paste", (ev) => {
     const file = [...(ev.clipboardData ? ev.clipboardData.files : [])].find((f) => f.type.startsWith("image/"));
-    if (file) { setImage(file); runSearch({ image: state.image }); }
+    if (file && setImage(file)) runSearch({ image: file });
   });
 }
 
