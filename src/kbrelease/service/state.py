@@ -77,6 +77,9 @@ class ServiceState:
 
     # --- startup ------------------------------------------------------------
     def start(self) -> None:
+        """Warm up once per app, even if its lifespan runs again (some test clients start it per call)."""
+        if self._thread is not None:
+            return
         self._thread = threading.Thread(target=self._warm, name="kbrelease-warmup", daemon=True)
         self._thread.start()
 
