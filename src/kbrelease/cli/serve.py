@@ -14,7 +14,7 @@ from kbrelease.cli._common import Options, load, run
 if TYPE_CHECKING:
     from kbrelease.config import Config
 
-app = typer.Typer(help="Run the search service and web page; render an nginx config for several replicas.")
+app = typer.Typer()
 
 # Long GET queries must reach the app, which answers them with a JSON 422 (h11's default cuts at 16 KiB).
 MAX_REQUEST_LINE = 256 * 1024
@@ -29,7 +29,10 @@ def serve(
     reload: Annotated[bool, typer.Option("--reload", help="Restart when the code changes (development).")] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's own log level; the service log is JSON on stderr.")] = "warning",
 ) -> None:
-    """Serve the search API (/api/v1) and web page (/) of the live release; follows switches without a restart."""
+    """Serve the search API (/api/v1) and web page (/) of the live release, following switches without a restart.
+
+    `kbrelease serve nginx-conf` renders an nginx config for several replicas.
+    """
     if ctx.invoked_subcommand is not None:
         return
     import uvicorn
