@@ -234,6 +234,13 @@ class KbRelease:
 
         return LiveFollower(self.registry, self.store, refresh_seconds or self.cfg.service.live_refresh_seconds)
 
+    def coalesce_text_queries(self) -> None:
+        """Let concurrent one-text queries share model calls (for services; idempotent, transparent to builds)."""
+        from kbrelease.embedding.batching import BatchingTextEmbedder
+
+        if not isinstance(self.text_embedder, BatchingTextEmbedder):
+            self._text = BatchingTextEmbedder(self.text_embedder)
+
     def resolve(self, release: str | ReleaseRecord | None = None) -> ReleaseRecord:
         """The release a search uses: a record already resolved, the named one, or the live one (read now)."""
         from kbrelease.search import resolve_release

@@ -105,6 +105,7 @@ class ServiceState:
                 self.warmup.ready[kind] = False
             for kind in self.warmup.modalities:
                 if kind == "text":
+                    self.kb.coalesce_text_queries()  # concurrent searches share model calls
                     self.kb.text_embedder.embed_texts(["warm up"])  # first call allocates; keep it off a request
                 else:
                     import numpy as np
