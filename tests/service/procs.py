@@ -61,6 +61,19 @@ class ServeProcess(_ServerProcess):
         return httpx.get(f"{self.uri}{path}", timeout=10, **kwargs)
 
 
+def raw_get(port: int, target: str, timeout: float = 30) -> tuple[int, str]:
+    """One HTTP/1.1 GET over a plain socket: for request lines no HTTP client library will send (100 KB URLs)."""
+    import socket
+
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.decode("utf-8", "replace").partition("\r\n\r\n")
+    return int(head.split(" ", 2)[1]), body
+
+
 class NginxServer(_ServerProcess):
     """Debian's nginx, unprivileged-style: its own prefix folder, in the foreground, logging to stderr."""
 
@@ -147,4 +160,4 @@ class Load:
             return [o for o in self.outcomes if o.at >= t]
 
 
-__all__ = ["HOST", "Load", "NginxServer", "Outcome", "ServeProcess", "require_binary"]
+__all__ = ["HOST", "Load", "NginxServer", "Outcome", "ServeProcess", "raw_get", "require_binary"]

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from .conftest import ADMIN_TOKEN, copy_corpus, isolated
-from .procs import Load, NginxServer, ServeProcess
+from .procs import Load, NginxServer, ServeProcess, raw_get
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +72,8 @@ def test_replicas_behind_nginx_lose_no_request_when_one_is_killed_and_all_follow
                 replicas[0].stop()  # SIGKILL, mid-load
                 t_kill = time.monotonic()
                 time.sleep(4)
+                status, body = raw_get(nginx.port, "/api/v1/search?q=" + "a" * 100_000)  # through nginx too
+                assert status == 422 and "max_query_chars" in body
             after_kill = load.since(t_kill)
             print(
                 f"\nrequests {len(load.outcomes)}, failed {len(load.failures())}; switch seen by replicas after "

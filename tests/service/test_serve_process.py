@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import copy_corpus
-from .procs import Load, ServeProcess
+from .procs import Load, ServeProcess, raw_get
 from helpers import write_config
 
 pytestmark = pytest.mark.slow
@@ -56,6 +56,10 @@ def test_serve_follows_publish_from_another_process_on_the_embedded_store(tmp_pa
         states = {r["name"]: r["state"] for r in serve.get("/api/v1/releases").json()["releases"]}
         assert states == {"v1": "retired", "v2": "live"}  # what the page's release list shows
         assert "kbrelease search" in serve.get("/").text
+
+        # A 100 KB query reaches the app over real HTTP and gets the JSON error, not a bare 400 from the server.
+        status, body = raw_get(serve.port, "/api/v1/search?q=" + "a" * 100_000)
+        assert status == 422 and "over service.max_query_chars" in json.loads(body)["error"]["message"]
 
         assert serve._proc is not None
         serve._proc.send_signal(signal.SIGTERM)  # graceful stop: uvicorn drains, then re-raises the signal
