@@ -314,4 +314,6 @@ function wire() {
 
 wire();
 loadReleases();
-setInterval(loadReleases, 5000);
+// Follow switches while the tab is visible; catch up as soon as it is shown again.
+setInterval(() => { if (document.visibilityState === "visible") loadReleases(); }, 5000);
+document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") loadReleases(); });
