@@ -6,7 +6,9 @@
   with none configured these endpoints are disabled (403).
 
 A missing token is 401 (with ``WWW-Authenticate: Bearer``), a wrong one 403.
-Tokens are compared in constant time and never logged.
+Tokens are compared in constant time and never logged. The checks are
+``async`` on purpose: a sync dependency would cost every request a hop
+through the thread pool.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def _missing(what: str) -> ApiError:
     return ApiError(401, "unauthorized", f"this endpoint needs `Authorization: Bearer <token>` ({what})", headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_read(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+async def require_read(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
     service = request.app.state.cfg.service
     if service.api_token is None:
         return
@@ -47,7 +49,7 @@ def require_read(request: Request, creds: HTTPAuthorizationCredentials | None = 
         raise ApiError(403, "forbidden", "the bearer token is not valid for this service; use the token in KBRELEASE_API_TOKEN")
 
 
-def require_admin(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
+async def require_admin(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> None:
     service = request.app.state.cfg.service
     if service.admin_token is None:
         raise ApiError(403, "admin_disabled", "admin endpoints are disabled: start the service with KBRELEASE_ADMIN_TOKEN set to enable them")
