@@ -107,3 +107,13 @@ def test_a_request_uses_one_release_even_when_the_pointer_moves_during_it(two_re
         monkeypatch.setattr(kb.store, "search", real_search)
         assert c.get("/api/v1/search", params={"q": "remote work"}).json()["release"] == target  # the next request follows
         other.switch(start)
+
+
+def test_a_collection_released_under_the_service_is_loaded_again(two_releases: tuple[Any, Any]) -> None:
+    kb, _ = two_releases
+    with make_client(kb) as c:
+        wait_ready(c)
+        record = kb.resolve(None)
+        kb.store.client(record.database).release_collection("docs")  # e.g. the server restarted
+        resp = c.get("/api/v1/search", params={"q": "vpn", "source": "docs"})
+        assert resp.status_code == 200 and resp.json()["hits"]

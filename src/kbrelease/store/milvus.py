@@ -79,6 +79,12 @@ def create_indexed(client: Any, name: str, schema: Any, index: Any) -> None:
     client.load_collection(name)
 
 
+def _not_loaded(exc: Exception) -> bool:
+    """Milvus's "collection not loaded" (code 101; Lite says "in state 'released'; call load()")."""
+    text = str(exc).lower()
+    return getattr(exc, "code", None) == 101 or "not loaded" in text or "call load()" in text
+
+
 def _translated(op: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
     def wrap(fn: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(fn)
@@ -287,12 +293,21 @@ class MilvusStore:
         output_fields: Sequence[str] = ("file", "file_id", "chunk_index", "heading", "text", "start"),
         expr: str = "",
     ) -> list[list[dict[str, Any]]]:
-        res = self.client(db).search(
-            name,
-            data=[list(map(float, v)) for v in vectors],
-            limit=k,
-            filter=expr,
-            output_fields=list(output_fields),
-            search_params={"metric_type": "COSINE"},
-        )
+        c = self.client(db)
+        kwargs: dict[str, Any] = {
+            "data": [list(map(float, v)) for v in vectors],
+            "limit": k,
+            "filter": expr,
+            "output_fields": list(output_fields),
+            "search_params": {"metric_type": "COSINE"},
+        }
+        try:
+            res = c.search(name, **kwargs)
+        except Exception as exc:
+            if not _not_loaded(exc):
+                raise
+            # Released under a long-running reader (a server restart, or an operator freeing
+            # memory): load it again once rather than failing every search from now on.
+            c.load_collection(name)
+            res = c.search(name, **kwargs)
         return [[dict(hit) for hit in hits] for hits in res]
