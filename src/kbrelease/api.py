@@ -234,12 +234,15 @@ class KbRelease:
 
         return LiveFollower(self.registry, self.store, refresh_seconds or self.cfg.service.live_refresh_seconds)
 
-    def coalesce_text_queries(self) -> None:
-        """Let concurrent one-text queries share model calls (for services; idempotent, transparent to builds)."""
+    def coalesce_text_queries(self, threads: int | None = 1) -> None:
+        """Let concurrent one-text queries share model calls (for services; idempotent, transparent to builds).
+
+        ``threads``: intra-op threads of each coalesced model call (None: torch's default).
+        """
         from kbrelease.embedding.batching import BatchingTextEmbedder
 
         if not isinstance(self.text_embedder, BatchingTextEmbedder):
-            self._text = BatchingTextEmbedder(self.text_embedder)
+            self._text = BatchingTextEmbedder(self.text_embedder, threads=threads)
 
     def resolve(self, release: str | ReleaseRecord | None = None) -> ReleaseRecord:
         """The release a search uses: a record already resolved, the named one, or the live one (read now)."""

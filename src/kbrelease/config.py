@@ -137,6 +137,13 @@ class ServiceConfig(_Model):
     max_upload_pixels: int = Field(default=25_000_000, ge=1, description="Largest uploaded image, in pixels (width x height; larger: 413).")
     max_query_chars: int = Field(default=2000, ge=1, description="Longest text query accepted, in characters (longer: 422).")
     max_k: int = Field(default=100, ge=1, le=16384, description="Most results one search may ask for (k above: 422).")
+    query_threads: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="torch threads per text-query model call. Concurrent queries are batched into one call, so the cores are "
+        "used across requests; one thread per call kept latency steady on a busy machine (docs/benchmarks.md).",
+    )
     thumbnail_px: int = Field(default=256, ge=16, le=1024, description="Longest side of thumbnails, in pixels.")
     log_tail: int = Field(default=1000, ge=10, description="Log records kept in memory for /api/v1/logs.")
     admin_token: SecretStr | None = Field(

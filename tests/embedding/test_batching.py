@@ -58,3 +58,16 @@ def test_large_calls_go_straight_to_the_model_and_errors_reach_every_caller() ->
     assert batching.embed_texts(["a"] * 10).shape == (10, 3) and inner.calls == [10]
     with pytest.raises(EmbeddingError, match="model is down"):
         batching.embed_texts(["q"])
+
+
+def test_the_worker_thread_count_does_not_leak_to_other_threads(text_embedder: Any) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    batching = BatchingTextEmbedder(text_embedder, threads=1)
+    batching.embed_texts(["one query"])
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert torch.get_num_threads() == before and seen == [before]

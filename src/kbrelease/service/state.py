@@ -105,7 +105,8 @@ class ServiceState:
                 self.warmup.ready[kind] = False
             for kind in self.warmup.modalities:
                 if kind == "text":
-                    self.kb.coalesce_text_queries()  # concurrent searches share model calls
+                    # concurrent searches share model calls, each on service.query_threads threads
+                    self.kb.coalesce_text_queries(self.cfg.service.query_threads)
                     self.kb.text_embedder.embed_texts(["warm up"])  # first call allocates; keep it off a request
                 else:
                     import numpy as np
