@@ -247,6 +247,9 @@ def overhead(kb: Any, url: str, concurrency: int, queries: int, rounds: int) -> 
 
     record = kb.resolve(None)
     client = MilvusClient(uri=kb.store.uri, db_name=record.database)
+    # The same model driven the same way as in the service (batched, service.query_threads threads per call),
+    # so the difference between the sides is the service itself.
+    kb.coalesce_text_queries(kb.cfg.service.query_threads)
     embedder = kb.text_embedder
     per_thread = max(1, queries // rounds // concurrency)
 
@@ -268,7 +271,10 @@ def overhead(kb: Any, url: str, concurrency: int, queries: int, rounds: int) -> 
     def service(t: int, i: int) -> float | None:
         q = QUERIES[(t * 7 + i) % len(QUERIES)]
         started = time.perf_counter()
-        resp = http[t].get("/api/v1/search", params={"q": q, "k": 5})
+        try:
+            resp = http[t].get("/api/v1/search", params={"q": q, "k": 5})
+        except httpx.HTTPError:
+            return None
         took = time.perf_counter() - started
         if resp.status_code != 200:
             return None
@@ -283,6 +289,10 @@ def overhead(kb: Any, url: str, concurrency: int, queries: int, rounds: int) -> 
     results: dict[str, tuple[list[float], int, float]] = {"direct": ([], 0, 0.0), "service": ([], 0, 0.0)}
     for _ in range(rounds):
         for side, fn in (("direct", direct), ("service", service)):
+            if side == "service":  # fresh connections: uvicorn closes keep-alive ones idle for 5 s (the direct round)
+                for c in http:
+                    c.close()
+                http[:] = [httpx.Client(base_url=url, timeout=30) for _ in range(concurrency)]
             lat, failed, secs = closed_loop(concurrency, per_thread, fn)
             acc = results[side]
             results[side] = (acc[0] + lat, acc[1] + failed, acc[2] + secs)
