@@ -150,9 +150,13 @@ def closed_loop(concurrency: int, per_thread: int, one: Callable[[int, int], flo
 
 
 # --- setup ---------------------------------------------------------------------------
-def write_config(folder: Path, uri: str) -> Path:
+def write_config(folder: Path, uri: str, query_threads: int = 1) -> Path:
     cfg = folder / "kbrelease.yaml"
-    cfg.write_text(f"workspace: {folder / 'ws'}\nmilvus:\n  uri: {uri}\n  db_prefix: kbserve_\n  registry_db: kbserve_registry\n", encoding="utf-8")
+    cfg.write_text(
+        f"workspace: {folder / 'ws'}\nmilvus:\n  uri: {uri}\n  db_prefix: kbserve_\n  registry_db: kbserve_registry\n"
+        f"service:\n  query_threads: {query_threads}\n",
+        encoding="utf-8",
+    )
     return cfg
 
 
@@ -384,6 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--switch-seconds", type=float, default=10.0)
     ap.add_argument("--switch-concurrency", type=int, default=4)
     ap.add_argument("--skip-overhead", action="store_true")
+    ap.add_argument("--query-threads", type=int, default=1, help="service.query_threads of the service and the direct side (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args(argv)
@@ -397,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     try:
         uri = ensure_server(data_dir)
-        cfg_path = write_config(folder, uri)
+        cfg_path = write_config(folder, uri, args.query_threads)
         with KbRelease(load_config(cfg_path, env={})) as kb:
             started = time.monotonic()
             make_release(kb, "v1", args.rows, seed=1)

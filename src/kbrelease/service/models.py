@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Response
 from pydantic import BaseModel, Field
+
+
+def json_response(model: BaseModel, status_code: int = 200) -> Response:
+    """``model`` as JSON, serialized here by pydantic-core.
+
+    Returned as a Response, FastAPI passes it through; returned as a model from
+    a sync endpoint, FastAPI would validate it again on a second trip through
+    the thread pool, then encode it generically (~0.2 ms more per search).
+    The ``response_model`` of each route still documents the body.
+    """
+    return Response(model.model_dump_json(), media_type="application/json", status_code=status_code)
 
 
 class HitOut(BaseModel):

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from kbrelease.errors import KbReleaseError
 from kbrelease.service.auth import AdminAccess, ReadAccess
 from kbrelease.service.errors import responses
-from kbrelease.service.models import HealthOut, InfoOut, LogsOut, ReadyOut
+from kbrelease.service.models import HealthOut, InfoOut, LogsOut, ReadyOut, json_response
 from kbrelease.service.search import service
 
 probes = APIRouter(tags=["operations"])
@@ -22,7 +22,7 @@ router = APIRouter(tags=["operations"])
 
 
 @probes.get("/healthz", response_model=HealthOut)
-def healthz(request: Request) -> HealthOut:
+async def healthz(request: Request) -> HealthOut:
     """The process is up (liveness). Never touches Milvus or the models."""
     return HealthOut(status="ok", uptime_seconds=round(time.time() - service(request).started_at, 3))
 
@@ -41,7 +41,7 @@ def metrics(request: Request) -> Response:
 
 
 @router.get("/info", response_model=InfoOut, dependencies=[ReadAccess], responses=responses(401, 403))
-def info(request: Request) -> InfoOut:
+def info(request: Request) -> Response:
     """Versions, environment, live release and the identity of the loaded query embedders."""
     from kbrelease import __version__
     from kbrelease.release.registry import MANIFEST_SCHEMA_VERSION
@@ -56,13 +56,14 @@ def info(request: Request) -> InfoOut:
         live = svc.follower.live_name()
     except KbReleaseError:
         live = None
-    return InfoOut(
+    out = InfoOut(
         kbrelease_version=__version__,
         manifest_schema_version=MANIFEST_SCHEMA_VERSION,
         environment=svc.cfg.environment,
         live=live,
         embedders=embedders,
     )
+    return json_response(out)
 
 
 @router.get("/logs", response_model=LogsOut, dependencies=[AdminAccess], responses=responses(401, 403, 422))
@@ -71,7 +72,7 @@ def logs(
     limit: int = Query(200, ge=1, le=10_000, description="Most recent records to return."),
     level: str = Query("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$", description="Minimum level."),
     contains: str | None = Query(None, max_length=200, description="Only records whose JSON contains this text."),
-) -> LogsOut:
+) -> Response:
     """The tail of the structured service log (admin token). Secrets are never in it."""
     tail = request.app.state.log_tail
-    return LogsOut(records=tail.tail(limit, logging.getLevelName(level), contains))
+    return json_response(LogsOut(records=tail.tail(limit, logging.getLevelName(level), contains)))

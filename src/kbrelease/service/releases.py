@@ -4,43 +4,42 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from kbrelease.release.registry import Pointer
 from kbrelease.service.auth import AdminAccess, ReadAccess
 from kbrelease.service.errors import responses
-from kbrelease.service.models import LiveOut, ManifestOut, PointerOut, ReleasesOut
+from kbrelease.service.models import LiveOut, ManifestOut, PointerOut, ReleasesOut, json_response
 from kbrelease.service.search import NAME_PATTERN, service
 
 router = APIRouter(tags=["releases"])
 
 
 @router.get("/releases", response_model=ReleasesOut, dependencies=[ReadAccess], responses=responses(401, 403, 503))
-def releases(request: Request) -> dict[str, Any]:
+def releases(request: Request) -> Response:
     """Every release of the environment with its state and per-source counts, and the live pointer."""
-    return service(request).kb.status()
+    return json_response(ReleasesOut.model_validate(service(request).kb.status()))
 
 
 @router.get("/releases/{name}", response_model=ManifestOut, dependencies=[ReadAccess], responses=responses(401, 403, 404, 422, 503))
-def manifest(request: Request, name: str = Path(pattern=NAME_PATTERN)) -> dict[str, Any]:
+def manifest(request: Request, name: str = Path(pattern=NAME_PATTERN)) -> Response:
     """The manifest (RELEASE_INFO) of one release: counts, models, chunking, verification."""
     svc = service(request)
     record = svc.kb.release(name)
     pointer = svc.follower.snapshot().pointer
-    return {**record.asdict(), "state": record.display_state(pointer)}
+    return json_response(ManifestOut.model_validate({**record.asdict(), "state": record.display_state(pointer)}))
 
 
 @router.get("/live", response_model=LiveOut, dependencies=[ReadAccess], responses=responses(401, 403, 503))
-def live(request: Request) -> LiveOut:
+def live(request: Request) -> Response:
     """The live pointer as THIS replica sees it (re-read at most every service.live_refresh_seconds)."""
     svc = service(request)
     snap = svc.follower.snapshot()
     checked = time.time() - (time.monotonic() - snap.read_at)
     p = snap.pointer
-    return LiveOut(
+    out = LiveOut(
         environment=p.environment,
         live=p.live,
         previous=p.previous,
@@ -48,6 +47,7 @@ def live(request: Request) -> LiveOut:
         checked_at=round(checked, 3),
         refresh_seconds=svc.follower.refresh_seconds,
     )
+    return json_response(out)
 
 
 def _moved(request: Request, pointer: Pointer, action: str) -> PointerOut:

@@ -19,7 +19,7 @@ from kbrelease.errors import UnknownFile
 from kbrelease.search import SearchResult
 from kbrelease.service.auth import ReadAccess
 from kbrelease.service.errors import ApiError, responses
-from kbrelease.service.models import HitOut, SearchOut
+from kbrelease.service.models import HitOut, SearchOut, json_response
 from kbrelease.service.state import ServiceState
 
 router = APIRouter(tags=["search"], dependencies=[ReadAccess])
@@ -47,7 +47,7 @@ def check_limits(svc: ServiceState, q: str | None, k: int) -> None:
         raise ApiError(422, "invalid_request", f"k: {k} is over service.max_k ({limits.max_k}); ask for fewer results")
 
 
-def _out(request: Request, svc: ServiceState, result: SearchResult, query: str | None, k: int, source: str | None, started: float) -> SearchOut:
+def _out(request: Request, svc: ServiceState, result: SearchResult, query: str | None, k: int, source: str | None, started: float) -> Response:
     svc.observe(result)
     request.state.release = result.release
     root = request.scope.get("root_path", "")
@@ -55,7 +55,7 @@ def _out(request: Request, svc: ServiceState, result: SearchResult, query: str |
     for hit in result.hits:
         thumb = f"{root}/api/v1/thumbnails/{hit.release}/{hit.source}/{hit.file_id}" if result.modality == "image" else None
         hits.append(HitOut(**hit.asdict(), thumbnail_url=thumb))
-    return SearchOut(
+    out = SearchOut(
         release=result.release,
         modality=result.modality,
         query=query,
@@ -66,10 +66,11 @@ def _out(request: Request, svc: ServiceState, result: SearchResult, query: str |
         search_ms=round(result.search_seconds * 1000, 3),
         took_ms=round((time.perf_counter() - started) * 1000, 3),
     )
+    return json_response(out)
 
 
 @router.get("/search", response_model=SearchOut, responses=responses(400, 401, 403, 404, 409, 422, 503))
-def search_text(request: Request, q: str = Q, k: int = K, source: str | None = SOURCE, release: str | None = RELEASE) -> SearchOut:
+def search_text(request: Request, q: str = Q, k: int = K, source: str | None = SOURCE, release: str | None = RELEASE) -> Response:
     """Text search over the text sources of the live release (or the pinned one)."""
     started = time.perf_counter()
     svc = service(request)
@@ -92,7 +93,7 @@ class SearchIn(BaseModel):
 
 
 @router.post("/search", response_model=SearchOut, responses=responses(400, 401, 403, 404, 409, 422, 503))
-def search_text_post(request: Request, body: SearchIn) -> SearchOut:
+def search_text_post(request: Request, body: SearchIn) -> Response:
     """The same text search, with the parameters in a JSON body."""
     return search_text(request, body.q, body.k, body.source, body.release)
 
@@ -116,7 +117,7 @@ _UPLOAD_BODY: dict[str, Any] = {
 
 
 @router.post("/search/image", response_model=SearchOut, responses=responses(400, 401, 403, 404, 409, 413, 415, 422, 503), openapi_extra=_UPLOAD_BODY)
-async def search_image(request: Request, k: int = K, source: str | None = SOURCE, release: str | None = RELEASE) -> SearchOut:
+async def search_image(request: Request, k: int = K, source: str | None = SOURCE, release: str | None = RELEASE) -> Response:
     """Image search by an uploaded example image (multipart field `file`), or by a description (field `q`)."""
     started = time.perf_counter()
     svc = service(request)
