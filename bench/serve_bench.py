@@ -361,6 +361,7 @@ def switch_under_load(kb: Any, url: str, replicas: list[str], concurrency: int, 
     before = [d * 1000 for s, d, st, _ in outcomes if s < t_switch - 0.5 and s > t0 + 1.0]
     during = [d * 1000 for s, d, st, _ in outcomes if t_switch <= s < t_switch + 2.5]
     old_after = [s + d - t_switch for s, d, st, rel in outcomes if rel == live and s + d > t_switch]
+    old_started = [s - t_switch for s, d, st, rel in outcomes if rel == live and s + d > t_switch]
     return {
         "measure": "switch_under_load",
         "replicas": len(replicas),
@@ -370,6 +371,8 @@ def switch_under_load(kb: Any, url: str, replicas: list[str], concurrency: int, 
         "switch_call_ms": round(switch_call * 1000, 1),
         "replicas_on_new_release_after_s": sorted(followed.values()),
         "last_old_release_answer_after_s": round(max(old_after), 3) if old_after else 0.0,
+        # A request resolves its release when it starts: this is how stale the replicas were.
+        "last_old_release_request_started_after_s": round(max(old_started), 3) if old_started else 0.0,
         "p50_ms_steady": round(pct(before, 50), 1),
         "p99_ms_steady": round(pct(before, 99), 1),
         "p50_ms_switch_window": round(pct(during, 50), 1),
