@@ -64,10 +64,10 @@ class BatchingTextEmbedder:
     def _limit_threads(n: int) -> None:
         """Intra-op threads of the model calls made from this worker thread.
 
-        Measured on a busy 2-core machine: a one-query MiniLM forward split over 2
-        OpenMP threads waited on descheduled team threads at every op (0.7 s per
-        batch), against 35-85 ms on one thread. Batching already uses the cores
-        across requests; one model call need not.
+        Measured on a busy 2-core machine: a one-query MiniLM forward on 2 OpenMP
+        threads took 0.55-0.8 s per batch in this worker, against 35-85 ms on one
+        thread (docs/benchmarks.md, section 6). Batching already spreads requests
+        over the cores; one small model call need not.
         """
         try:
             import torch
