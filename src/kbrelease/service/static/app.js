@@ -158,6 +158,7 @@ function params() {
 
 async function runSearch(request) {
   state.last = request;
+  const ticket = (state.ticket = (state.ticket || 0) + 1); // only the newest search may draw its results
   showError("");
   $("go").disabled = true;
   $("summary").textContent = "Searching…";
@@ -172,12 +173,13 @@ async function runSearch(request) {
       p.set("q", request.q);
       result = await api(`api/v1/search?${p}`);
     }
-    render(result, request);
+    if (ticket === state.ticket) render(result, request);
   } catch (err) {
+    if (ticket !== state.ticket) return;
     $("summary").textContent = "";
     showError(err.message);
   } finally {
-    $("go").disabled = false;
+    if (ticket === state.ticket) $("go").disabled = false;
   }
 }
 
