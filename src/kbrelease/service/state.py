@@ -74,6 +74,7 @@ class ServiceState:
         self.warmup = Warmup()
         self.started_at = time.time()
         self._thread: threading.Thread | None = None
+        self._model_lock = threading.Lock()
 
     # --- startup ------------------------------------------------------------
     def start(self) -> None:
@@ -128,15 +129,21 @@ class ServiceState:
             self.warmup.done.set()
 
     def require_model(self, kind: str) -> None:
-        """503 until the embedder of ``kind`` is warm (never load a model on a request thread)."""
+        """503 while the models warm up in the background (a request never waits for a model load).
+
+        A modality that neither the sources nor the live release had at start (a pinned
+        release, or images published later) is loaded once, by the first request that needs it.
+        """
         if self.warmup.ready.get(kind):
             return
         if self.warmup.done.is_set():
             if kind not in self.warmup.ready:
-                # A modality no source or live release had at start (e.g. a pinned release): load it now, once.
-                with _model_lock:
+                with self._model_lock:
                     if not self.warmup.ready.get(kind):
-                        _ = self.kb.text_embedder if kind == "text" else self.kb.image_embedder
+                        if kind == "text":
+                            self.kb.coalesce_text_queries(self.cfg.service.query_threads)
+                        else:
+                            _ = self.kb.image_embedder
                         self.warmup.ready[kind] = True
                         self.metrics.model_ready.labels(kind).set(1)
                 return
@@ -167,6 +174,3 @@ class ServiceState:
     def observe(self, result: SearchResult) -> None:
         self.metrics.embed.labels(result.modality).observe(result.embed_seconds)
         self.metrics.search.labels(result.modality).observe(result.search_seconds)
-
-
-_model_lock = threading.Lock()
