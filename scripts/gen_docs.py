@@ -26,6 +26,8 @@ def _commands(group: Any, prefix: str) -> list[tuple[str, Any]]:
         cmd = group.commands[name]
         full = f"{prefix} {name}"
         if hasattr(cmd, "commands"):
+            if cmd.invoke_without_command:  # a group that is also a command (`kbrelease serve`)
+                out.append((full, cmd))
             out.extend(_commands(cmd, full))
         else:
             out.append((full, cmd))

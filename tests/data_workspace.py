@@ -88,13 +88,17 @@ sources:
 
 
 def data_app(cfg: Any) -> Any:
-    """A FastAPI app with only the data-index router, as the service mounts it."""
+    """A FastAPI app with only the data-index router and the service's error handlers, as the service mounts them."""
+    import logging
+
     from fastapi import FastAPI
 
     from kbrelease import KbRelease
+    from kbrelease.service import errors
     from kbrelease.service.bundles import router
 
     app = FastAPI()
+    errors.install(app, logging.getLogger("kbrelease.test"))
     app.state.kb = KbRelease(cfg)
     app.state.cfg = cfg
     app.include_router(router)

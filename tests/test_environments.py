@@ -40,7 +40,7 @@ def test_each_environment_has_its_own_milvus_token_prefix_and_port(tmp_path: Pat
     prod = load_config(path, env=env, overrides={"environment": "prod"})
     staging = load_config(path, env={**env, "KBRELEASE_ENV": "staging"})
 
-    assert (dev.environment, dev.environment_service_port) == ("dev", 3003)
+    assert (dev.environment, dev.environment_service_port, dev.service.port) == ("dev", 3003, 3003)  # kbrelease serve listens there
     assert dev.milvus_uri == str(tmp_path / "ws" / "milvus-dev")  # no URI: an embedded store of its own
     assert dev.milvus.token is not None and dev.milvus.token.get_secret_value() == "root:generic"
     assert (prod.milvus_uri, prod.milvus.db_prefix, prod.environment_service_port) == ("http://milvus.prod.internal:19530", "live_", 3002)

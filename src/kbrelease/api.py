@@ -18,7 +18,7 @@ from kbrelease.embedding.base import ImageEmbedder, TextEmbedder
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.file_packages import PackageInfo
 from kbrelease.release.registry import Pointer, Registry, ReleaseRecord
-from kbrelease.search import Hit
+from kbrelease.search import Hit, SearchResult
 from kbrelease.sources.sync import SyncInfo
 from kbrelease.store.milvus import MilvusStore
 
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from kbrelease.package.importer import ImportInfo, ImportTarget
     from kbrelease.release.build import Builder
     from kbrelease.release.check import CheckReport
+    from kbrelease.release.files import ReleaseFiles
+    from kbrelease.release.follow import LiveFollower
     from kbrelease.release.shards import BuildPlan, ShardResult
 
 
@@ -379,25 +381,86 @@ class KbRelease:
         identities = {"text": self.text_embedder.identity, "image": self.image_embedder.identity}
         return import_packages(cache, folder, identities)
 
-    def search(self, query: str, k: int = 5, source: str | None = None, release: str | None = None) -> list[Hit]:
-        from kbrelease.search import check_compatible, resolve_release, search_vectors
+    # --- searching --------------------------------------------------------------
+    def follow(self, refresh_seconds: float | None = None) -> LiveFollower:
+        """A cached follower of the live pointer, for long-running processes (the service)."""
+        from kbrelease.release.follow import LiveFollower
 
-        record = resolve_release(self.registry, release)
-        check_compatible(record, "text", self.text_embedder.identity)
-        vector = self.text_embedder.embed_texts([query])[0].tolist()
-        return search_vectors(self.store, record, vector, "text", k, source)
+        return LiveFollower(self.registry, self.store, refresh_seconds or self.cfg.service.live_refresh_seconds)
 
-    def search_image(self, image: bytes | Path, k: int = 5, source: str | None = None, release: str | None = None) -> list[Hit]:
+    def coalesce_text_queries(self, threads: int | None = 1) -> None:
+        """Let concurrent one-text queries share model calls (for services; idempotent, transparent to builds).
+
+        ``threads``: intra-op threads of each coalesced model call (None: torch's default).
+        """
+        from kbrelease.embedding.batching import BatchingTextEmbedder
+
+        if not isinstance(self.text_embedder, BatchingTextEmbedder):
+            self._text = BatchingTextEmbedder(self.text_embedder, threads=threads)
+
+    def resolve(self, release: str | ReleaseRecord | None = None) -> ReleaseRecord:
+        """The release a search uses: a record already resolved, the named one, or the live one (read now)."""
+        from kbrelease.search import resolve_release
+
+        return release if isinstance(release, ReleaseRecord) else resolve_release(self.registry, release)
+
+    def query(self, query: str, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> SearchResult:
+        """Text search of one release's text sources, with the release name and timings."""
+        from kbrelease.search import check_query, run_search
+
+        text = check_query(query, k)
+        record = self.resolve(release)
+        emb = self.text_embedder
+        return run_search(self.store, record, "text", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source)
+
+    def query_image(
+        self,
+        image: bytes | Path,
+        k: int = 5,
+        source: str | None = None,
+        release: str | ReleaseRecord | None = None,
+        max_pixels: int | None = None,
+        limit_name: str = "image.max_pixels",
+    ) -> SearchResult:
+        """Image search by an example image. ``max_pixels`` (default ``image.max_pixels``) refuses bombs."""
         from kbrelease.images.preprocess import preprocess_image
-        from kbrelease.search import check_compatible, resolve_release, search_vectors
+        from kbrelease.search import check_k, run_search
 
+        check_k(k)
         data = image.read_bytes() if isinstance(image, Path) else image
-        record = resolve_release(self.registry, release)
         emb = self.image_embedder
-        check_compatible(record, "image", emb.identity)
-        arr = preprocess_image(data, emb.input_size, emb.mean, emb.std, self.cfg.image.max_pixels)
-        vector = emb.embed_arrays(arr[None, ...])[0].tolist()
-        return search_vectors(self.store, record, vector, "image", k, source)
+        # Decode first: a bad upload is the caller's error whatever is live.
+        arr = preprocess_image(data, emb.input_size, emb.mean, emb.std, max_pixels or self.cfg.image.max_pixels, limit_name)
+        record = self.resolve(release)
+        return run_search(self.store, record, "image", emb.identity, lambda: emb.embed_arrays(arr[None, ...])[0].tolist(), k, source)
+
+    def query_text_to_image(self, query: str, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> SearchResult:
+        """Images described by a text, when the image model has a text tower (CLIP-like); else QueryError."""
+        from kbrelease.embedding.base import ImageTextEmbedder
+        from kbrelease.errors import QueryError
+        from kbrelease.search import check_query, run_search
+
+        text = check_query(query, k)
+        emb = self.image_embedder
+        if not isinstance(emb, ImageTextEmbedder):
+            raise QueryError(
+                f"image model {emb.identity.model!r} cannot embed text, so images cannot be searched by a description; "
+                "search them with an example image, or configure an image model with a text encoder"
+            )
+        record = self.resolve(release)
+        return run_search(self.store, record, "image", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source)
+
+    def search(self, query: str, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> list[Hit]:
+        return self.query(query, k, source, release).hits
+
+    def search_image(self, image: bytes | Path, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> list[Hit]:
+        return self.query_image(image, k, source, release).hits
+
+    def release_files(self) -> ReleaseFiles:
+        """Input files of releases, checked against their data index (thumbnails, downloads)."""
+        from kbrelease.release.files import ReleaseFiles
+
+        return ReleaseFiles(self.cfg.workspace)
 
     # --- packages, environments, compatibility ------------------------------------
     def _import_target(self) -> ImportTarget:

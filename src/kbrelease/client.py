@@ -182,6 +182,8 @@ def _detail(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         return response.text[:500] or response.reason_phrase
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):  # the service's error shape
+        return str(body["error"].get("message", body["error"]))
     detail = body.get("detail", body) if isinstance(body, dict) else body
     if isinstance(detail, list):  # FastAPI validation errors
         return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in detail if isinstance(d, dict))

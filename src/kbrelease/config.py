@@ -260,14 +260,6 @@ class DeployConfig(_Model):
     ci: CiConfig = Field(default_factory=CiConfig)
 
 
-class ServiceConfig(_Model):
-    """The HTTP service (``kbrelease serve``)."""
-
-    api_token: SecretStr | None = Field(
-        default=None, exclude=True, description="Env only: KBRELEASE_API_TOKEN. When set, the data-index API requires 'Authorization: Bearer <token>'."
-    )
-
-
 class MonitorConfig(_Model):
     """The integrity monitor (``kbrelease monitor`` and the service's background loop)."""
 
@@ -298,6 +290,39 @@ class MonitorConfig(_Model):
         if isinstance(value, int) and value < 1:
             raise ValueError("checksum_sample must be a positive number of files or 'all'")
         return value
+
+
+class ServiceConfig(_Model):
+    """The search service (``kbrelease serve``) and its web page."""
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on (0.0.0.0 to accept other machines). Env: KBRELEASE_SERVICE_HOST.")
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port. Env: KBRELEASE_SERVICE_PORT.")
+    live_refresh_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=300,
+        description="The live pointer is re-read at most this often, so a switch reaches every replica within about this time. "
+        "Env: KBRELEASE_LIVE_REFRESH_SECONDS.",
+    )
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Largest image upload accepted, in bytes (larger: 413).")
+    max_upload_pixels: int = Field(default=25_000_000, ge=1, description="Largest uploaded image, in pixels (width x height; larger: 413).")
+    max_query_chars: int = Field(default=2000, ge=1, description="Longest text query accepted, in characters (longer: 422).")
+    max_k: int = Field(default=100, ge=1, le=16384, description="Most results one search may ask for (k above: 422).")
+    query_threads: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="torch threads per text-query model call. Concurrent queries are batched into one call, so the cores are "
+        "used across requests; one thread per call kept latency steady on a busy machine (docs/benchmarks.md).",
+    )
+    thumbnail_px: int = Field(default=256, ge=16, le=1024, description="Longest side of thumbnails, in pixels.")
+    log_tail: int = Field(default=1000, ge=10, description="Log records kept in memory for /api/v1/logs.")
+    admin_token: SecretStr | None = Field(
+        default=None, exclude=True, description="Env only: KBRELEASE_ADMIN_TOKEN. Required for switch, rollback and /api/v1/logs (unset: they are disabled)."
+    )
+    api_token: SecretStr | None = Field(
+        default=None, exclude=True, description="Env only: KBRELEASE_API_TOKEN. When set, every read endpoint needs `Authorization: Bearer <token>`."
+    )
 
 
 class Config(_Model):
@@ -398,6 +423,8 @@ class Config(_Model):
         """A JSON-safe dump with every secret replaced by '***' (or null)."""
         data = self.model_dump(mode="json")
         data["milvus"]["token"] = "***" if self.milvus.token else None
+        data["service"]["admin_token"] = "***" if self.service.admin_token else None
+        data["service"]["api_token"] = "***" if self.service.api_token else None
         return data
 
 
@@ -419,6 +446,9 @@ SIMPLE_ENV: dict[str, str] = {
     "KBRELEASE_COMPLETENESS_THRESHOLD": "monitor.completeness_threshold",
     "KBRELEASE_MAX_SYNC_DELAY_MINUTES": "monitor.max_sync_delay_minutes",
     "KBRELEASE_CHECKSUM_SAMPLE": "monitor.checksum_sample",
+    "KBRELEASE_SERVICE_HOST": "service.host",
+    "KBRELEASE_SERVICE_PORT": "service.port",
+    "KBRELEASE_LIVE_REFRESH_SECONDS": "service.live_refresh_seconds",
 }
 # Variables with more to them than one key.
 OTHER_ENV: dict[str, str] = {
@@ -430,7 +460,8 @@ OTHER_ENV: dict[str, str] = {
     "TEXT_EMBEDDING_BASE_URL": "text.base_url, and selects text.embedder=openai",
     "MILVUS_TOKEN": "the Milvus token (secret; environment only)",
     "TEXT_EMBEDDING_API_KEY": "API key of the text endpoint (secret; environment only; OPENAI_API_KEY is read too)",
-    "KBRELEASE_API_TOKEN": "bearer token the data-index API requires when set (secret; environment only)",
+    "KBRELEASE_ADMIN_TOKEN": "bearer token of the service's admin endpoints: switch, rollback, logs (secret; environment only; unset disables them)",
+    "KBRELEASE_API_TOKEN": "bearer token every read endpoint of the service (search, data index) requires when set (secret; environment only)",
     "KBRELEASE_ALERT_WEBHOOKS": "comma-separated webhook URLs for monitor alerts, Slack-compatible (secret; environment only)",
 }
 
@@ -529,8 +560,12 @@ def load_config(
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{cfg_path} must contain a mapping at the top level (see `kbrelease init`)")
-        secrets = [("milvus", "token", "MILVUS_TOKEN"), ("service", "api_token", "KBRELEASE_API_TOKEN")]
-        secrets.append(("monitor", "webhook_urls", "KBRELEASE_ALERT_WEBHOOKS"))
+        secrets = [
+            ("milvus", "token", "MILVUS_TOKEN"),
+            ("service", "admin_token", "KBRELEASE_ADMIN_TOKEN"),
+            ("service", "api_token", "KBRELEASE_API_TOKEN"),
+            ("monitor", "webhook_urls", "KBRELEASE_ALERT_WEBHOOKS"),
+        ]
         for section, key, var in secrets:
             if isinstance(loaded.get(section), dict) and key in loaded[section]:
                 raise ConfigError(f"{cfg_path}: {section}.{key} must not be written in the config file; set {var} in the environment instead")
@@ -555,9 +590,13 @@ def load_config(
         cfg.milvus.token = SecretStr(token)
     if api_key:
         cfg.text_api_key = SecretStr(api_key)
-    if env.get("KBRELEASE_API_TOKEN"):
-        cfg.service.api_token = SecretStr(env["KBRELEASE_API_TOKEN"])
+    for attr, var in (("admin_token", "KBRELEASE_ADMIN_TOKEN"), ("api_token", "KBRELEASE_API_TOKEN")):
+        if env.get(var):
+            setattr(cfg.service, attr, SecretStr(env[var]))
     cfg.monitor.webhook_urls = _webhooks(env.get("KBRELEASE_ALERT_WEBHOOKS") or "")
+    env_port = cfg.environment_service_port
+    if env_port is not None and "port" not in cfg.service.model_fields_set:
+        cfg.service.port = env_port  # service.port / KBRELEASE_SERVICE_PORT / --port still win
     return cfg
 
 
@@ -623,6 +662,10 @@ milvus:
 #     token_env: MILVUS_TOKEN_PROD          # the NAME of the variable that holds the token
 #     # token_file: /run/secrets/milvus     # or a file (a mounted Secret)
 #     service_port: 3002
+# service:                     # kbrelease serve (tokens: KBRELEASE_ADMIN_TOKEN / KBRELEASE_API_TOKEN, env only)
+#   host: 127.0.0.1
+#   port: 8000
+#   live_refresh_seconds: 2.0  # a switch reaches every replica within about this time
 
 # A release whose failed share in any source exceeds this cannot go live.
 max_failed_share: 0.01

@@ -9,15 +9,22 @@ adapter that calls them, with ``raise ... from exc``.
 
     KbReleaseError
     ├── ConfigError              bad or missing configuration (permanent)
+    │   ├── IncompatibleRelease  a release built with another embedding model than the one configured
+    │   └── QueryError           a search that cannot be answered as asked (unknown source, modality)
     ├── SourceError              a source cannot be listed or read
-    │   └── SourceUnreachable    network/endpoint down (transient)
+    │   ├── SourceUnreachable    network/endpoint down (transient)
+    │   └── FileChanged          the workspace copy of a file no longer matches a release
     ├── InputFileError           one input file cannot be used (reported, not fatal)
+    │   └── ImageTooLarge        over the size or pixel limit (a likely decompression bomb)
     ├── EmbeddingError           an embedder failed or returned bad vectors
     │   └── EmbeddingUnavailable endpoint down / rate limited after retries (transient)
     ├── StoreError               the vector store refused an operation
     │   └── StoreUnreachable     Milvus cannot be reached (transient)
-    ├── ReleaseError             release lifecycle rule broken (unknown release,
-    │   └── VerificationError    wrong state, a release that failed verification)
+    ├── ReleaseError             release lifecycle rule broken (wrong state)
+    │   ├── UnknownRelease       no release of that name in the environment
+    │   ├── UnknownFile          no file of that id in a release's data index
+    │   ├── NoLiveRelease        nothing is live yet in the environment
+    │   └── VerificationError    a release that failed verification
     ├── DataIndexError           bad bundle spec or data-index query (HTTP 400)
     │   └── NotInIndex           unknown bundle, version, release index or file id (HTTP 404)
     ├── ServiceError             the kbrelease HTTP service answered with an error (client side)
@@ -27,6 +34,9 @@ adapter that calls them, with ``raise ... from exc``.
     │                            truncated, path outside the archive, link)
     └── CompatibilityError       a manifest, package or service of a newer version,
                                  or vectors of another embedding model
+
+The HTTP service maps these classes to statuses in one table
+(``kbrelease.service.errors``).
 
 ``transient`` is True where retrying later may succeed.
 """
@@ -47,6 +57,14 @@ class ConfigError(KbReleaseError):
     exit_code = 2
 
 
+class IncompatibleRelease(ConfigError):
+    """A release was built with another embedding model (or dimension) than the one configured."""
+
+
+class QueryError(ConfigError):
+    """A search cannot be answered as asked: unknown source, a modality the model cannot embed."""
+
+
 class SourceError(KbReleaseError):
     """A source cannot be listed or read."""
 
@@ -57,6 +75,10 @@ class SourceUnreachable(SourceError):
     transient = True
 
 
+class FileChanged(SourceError):
+    """The workspace copy of a file no longer matches the checksum a release recorded."""
+
+
 class InputFileError(KbReleaseError):
     """One input file cannot be used. Recorded in the build summary, not fatal."""
 
@@ -64,6 +86,10 @@ class InputFileError(KbReleaseError):
         super().__init__(f"{path}: {reason}" if path else reason)
         self.reason = reason
         self.path = path
+
+
+class ImageTooLarge(InputFileError):
+    """An image over the byte or pixel limit (a likely decompression bomb)."""
 
 
 class EmbeddingError(KbReleaseError):
@@ -88,6 +114,18 @@ class StoreUnreachable(StoreError):
 
 class ReleaseError(KbReleaseError):
     """A release lifecycle rule was broken (unknown release, wrong state)."""
+
+
+class UnknownRelease(ReleaseError):
+    """No release of that name exists in the environment."""
+
+
+class UnknownFile(ReleaseError):
+    """No file of that id in a release's data index."""
+
+
+class NoLiveRelease(ReleaseError):
+    """Nothing is live yet in the environment."""
 
 
 class VerificationError(ReleaseError):
@@ -145,10 +183,15 @@ __all__ = [
     "DataIndexError",
     "EmbeddingError",
     "EmbeddingUnavailable",
+    "FileChanged",
+    "ImageTooLarge",
+    "IncompatibleRelease",
     "InputFileError",
     "KbReleaseError",
+    "NoLiveRelease",
     "NotInIndex",
     "PackageError",
+    "QueryError",
     "ReleaseError",
     "ServiceError",
     "ServiceUnavailable",
@@ -156,5 +199,7 @@ __all__ = [
     "SourceUnreachable",
     "StoreError",
     "StoreUnreachable",
+    "UnknownFile",
+    "UnknownRelease",
     "VerificationError",
 ]

@@ -1,14 +1,24 @@
-"""Search a release: the live one, or a pinned one (canary checks)."""
+"""Search a release: the live one, or a pinned one (canary checks).
+
+A search resolves its release ONCE (:func:`resolve_release`, or a
+:class:`~kbrelease.release.follow.LiveFollower` in the service) and then uses
+that record's database and collection names for all its work, so a switch in
+the middle of a request can never mix two releases.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kbrelease.embedding.base import EmbedderIdentity
-from kbrelease.errors import ConfigError, ReleaseError
+from kbrelease.errors import IncompatibleRelease, NoLiveRelease, QueryError, ReleaseError
 from kbrelease.release.registry import Registry, ReleaseRecord
 from kbrelease.store.milvus import MilvusStore
+
+UNSEARCHABLE_STATES = ("registered", "importing", "building", "dropped")
 
 
 @dataclass
@@ -29,15 +39,40 @@ class Hit:
         return asdict(self)
 
 
+@dataclass
+class SearchResult:
+    """The hits of one search, the release that answered it, and where the time went."""
+
+    release: str
+    modality: str
+    hits: list[Hit] = field(default_factory=list)
+    embed_seconds: float = 0.0
+    search_seconds: float = 0.0
+
+    def asdict(self) -> dict[str, Any]:
+        return {
+            "release": self.release,
+            "modality": self.modality,
+            "hits": [h.asdict() for h in self.hits],
+            "embed_ms": round(self.embed_seconds * 1000, 3),
+            "search_ms": round(self.search_seconds * 1000, 3),
+        }
+
+
+def check_searchable(record: ReleaseRecord) -> ReleaseRecord:
+    """Refuse a release whose databases are incomplete or gone."""
+    if record.state in UNSEARCHABLE_STATES:
+        raise ReleaseError(f"release {record.name!r} is {record.state} and cannot be searched; pick a built, verified or live release (see `kbrelease list`)")
+    return record
+
+
 def resolve_release(registry: Registry, pinned: str | None) -> ReleaseRecord:
+    """The pinned release, or the live one; read from the registry now (no cache)."""
     if pinned:
-        record = registry.require(pinned)
-        if record.state in ("registered", "importing", "building", "dropped"):
-            raise ReleaseError(f"release {pinned!r} is {record.state} and cannot be searched")
-        return record
+        return check_searchable(registry.require(pinned))
     live = registry.pointer().live
     if not live:
-        raise ReleaseError(f"nothing is live in environment {registry.env!r}; run `kbrelease publish` (or pin one with --release)")
+        raise NoLiveRelease(f"nothing is live in environment {registry.env!r}; run `kbrelease publish` (or pin a release with --release)")
     return registry.require(live)
 
 
@@ -45,12 +80,36 @@ def check_compatible(record: ReleaseRecord, kind: str, identity: EmbedderIdentit
     """Refuse to query a release with vectors from a different model."""
     built = record.embedders.get(kind)
     if not built:
-        raise ReleaseError(f"release {record.name!r} has no {kind} sources")
+        raise QueryError(f"release {record.name!r} has no {kind} sources; search it by {'image' if kind == 'text' else 'text'}, or pick another release")
     if built.get("model") != identity.model or int(built.get("dim", 0)) != identity.dim:
-        raise ConfigError(
+        raise IncompatibleRelease(
             f"release {record.name!r} was built with {kind} model {built.get('model')!r} ({built.get('dim')}-d) but the "
             f"configured model is {identity.model!r} ({identity.dim}-d); configure the same model or search a release built with it"
         )
+
+
+def check_k(k: int) -> int:
+    if k < 1:
+        raise QueryError(f"k must be at least 1 (got {k})")
+    return k
+
+
+def check_query(query: str, k: int) -> str:
+    """The query without surrounding blanks; refuses an empty query and k < 1."""
+    text = query.strip()
+    if not text:
+        raise QueryError("the query is empty; type some words to search for")
+    check_k(k)
+    return text
+
+
+def source_names(record: ReleaseRecord, modality: str, source: str | None = None) -> list[str]:
+    """The sources of ``record`` a search of ``modality`` covers (all of them, or the one asked for)."""
+    names = [n for n, c in record.sources.items() if c.modality == modality and (source is None or n == source)]
+    if source is not None and not names:
+        known = ", ".join(n for n, c in record.sources.items() if c.modality == modality) or "none"
+        raise QueryError(f"release {record.name!r} has no {modality} source {source!r} (has: {known}); pick one of those")
+    return names
 
 
 def search_vectors(
@@ -61,12 +120,8 @@ def search_vectors(
     k: int,
     source: str | None = None,
 ) -> list[Hit]:
-    names = [n for n, c in record.sources.items() if c.modality == modality and (source is None or n == source)]
-    if source is not None and not names:
-        known = ", ".join(n for n, c in record.sources.items() if c.modality == modality) or "none"
-        raise ConfigError(f"release {record.name!r} has no {modality} source {source!r} (has: {known})")
     hits: list[Hit] = []
-    for name in names:
+    for name in source_names(record, modality, source):
         counts = record.sources[name]
         for raw in store.search(record.database, counts.collection, [vector], k=k)[0]:
             ent = raw.get("entity", raw)
@@ -85,3 +140,22 @@ def search_vectors(
             )
     hits.sort(key=lambda h: h.score, reverse=True)
     return hits[:k]
+
+
+def run_search(
+    store: MilvusStore,
+    record: ReleaseRecord,
+    modality: str,
+    identity: EmbedderIdentity,
+    embed: Callable[[], list[float]],
+    k: int,
+    source: str | None = None,
+) -> SearchResult:
+    """Check the model matches the release, embed the query once, search; timed per step."""
+    check_compatible(record, modality, identity)
+    source_names(record, modality, source)  # an unknown source fails before the model runs
+    started = time.perf_counter()
+    vector = embed()
+    embedded = time.perf_counter()
+    hits = search_vectors(store, record, vector, modality, k, source)
+    return SearchResult(record.name, modality, hits, embedded - started, time.perf_counter() - embedded)

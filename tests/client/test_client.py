@@ -141,7 +141,7 @@ def test_errors_are_kbrelease_errors_with_the_services_message(client: DataIndex
     assert not list((tmp_path / "none").rglob("*"))
     with pytest.raises(DataIndexError, match="invalid file id"):
         client.download("weekly_docs", ["../../etc/passwd"], tmp_path / "none")
-    with DataIndexClient(served[0], token="wrong") as intruder, pytest.raises(AuthenticationError, match="HTTP 401"):
+    with DataIndexClient(served[0], token="wrong") as intruder, pytest.raises(AuthenticationError, match="HTTP 403"):
         intruder.get_dataset("weekly_docs")
 
 

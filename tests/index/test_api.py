@@ -76,11 +76,14 @@ def test_the_manifest_and_the_bundle_list(api: httpx.Client) -> None:
 
 def test_a_token_is_required_when_configured(api: httpx.Client) -> None:
     url = "/api/v1/bundles/weekly_docs/files"
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+    for headers in ({}, {"Authorization": f"Basic {TOKEN}"}):  # no bearer token at all
         response = httpx.get(str(api.base_url) + url, headers=headers)
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"] == "Bearer"
         assert TOKEN not in response.text
+    wrong = httpx.get(str(api.base_url) + url, headers={"Authorization": "Bearer wrong"})
+    assert wrong.status_code == 403
+    assert TOKEN not in wrong.text
     assert api.get(url).status_code == 200
 
 
@@ -140,12 +143,12 @@ def test_download_refuses_ids_outside_the_bundle_and_paths(api: httpx.Client, tm
 
     not_in = api.post(url, json={"file_ids": [file_id_for("docs", "day-2/note-0.md"), outside]})
     assert not_in.status_code == 404
-    assert f"file id(s) not in this data index: {outside}" in not_in.json()["detail"]
+    assert f"file id(s) not in this data index: {outside}" in not_in.json()["error"]["message"]
     for bad in ["../../etc/passwd", "/etc/passwd", "docs/day-2/note-0.md", "%2e%2e", ""]:
         refused = api.post(url, json={"file_ids": [bad]})
         assert refused.status_code == 400, bad
-        assert "invalid file id" in refused.json()["detail"]
-    assert "no file ids given" in api.post(url, json={"file_ids": []}).json()["detail"]
+        assert "invalid file id" in refused.json()["error"]["message"]
+    assert "no file ids given" in api.post(url, json={"file_ids": []}).json()["error"]["message"]
     assert api.post(url, json={"file_ids": ["a"] * 10_001}).status_code == 400
     assert api.post(url, json={"ids": ["a"]}).status_code == 422
     assert _files(api, limit=1)["count"] == 1
@@ -158,7 +161,7 @@ def test_download_refuses_a_file_changed_since_the_index(api: httpx.Client, tmp_
     response = api.post("/api/v1/bundles/weekly_docs/download", json={"file_ids": [file_id_for("docs", "day-2/note-1.md")]})
 
     assert response.status_code == 400
-    assert "differs from this index" in response.json()["detail"]
+    assert "differs from this index" in response.json()["error"]["message"]
 
 
 def test_stream_sends_ndjson_batches_and_an_end_marker(api: httpx.Client) -> None:

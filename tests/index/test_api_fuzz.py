@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,13 @@ import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
 
+from kbrelease.service import errors
 from kbrelease.service.bundles import router
 
 from data_workspace import SPEC, make_workspace, write_spec
 
 app = FastAPI()
+errors.install(app, logging.getLogger("kbrelease.test"))
 app.include_router(router)
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)  # the schema needs no data; the state is set below
 

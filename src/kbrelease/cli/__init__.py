@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from kbrelease.cli import argo, cache, check, index, monitor, package, releases, store
+from kbrelease.cli import argo, cache, check, index, monitor, package, releases, serve, store
 from kbrelease.cli._common import Options
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ app.add_typer(cache.app, name="cache")
 app.add_typer(argo.app, name="argo")
 package.register(app)
 check.register(app)
+app.add_typer(serve.app, name="serve")
 
 
 @app.callback()

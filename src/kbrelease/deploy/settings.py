@@ -92,9 +92,8 @@ def selector(cfg: Config, component: str) -> dict[str, str]:
 
 
 def service_port(cfg: Config) -> int:
-    """Port of ``kbrelease serve`` (config ``service.port``, default 8000)."""
-    service = getattr(cfg, "service", None)  # the service's config section
-    return int(getattr(service, "port", 8000))
+    """Port of ``kbrelease serve`` (config ``service.port``, else the environment's ``service_port``, else 8000)."""
+    return cfg.service.port
 
 
 def slug(name: str) -> str:

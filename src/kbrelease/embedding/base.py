@@ -62,6 +62,13 @@ class ImageEmbedder(Protocol):
         ...
 
 
+@runtime_checkable
+class ImageTextEmbedder(ImageEmbedder, Protocol):
+    """An image encoder with a text tower in the same vector space (CLIP-like): text→image search."""
+
+    def embed_texts(self, texts: Sequence[str]) -> Vectors: ...
+
+
 def l2_normalize(vectors: npt.NDArray[np.floating]) -> Vectors:
     """Row-wise L2 normalization; zero rows stay zero."""
     arr = np.asarray(vectors, dtype=np.float32)

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import numpy.typing as npt
 
-from kbrelease.errors import InputFileError
+from kbrelease.errors import ImageTooLarge, InputFileError
 
 
 def preprocess_image(
@@ -23,7 +23,9 @@ def preprocess_image(
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
     max_pixels: int,
+    limit_name: str = "image.max_pixels",
 ) -> npt.NDArray[np.float32]:
+    """``limit_name`` is the setting named in the error when ``max_pixels`` is exceeded."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
@@ -34,9 +36,9 @@ def preprocess_image(
             opened = Image.open(io.BytesIO(data))
             width, height = opened.size
             if width * height > max_pixels:
-                raise InputFileError(
-                    f"image is {width}x{height} = {width * height:,} pixels, over image.max_pixels "
-                    f"({max_pixels:,}); a likely decompression bomb — shrink it or raise image.max_pixels"
+                raise ImageTooLarge(
+                    f"image is {width}x{height} = {width * height:,} pixels, over {limit_name} "
+                    f"({max_pixels:,}); a likely decompression bomb — shrink it or raise {limit_name}"
                 )
             opened.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale, much faster
             opened.load()
@@ -44,7 +46,7 @@ def preprocess_image(
     except InputFileError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputFileError(f"decompression bomb refused ({exc}); shrink the image or raise image.max_pixels") from exc
+        raise ImageTooLarge(f"decompression bomb refused ({exc}); shrink the image or raise {limit_name}") from exc
     except UnidentifiedImageError as exc:
         raise InputFileError("not a readable image (unknown or corrupt format); replace or remove the file") from exc
     except (OSError, SyntaxError, ValueError) as exc:

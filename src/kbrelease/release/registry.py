@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from kbrelease.errors import ConfigError, ReleaseError
+from kbrelease.errors import ConfigError, UnknownRelease
 from kbrelease.release.schema import MANIFEST_SCHEMA_VERSION as MANIFEST_SCHEMA_VERSION
 from kbrelease.release.schema import migrate_manifest
 from kbrelease.store.milvus import MilvusStore, create_indexed
@@ -179,7 +179,7 @@ class Registry:
         found = self.get(name)
         if found is None:
             known = ", ".join(r.name for r in self.list()) or "none"
-            raise ReleaseError(f"no release {name!r} in environment {self.env!r} (known: {known}); see `kbrelease list`")
+            raise UnknownRelease(f"no release {name!r} in environment {self.env!r} (known: {known}); see `kbrelease list`")
         return found
 
     def list(self) -> list[ReleaseRecord]:

@@ -19,7 +19,6 @@ and ``app.state.cfg``.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -30,13 +29,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson  # noqa: F401
 import pyarrow.compute
 import pyarrow.parquet
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from kbrelease.errors import DataIndexError, KbReleaseError, NotInIndex
+from kbrelease.errors import KbReleaseError
 from kbrelease.index.archive import MAX_FILES, plan_download
 from kbrelease.index.query import MAX_BATCH, MAX_PAGE, FileFilter, dumps, json_array, record_schema
+from kbrelease.service import errors
+from kbrelease.service.auth import ReadAccess
 from kbrelease.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -48,31 +49,17 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 NDJSON = "application/x-ndjson"
 
 
-def require_token(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
-    """Bearer auth when ``service.api_token`` is configured (constant-time compare)."""
-    token = request.app.state.cfg.service.api_token
-    if token is None:
-        return
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
-        fix = "send 'Authorization: Bearer <token>' with the service's KBRELEASE_API_TOKEN"
-        raise HTTPException(401, f"missing or wrong API token; {fix}", headers={"WWW-Authenticate": "Bearer"})
-
-
-router = APIRouter(prefix="/api/v1/bundles", tags=["data index"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/api/v1/bundles", tags=["data index"], dependencies=[ReadAccess])
 
 
 @contextmanager
 def _answer() -> Iterator[None]:
-    """kbrelease errors → HTTP statuses, with the error's own message (it names the thing and the fix)."""
+    """kbrelease errors → the service's one JSON error shape, before a stream starts (the error's message names the fix)."""
     try:
         yield
-    except NotInIndex as exc:
-        raise HTTPException(404, str(exc)) from None
-    except DataIndexError as exc:
-        raise HTTPException(400, str(exc)) from None
     except KbReleaseError as exc:
-        raise HTTPException(503 if exc.transient else 500, str(exc)) from None
+        status, code = errors.status_of(exc)
+        raise errors.ApiError(503 if exc.transient else status, code, str(exc)) from None
 
 
 def _kb(request: Request) -> KbRelease:
@@ -166,7 +153,7 @@ def stream(
 ) -> StreamingResponse:
     arrow = format == "arrow" if format else ARROW_STREAM in accept
     if format not in (None, "ndjson", "arrow"):
-        raise HTTPException(400, f"format {format!r} is not known; use 'ndjson' or 'arrow'")
+        raise errors.ApiError(400, "bad_format", f"format {format!r} is not known; use 'ndjson' or 'arrow'")
     with _answer():
         query = _query(request, name, version)
         batches = query.batches(_filter(source, channel, start_time, end_time, prefix), batch_size, cursor)

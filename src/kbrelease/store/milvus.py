@@ -79,6 +79,12 @@ def create_indexed(client: Any, name: str, schema: Any, index: Any) -> None:
     client.load_collection(name)
 
 
+def _not_loaded(exc: Exception) -> bool:
+    """Milvus's "collection not loaded" (code 101; Lite says "in state 'released'; call load()")."""
+    text = str(exc).lower()
+    return getattr(exc, "code", None) == 101 or "not loaded" in text or "call load()" in text
+
+
 def _translated(op: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
     def wrap(fn: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(fn)
@@ -206,6 +212,16 @@ class MilvusStore:
         index.add_index(field_name="vector", metric_type="COSINE", index_type="AUTOINDEX")
         create_indexed(c, name, schema, index)
 
+    @_translated("load")
+    def ensure_loaded(self, db: str, name: str) -> None:
+        """Load a collection for search unless it is loaded already (after a server restart it is not)."""
+        c = self.client(db)
+        state = str(c.get_load_state(name).get("state", ""))
+        if state.endswith("NotExist"):
+            raise StoreError(f"collection {db}/{name} does not exist in Milvus at {redact_uri(self.uri)}; the release is incomplete or was dropped")
+        if not state.endswith("Loaded"):
+            c.load_collection(name)
+
     @_translated("upsert")
     def upsert(self, db: str, name: str, rows: list[dict[str, Any]]) -> None:
         if rows:
@@ -315,12 +331,21 @@ class MilvusStore:
         output_fields: Sequence[str] = ("file", "file_id", "chunk_index", "heading", "text", "start"),
         expr: str = "",
     ) -> list[list[dict[str, Any]]]:
-        res = self.client(db).search(
-            name,
-            data=[list(map(float, v)) for v in vectors],
-            limit=k,
-            filter=expr,
-            output_fields=list(output_fields),
-            search_params={"metric_type": "COSINE"},
-        )
+        c = self.client(db)
+        kwargs: dict[str, Any] = {
+            "data": [list(map(float, v)) for v in vectors],
+            "limit": k,
+            "filter": expr,
+            "output_fields": list(output_fields),
+            "search_params": {"metric_type": "COSINE"},
+        }
+        try:
+            res = c.search(name, **kwargs)
+        except Exception as exc:
+            if not _not_loaded(exc):
+                raise
+            # Released under a long-running reader (a server restart, or an operator freeing
+            # memory): load it again once rather than failing every search from now on.
+            c.load_collection(name)
+            res = c.search(name, **kwargs)
         return [[dict(hit) for hit in hits] for hits in res]

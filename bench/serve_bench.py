@@ -1,0 +1,457 @@
+"""Load on the search service over loopback: service overhead vs a direct pymilvus search, and a switch under load.
+
+What it sets up, in a temporary folder (deleted at the end unless ``--keep``):
+
+* kbrelease's embedded store: a ``milvus-lite server`` on 127.0.0.1 (``kbrelease.store.lite``);
+* releases ``v1`` and ``v2`` of ``--rows`` rows each, with kbrelease's own schema and
+  ``MilvusStore.seal``; the vectors are random unit vectors (search cost does not depend
+  on what the vectors mean) but the releases are registered as built with the local
+  MiniLM, so the service embeds every query with the real model, as in production;
+* ``kbrelease serve`` as a real uvicorn process (``--replicas N`` starts N of them
+  behind nginx, for the switch measurement).
+
+Then, for each concurrency in ``--concurrency`` (default 1 and 8), in alternating rounds
+so machine-load drift hits both sides alike:
+
+* **direct**: in this process, the same model embeds the query and ``MilvusClient.search``
+  (the same collection, limit and output fields as the service) answers it;
+* **service**: ``GET /api/v1/search?q=...&k=5`` over HTTP keep-alive connections.
+
+Overhead = service p50 − direct p50 (and p99) at the same concurrency. Each client thread
+runs its own queries back to back (closed loop); QPS counts completed requests.
+
+**Switch under load**: ``--switch-seconds`` of load at ``--switch-concurrency``, the live
+pointer moved v1 → v2 in the middle by another client (the library, as ``kbrelease switch``
+does); reports failed requests, p99 in the 2.5 s after the switch vs. before, and when the
+last response from v1 came back.
+
+Examples::
+
+    python bench/serve_bench.py --rows 10000
+    python bench/serve_bench.py --rows 100000 --concurrency 1 8 --queries 300
+    python bench/serve_bench.py --rows 10000 --replicas 3 --skip-overhead   # switch through nginx
+
+Prints one JSON object per measurement, then markdown rows; ``--json-out`` saves all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from search_bench import loadavg, rows_for, unit_vectors, wait_until_idle
+
+QUERIES = [
+    "how do I connect to the VPN from home",
+    "what is the parental leave policy",
+    "the printer on floor two is jammed",
+    "password rotation every ninety days",
+    "where is the fire assembly point",
+    "expense report for a conference trip",
+    "how many days can I work remotely",
+    "request a new laptop",
+    "guest wifi password",
+    "on-call rotation handover",
+    "milvus cluster memory tips",
+    "code review guidelines for large changes",
+    "gym partnership discount",
+    "data retention for customer records",
+    "holiday calendar for next year",
+    "lost and found desk",
+]
+OUTPUT_FIELDS = ["file", "file_id", "chunk_index", "heading", "text", "start"]
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] if ordered else float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Stats:
+    side: str
+    concurrency: int
+    requests: int
+    failed: int
+    seconds: float
+    qps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, side: str, concurrency: int, latencies: list[float], failed: int, seconds: float, **extra: Any) -> Stats:
+        ms = [x * 1000 for x in latencies]
+        return cls(
+            side,
+            concurrency,
+            len(ms) + failed,
+            failed,
+            round(seconds, 2),
+            round(len(ms) / seconds, 1) if seconds else 0.0,
+            round(pct(ms, 50), 2),
+            round(pct(ms, 95), 2),
+            round(pct(ms, 99), 2),
+            round(statistics.fmean(ms), 2) if ms else float("nan"),
+            extra,
+        )
+
+
+def closed_loop(concurrency: int, per_thread: int, one: Callable[[int, int], float | None]) -> tuple[list[float], int, float]:
+    """``concurrency`` threads each doing ``per_thread`` calls of ``one(thread, i)`` (seconds, or None on failure)."""
+    latencies: list[float] = []
+    failed = 0
+    lock = threading.Lock()
+
+    def worker(t: int) -> None:
+        nonlocal failed
+        for i in range(per_thread):
+            took = one(t, i)
+            with lock:
+                if took is None:
+                    failed += 1
+                else:
+                    latencies.append(took)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(concurrency)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return latencies, failed, time.perf_counter() - started
+
+
+# --- setup ---------------------------------------------------------------------------
+def write_config(folder: Path, uri: str, query_threads: int = 1) -> Path:
+    cfg = folder / "kbrelease.yaml"
+    cfg.write_text(
+        f"workspace: {folder / 'ws'}\nmilvus:\n  uri: {uri}\n  db_prefix: kbserve_\n  registry_db: kbserve_registry\n"
+        f"service:\n  query_threads: {query_threads}\n",
+        encoding="utf-8",
+    )
+    return cfg
+
+
+def make_release(kb: Any, name: str, rows: int, seed: int, batch: int = 2000) -> None:
+    """A verified release of ``rows`` random rows in one text source, registered as built by the local MiniLM."""
+    from kbrelease.release.registry import ReleaseRecord, SourceCounts
+
+    db = f"{kb.cfg.milvus.db_prefix}{name}"
+    identity = kb.text_embedder.identity
+    kb.store.drop_database(db)
+    kb.store.ensure_database(db)
+    kb.store.ensure_collection(db, "docs", identity.dim, description=f"serve bench {name}")
+    rng = np.random.default_rng(seed)
+    for offset in range(0, rows, batch):
+        n = min(batch, rows - offset)
+        kb.store.upsert(db, "docs", rows_for(unit_vectors(n, identity.dim, rng), offset, 600))
+    kb.store.seal(db, "docs")
+    record = ReleaseRecord(
+        name=name,
+        environment=kb.cfg.environment,
+        database=db,
+        state="verified",
+        sources={"docs": SourceCounts(collection="docs", modality="text", files=rows // 20, rows=rows, embedded=rows)},
+        embedders={"text": asdict(identity)},
+        tool_version="bench",
+    )
+    kb.registry.put(record)
+
+
+@contextlib.contextmanager
+def serve_processes(cfg: Path, replicas: int) -> Iterator[list[str]]:
+    ports = [free_port() for _ in range(replicas)]
+    env = {**os.environ, "KBRELEASE_ADMIN_TOKEN": "bench-admin"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "kbrelease.cli", "-c", str(cfg), "serve", "--port", str(p)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        for p in ports
+    ]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    try:
+        deadline = time.monotonic() + 300
+        for url, proc in zip(urls, procs, strict=True):
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"kbrelease serve on {url} exited with {proc.returncode}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{url} not ready")
+                time.sleep(0.2)
+        yield urls
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def nginx_in_front(folder: Path, urls: list[str]) -> Iterator[str]:
+    from kbrelease.service.nginx import render_nginx_conf
+
+    port = free_port()
+    prefix = folder / "nginx"
+    prefix.mkdir(exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(render_nginx_conf([u.removeprefix("http://") for u in urls], port, worker_processes=1))
+    proc = subprocess.Popen(
+        ["nginx", "-p", str(prefix), "-c", str(conf), "-e", "stderr", "-g", "daemon off;"], stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+# --- measurements ----------------------------------------------------------------------
+def overhead(kb: Any, url: str, concurrency: int, queries: int, rounds: int) -> list[Stats]:
+    """Direct (embed + MilvusClient.search in this process) vs the service, in alternating rounds."""
+    from pymilvus import MilvusClient
+
+    record = kb.resolve(None)
+    client = MilvusClient(uri=kb.store.uri, db_name=record.database)
+    # The same model driven the same way as in the service (batched, service.query_threads threads per call),
+    # so the difference between the sides is the service itself.
+    kb.coalesce_text_queries(kb.cfg.service.query_threads)
+    embedder = kb.text_embedder
+    per_thread = max(1, queries // rounds // concurrency)
+
+    direct_search: list[float] = []
+
+    def direct(t: int, i: int) -> float | None:
+        q = QUERIES[(t * 7 + i) % len(QUERIES)]
+        started = time.perf_counter()
+        vec = embedder.embed_texts([q])[0].tolist()
+        embedded = time.perf_counter()
+        client.search("docs", data=[vec], limit=5, output_fields=OUTPUT_FIELDS, search_params={"metric_type": "COSINE"})
+        done = time.perf_counter()
+        direct_search.append((done - embedded) * 1000)
+        return done - started
+
+    http = [httpx.Client(base_url=url, timeout=30) for _ in range(concurrency)]
+    server_side: list[tuple[float, float, float, float]] = []
+
+    def service(t: int, i: int) -> float | None:
+        q = QUERIES[(t * 7 + i) % len(QUERIES)]
+        started = time.perf_counter()
+        try:
+            resp = http[t].get("/api/v1/search", params={"q": q, "k": 5})
+        except httpx.HTTPError:
+            return None
+        took = time.perf_counter() - started
+        if resp.status_code != 200:
+            return None
+        body = resp.json()
+        server_side.append((body["embed_ms"], body["search_ms"], body["took_ms"], took * 1000 - body["embed_ms"] - body["search_ms"]))
+        return took
+
+    for fn in (direct, service):  # warm both paths (first calls allocate)
+        closed_loop(concurrency, 3, fn)
+    server_side.clear()
+    direct_search.clear()
+    results: dict[str, tuple[list[float], int, float]] = {"direct": ([], 0, 0.0), "service": ([], 0, 0.0)}
+    for _ in range(rounds):
+        for side, fn in (("direct", direct), ("service", service)):
+            if side == "service":  # fresh connections: uvicorn closes keep-alive ones idle for 5 s (the direct round)
+                for c in http:
+                    c.close()
+                http[:] = [httpx.Client(base_url=url, timeout=30) for _ in range(concurrency)]
+            lat, failed, secs = closed_loop(concurrency, per_thread, fn)
+            acc = results[side]
+            results[side] = (acc[0] + lat, acc[1] + failed, acc[2] + secs)
+    for c in http:
+        c.close()
+    client.close()
+    emb, srch, took, rest = (sorted(x[i] for x in server_side) for i in range(4))
+    inside = {
+        "service_embed_p50_ms": round(pct(emb, 50), 2),
+        "service_search_p50_ms": round(pct(srch, 50), 2),
+        "service_took_p50_ms": round(pct(took, 50), 2),
+        # Everything but the model and Milvus: HTTP, routing, validation, release resolution, JSON, log, metrics.
+        "service_rest_p50_ms": round(pct(rest, 50), 2),
+        "service_rest_p99_ms": round(pct(rest, 99), 2),
+    }
+    return [
+        Stats.of("direct", concurrency, *results["direct"], direct_search_p50_ms=round(pct(direct_search, 50), 2)),
+        Stats.of("service", concurrency, *results["service"], **inside),
+    ]
+
+
+def switch_under_load(kb: Any, url: str, replicas: list[str], concurrency: int, seconds: float) -> dict[str, Any]:
+    """Load through ``url``; the live pointer moves v1 → v2 halfway; who failed, p99 before/after, when v1 stopped."""
+    live = kb.registry.pointer().live
+    target = "v2" if live == "v1" else "v1"
+    outcomes: list[tuple[float, float, int, str | None]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def worker(t: int) -> None:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            i = t
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    resp = c.get("/api/v1/search", params={"q": QUERIES[i % len(QUERIES)], "k": 5})
+                    status, release = resp.status_code, resp.json().get("release") if resp.status_code == 200 else None
+                except httpx.HTTPError:
+                    status, release = 0, None
+                with lock:
+                    outcomes.append((started, time.monotonic() - started, status, release))
+                i += 1
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(concurrency)]
+    t0 = time.monotonic()
+    for th in threads:
+        th.start()
+    time.sleep(seconds / 2)
+    t_switch = time.monotonic()
+    kb.switch(target)  # another client moves the pointer, as `kbrelease switch` does
+    switch_call = time.monotonic() - t_switch
+    followed: dict[str, float] = {}
+    while len(followed) < len(replicas) and time.monotonic() - t_switch < 10:
+        for r in replicas:
+            if r not in followed and httpx.get(f"{r}/api/v1/live", timeout=5).json()["live"] == target:
+                followed[r] = round(time.monotonic() - t_switch, 3)
+        time.sleep(0.01)
+    time.sleep(max(0.0, seconds / 2 - (time.monotonic() - t_switch)))
+    stop.set()
+    for th in threads:
+        th.join()
+    before = [d * 1000 for s, d, st, _ in outcomes if s < t_switch - 0.5 and s > t0 + 1.0]
+    during = [d * 1000 for s, d, st, _ in outcomes if t_switch <= s < t_switch + 2.5]
+    old_after = [s + d - t_switch for s, d, st, rel in outcomes if rel == live and s + d > t_switch]
+    old_started = [s - t_switch for s, d, st, rel in outcomes if rel == live and s + d > t_switch]
+    return {
+        "measure": "switch_under_load",
+        "replicas": len(replicas),
+        "concurrency": concurrency,
+        "requests": len(outcomes),
+        "failed": sum(1 for o in outcomes if o[2] != 200),
+        "switch_call_ms": round(switch_call * 1000, 1),
+        "replicas_on_new_release_after_s": sorted(followed.values()),
+        "last_old_release_answer_after_s": round(max(old_after), 3) if old_after else 0.0,
+        # A request resolves its release when it starts: this is how stale the replicas were.
+        "last_old_release_request_started_after_s": round(max(old_started), 3) if old_started else 0.0,
+        "p50_ms_steady": round(pct(before, 50), 1),
+        "p99_ms_steady": round(pct(before, 99), 1),
+        "p50_ms_switch_window": round(pct(during, 50), 1),
+        "p99_ms_switch_window": round(pct(during, 99), 1),
+        "qps": round(len(outcomes) / (time.monotonic() - t0), 1),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--rows", type=int, default=10_000, help="rows per release (default 10,000)")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8], help="client threads (default: 1 8)")
+    ap.add_argument("--queries", type=int, default=240, help="queries per side and concurrency (default 240)")
+    ap.add_argument("--rounds", type=int, default=4, help="alternating direct/service rounds (default 4)")
+    ap.add_argument("--replicas", type=int, default=1, help="service replicas; >1 puts nginx in front (switch measurement)")
+    ap.add_argument("--switch-seconds", type=float, default=10.0)
+    ap.add_argument("--switch-concurrency", type=int, default=4)
+    ap.add_argument("--skip-overhead", action="store_true")
+    ap.add_argument("--query-threads", type=int, default=1, help="service.query_threads of the service and the direct side (default 1)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--json-out", type=Path)
+    args = ap.parse_args(argv)
+
+    from kbrelease import KbRelease, load_config
+    from kbrelease.store.lite import ensure_server, running_server, stop_server
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    folder = Path(tempfile.mkdtemp(prefix="kbserve-bench-"))
+    data_dir = folder / "milvus"
+    results: list[dict[str, Any]] = []
+    try:
+        uri = ensure_server(data_dir)
+        cfg_path = write_config(folder, uri, args.query_threads)
+        with KbRelease(load_config(cfg_path, env={})) as kb:
+            started = time.monotonic()
+            make_release(kb, "v1", args.rows, seed=1)
+            make_release(kb, "v2", args.rows, seed=2)
+            kb.switch("v1")
+            server = running_server(data_dir)
+            settle = wait_until_idle(server["pid"] if server else None, timeout=600)
+            print(f"# {args.rows:,} rows x 2 releases ready in {time.monotonic() - started:.0f}s (settled {settle}s); load {loadavg()}", file=sys.stderr)
+            with serve_processes(cfg_path, args.replicas) as urls:
+                front = contextlib.nullcontext(urls[0]) if len(urls) == 1 else nginx_in_front(folder, urls)
+                with front as url:
+                    if not args.skip_overhead:
+                        for conc in args.concurrency:
+                            for s in overhead(kb, urls[0], conc, args.queries, args.rounds):
+                                row = {"measure": "overhead", "rows": args.rows, "loadavg": loadavg(), **asdict(s)}
+                                print(json.dumps(row), flush=True)
+                                results.append(row)
+                    sw = {"rows": args.rows, "loadavg": loadavg(), **switch_under_load(kb, url, urls, args.switch_concurrency, args.switch_seconds)}
+                    print(json.dumps(sw), flush=True)
+                    results.append(sw)
+    finally:
+        stop_server(data_dir)
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(results, indent=2))
+    print("\n| rows | concurrency | side | QPS | p50 ms | p95 ms | p99 ms | failed | load avg |\n|---:|---:|---|---:|---:|---:|---:|---:|---|")
+    for r in results:
+        if r["measure"] == "overhead":
+            cells = [f"{r['rows']:,}", r["concurrency"], r["side"], r["qps"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["failed"], r["loadavg"]]
+            print("| " + " | ".join(str(c) for c in cells) + " |")
+    by_conc: dict[int, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        if r["measure"] == "overhead":
+            by_conc.setdefault(r["concurrency"], {})[r["side"]] = r
+    for conc, sides in sorted(by_conc.items()):
+        if {"direct", "service"} <= sides.keys():
+            d, s = sides["direct"], sides["service"]
+            x = s["extra"]
+            print(
+                f"concurrency {conc}: service - direct p50 {s['p50_ms'] - d['p50_ms']:+.2f} ms, p99 {s['p99_ms'] - d['p99_ms']:+.2f} ms; "
+                f"service time outside model and Milvus p50 {x['service_rest_p50_ms']} ms, p99 {x['service_rest_p99_ms']} ms; "
+                f"Milvus search p50 direct {d['extra']['direct_search_p50_ms']} ms, in the service {x['service_search_p50_ms']} ms"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

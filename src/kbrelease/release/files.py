@@ -1,0 +1,99 @@
+"""The input files of a release, as the workspace holds them (for thumbnails and downloads).
+
+A release freezes its data index in ``releases/<name>/index``; the files
+themselves live in the workspace mirror, which a later sync may change. So a
+file is handed out only while its bytes still have the checksum the release
+recorded; otherwise :class:`FileChanged` says so (the HTTP service answers 410).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from kbrelease.errors import FileChanged, UnknownFile
+from kbrelease.index.data_index import FileRecord, read_bundle, read_source_index
+from kbrelease.release.registry import ReleaseRecord
+from kbrelease.sources.sync import sha256_file
+from kbrelease.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class ReleaseFile:
+    """One input file of a release, checked against the release's data index."""
+
+    release: str
+    source: str
+    record: FileRecord
+    path: Path
+
+
+class ReleaseFiles:
+    """Find and check the input files of releases; thread-safe, with small caches.
+
+    The frozen index of a release never changes, so it is read once per
+    (release, source). A file's checksum is computed once per (path, size,
+    mtime), so a thumbnail does not hash a large image on every request.
+    """
+
+    def __init__(self, workspace: Path, max_indexes: int = 16, max_checksums: int = 4096) -> None:
+        self.ws = Workspace(workspace)
+        self._lock = threading.Lock()
+        self._indexes: OrderedDict[tuple[str, str], dict[str, FileRecord]] = OrderedDict()
+        self._checksums: OrderedDict[tuple[str, int, int], str] = OrderedDict()
+        self._max_indexes = max_indexes
+        self._max_checksums = max_checksums
+
+    def index(self, record: ReleaseRecord, source: str) -> dict[str, FileRecord]:
+        """``file_id -> FileRecord`` of one source of a release."""
+        if source not in record.sources:
+            known = ", ".join(record.sources) or "none"
+            raise UnknownFile(f"release {record.name!r} has no source {source!r} (has: {known}); pick one of those")
+        key = (record.name, source)
+        with self._lock:
+            found = self._indexes.get(key)
+            if found is not None:
+                self._indexes.move_to_end(key)
+                return found
+        folder = self.ws.release_dir(record.name) / "index"
+        try:
+            index_file = read_bundle(folder).source(source).index_file
+        except Exception as exc:  # a missing or foreign workspace, whatever the parse error: one clear message
+            raise UnknownFile(f"the data index of release {record.name!r} is not in this workspace ({folder}); serve from the workspace that built it") from exc
+        rows = {r.file_id: r for r in read_source_index(folder / index_file)}
+        with self._lock:
+            self._indexes[key] = rows
+            while len(self._indexes) > self._max_indexes:
+                self._indexes.popitem(last=False)
+        return rows
+
+    def get(self, record: ReleaseRecord, source: str, file_id: str) -> ReleaseFile:
+        """The file, if it is in the release and its workspace copy still has the recorded checksum."""
+        row = self.index(record, source).get(file_id)
+        if row is None:
+            raise UnknownFile(f"release {record.name!r} has no file {file_id!r} in source {source!r}; take file ids from search results")
+        path = self.ws.mirror(source) / row.relative_path
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise FileChanged(
+                f"{source}/{row.relative_path} of release {record.name!r} is no longer in the workspace (removed by a later sync); "
+                "search the live release for current files"
+            ) from exc
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            checksum = self._checksums.get(key)
+        if checksum is None:
+            checksum = sha256_file(path)
+            with self._lock:
+                self._checksums[key] = checksum
+                while len(self._checksums) > self._max_checksums:
+                    self._checksums.popitem(last=False)
+        if checksum != row.checksum:
+            raise FileChanged(
+                f"{source}/{row.relative_path} changed after release {record.name!r} was built (checksum differs); "
+                "search the live release for the current version"
+            )
+        return ReleaseFile(record.name, source, row, path)

@@ -1,0 +1,138 @@
+"""Follow the live pointer from a long-running process (the search service).
+
+Reading the pointer and the release record costs two registry queries; a
+service answering hundreds of searches a second must not pay them per request.
+A :class:`LiveFollower` keeps the last ``(pointer, live record)`` pair as one
+immutable snapshot and re-reads it at most every ``refresh_seconds``, so:
+
+* a switch reaches every replica within ``refresh_seconds`` (plus one read);
+* a request resolves its release ONCE (:meth:`LiveFollower.resolve`) and uses
+  that record for all its work, so it never mixes two releases;
+* when the registry cannot be read for a moment (a busy embedded store), the
+  last snapshot is served for up to ``stale_grace_seconds`` and the error is
+  kept for ``/readyz``, instead of failing every search.
+
+Records of pinned releases (``release=NAME``) are cached the same way.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kbrelease.errors import KbReleaseError, NoLiveRelease
+from kbrelease.release.registry import Pointer, Registry, ReleaseRecord
+from kbrelease.search import check_searchable
+from kbrelease.store.milvus import MilvusStore
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The live pointer and the record it names, read together."""
+
+    pointer: Pointer
+    record: ReleaseRecord | None
+    read_at: float
+
+
+class LiveFollower:
+    """Cached, thread-safe resolution of the live (or a pinned) release."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: MilvusStore,
+        refresh_seconds: float = 2.0,
+        stale_grace_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.refresh_seconds = refresh_seconds
+        self.stale_grace_seconds = stale_grace_seconds if stale_grace_seconds is not None else max(30.0, 10 * refresh_seconds)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+        self._pinned: dict[str, tuple[ReleaseRecord, float]] = {}
+        self._loaded: set[str] = set()
+        self.last_error: str | None = None
+        self.on_change: Callable[[str | None, str | None], None] | None = None
+        """Called with (old live, new live) when a refresh sees the pointer move."""
+
+    # --- reading ------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        """The current snapshot, re-read first if it is older than ``refresh_seconds``."""
+        snap = self._snapshot
+        if snap is not None and self._clock() - snap.read_at < self.refresh_seconds:
+            return snap
+        with self._lock:
+            snap = self._snapshot  # another thread may have refreshed while we waited
+            if snap is not None and self._clock() - snap.read_at < self.refresh_seconds:
+                return snap
+            return self._refresh_locked()
+
+    def resolve(self, pinned: str | None = None) -> ReleaseRecord:
+        """The release a request should use: the pinned one, or the live one. Loaded for search."""
+        if pinned:
+            record = self._pinned_record(pinned)
+        else:
+            snap = self.snapshot()
+            if snap.record is None:
+                raise NoLiveRelease(f"nothing is live in environment {self.registry.env!r}; run `kbrelease publish` (or pin a release with release=NAME)")
+            record = snap.record
+        self.ensure_loaded(record)
+        return record
+
+    def live_name(self) -> str | None:
+        return self.snapshot().pointer.live
+
+    def refresh(self) -> Snapshot:
+        """Re-read now (after this process switched, or for a test)."""
+        with self._lock:
+            self._pinned.clear()
+            return self._refresh_locked()
+
+    def ensure_loaded(self, record: ReleaseRecord) -> None:
+        """Load the release's collections once per process (idempotent in Milvus, but a round trip each)."""
+        if record.name in self._loaded:
+            return
+        for counts in record.sources.values():
+            self.store.ensure_loaded(record.database, counts.collection)
+        self._loaded.add(record.name)
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._loaded
+
+    # --- internals ----------------------------------------------------------
+    def _refresh_locked(self) -> Snapshot:
+        old = self._snapshot
+        now = self._clock()
+        try:
+            pointer = self.registry.pointer()
+            # The record is read by the name the pointer gives, so the pair is consistent
+            # even when a switch lands between the two reads.
+            record = self.registry.require(pointer.live) if pointer.live else None
+        except KbReleaseError as exc:
+            if old is not None and now - old.read_at < self.stale_grace_seconds:
+                self.last_error = str(exc)
+                return old
+            self.last_error = str(exc)
+            raise
+        self.last_error = None
+        snap = Snapshot(pointer, record, now)
+        self._snapshot = snap
+        old_live = old.pointer.live if old is not None else None
+        if self.on_change is not None and (old is None or old_live != pointer.live):
+            self.on_change(old_live, pointer.live)
+        return snap
+
+    def _pinned_record(self, name: str) -> ReleaseRecord:
+        now = self._clock()
+        found = self._pinned.get(name)
+        if found is not None and now - found[1] < self.refresh_seconds:
+            return found[0]
+        record = check_searchable(self.registry.require(name))
+        self._pinned[name] = (record, now)
+        return record

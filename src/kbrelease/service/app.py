@@ -1,0 +1,115 @@
+"""The search service: ``create_app(cfg)`` builds the FastAPI app that ``kbrelease serve`` runs.
+
+    from kbrelease import load_config
+    from kbrelease.service.app import create_app
+    app = create_app(load_config())          # uvicorn.run(app, port=8000)
+
+What the app holds (``app.state``): ``kb`` (the :class:`~kbrelease.api.KbRelease`
+facade), ``cfg`` (the :class:`~kbrelease.config.Config`), ``registry`` (the
+Prometheus ``CollectorRegistry`` that ``/metrics`` renders; register more
+collectors into it), ``service`` (:class:`~kbrelease.service.state.ServiceState`:
+live follower, models, caches), ``log`` and ``log_tail`` (the structured log).
+
+Routers are listed in ONE place, :func:`routers`; add a router there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
+
+from kbrelease import __version__
+from kbrelease.api import KbRelease
+from kbrelease.config import Config
+from kbrelease.service import errors
+from kbrelease.service.logs import make_logger
+from kbrelease.service.metrics import Metrics
+from kbrelease.service.middleware import RequestMiddleware
+from kbrelease.service.state import ServiceState
+from kbrelease.service.web import STATIC
+
+API_PREFIX = "/api/v1"
+
+DESCRIPTION = """Search the knowledge base that kbrelease publishes: text and images, from
+the live release (followed across switches without a restart) or a pinned one.
+Errors are `{"error": {"status", "code", "message", "request_id"}}`."""
+
+
+def routers() -> list[tuple[APIRouter, str]]:
+    """Every router of the app with its prefix: the one place to add a router."""
+    from kbrelease.service import bundles, ops, releases, search, web
+
+    return [
+        (ops.probes, ""),
+        (web.router, ""),
+        (search.router, API_PREFIX),
+        (releases.router, API_PREFIX),
+        (ops.router, API_PREFIX),
+        (bundles.router, ""),  # the data-index access API; its routes carry /api/v1/bundles
+    ]
+
+
+def create_app(cfg: Config, kb: KbRelease | None = None) -> FastAPI:
+    """The app for ``cfg``. Pass ``kb`` to share loaded models (tests, embedding in another app)."""
+    owns_kb = kb is None
+    facade = kb if kb is not None else KbRelease(cfg)
+    registry = CollectorRegistry()
+    logger, tail = make_logger(cfg)
+    svc = ServiceState(cfg, facade, Metrics(registry), logger)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        svc.start()
+        logger.info(
+            "service started",
+            extra={"environment": cfg.environment, "version": __version__, "live_refresh_seconds": cfg.service.live_refresh_seconds},
+        )
+        monitor_stop, monitor_task = asyncio.Event(), None
+        if cfg.monitor.in_service:
+            # The integrity monitor's gauges go into this app's /metrics; each run is in a worker thread.
+            from kbrelease.monitor.monitor import Monitor
+
+            monitor_task = asyncio.create_task(Monitor(facade, registry=registry).run_async(monitor_stop))
+        try:
+            yield
+        finally:
+            logger.info("service stopping")
+            monitor_stop.set()
+            if monitor_task is not None:
+                await monitor_task
+            if owns_kb:
+                facade.close()
+
+    app = FastAPI(
+        title="kbrelease",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=None,  # Swagger UI would load its assets from a CDN; the spec is published instead
+        redoc_url=None,
+    )
+    app.state.kb = facade
+    app.state.cfg = cfg
+    app.state.registry = registry
+    app.state.service = svc
+    app.state.log = logger
+    app.state.log_tail = tail
+    errors.install(app, logger)
+    for router, prefix in routers():
+        app.include_router(router, prefix=prefix)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(RequestMiddleware, state=svc)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (what ``kbrelease serve --reload/--workers`` runs): config from the environment."""
+    from kbrelease.config import load_config
+
+    return create_app(load_config())
