@@ -54,7 +54,7 @@ def test_secrets_stay_out_of_output_manifests_and_errors(tmp_path: Path, corpus:
     assert all(r.exit_code == 0 for r in outputs), [r.output for r in outputs]
     monkeypatch.setenv("MILVUS_URI", "http://127.0.0.1:1")
     failed = runner.invoke(app, ["-c", str(cfg), "status"])
-    assert failed.exit_code == 1
+    assert failed.exit_code == 75  # unreachable: transient
 
     texts = [r.output for r in [*outputs, failed]]
     texts += [p.read_text(errors="ignore") for p in (tmp_path / "ws").rglob("*") if p.is_file() and p.suffix in {".json", ".txt", ".yaml"}]

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from kbrelease.release.schema import MANIFEST_SCHEMA_VERSION
+
 from .conftest import ADMIN_TOKEN, EXAMPLES, make_client, wait_ready
 
 STRIPES = EXAMPLES / "images" / "stripes" / "stripes-01.png"
@@ -256,7 +258,7 @@ def test_health_readiness_info(client: Any) -> None:
     assert ready["checks"]["live"] == "v1" and ready["checks"]["collections_loaded"] is True
     assert ready["checks"]["models"] == {"image": True, "text": True}
     info = client.get("/api/v1/info").json()
-    assert info["live"] == "v1" and info["environment"] == "default" and info["manifest_schema_version"] == 1
+    assert info["live"] == "v1" and info["environment"] == "default" and info["manifest_schema_version"] == MANIFEST_SCHEMA_VERSION
     assert info["embedders"]["text"]["dim"] == 384 and info["embedders"]["image"]["model"] == "efficientnet-lite0"
 
 

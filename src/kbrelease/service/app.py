@@ -61,6 +61,13 @@ def create_app(cfg: Config, kb: KbRelease | None = None) -> FastAPI:
     registry = CollectorRegistry()
     logger, tail = make_logger(cfg)
     svc = ServiceState(cfg, facade, Metrics(registry), logger)
+    monitor = None
+    if cfg.monitor.in_service:
+        # The integrity monitor's gauges go into this app's /metrics (registered once per app,
+        # however often the app starts); each run is in a worker thread.
+        from kbrelease.monitor.monitor import Monitor
+
+        monitor = Monitor(facade, registry=registry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -70,11 +77,8 @@ def create_app(cfg: Config, kb: KbRelease | None = None) -> FastAPI:
             extra={"environment": cfg.environment, "version": __version__, "live_refresh_seconds": cfg.service.live_refresh_seconds},
         )
         monitor_stop, monitor_task = asyncio.Event(), None
-        if cfg.monitor.in_service:
-            # The integrity monitor's gauges go into this app's /metrics; each run is in a worker thread.
-            from kbrelease.monitor.monitor import Monitor
-
-            monitor_task = asyncio.create_task(Monitor(facade, registry=registry).run_async(monitor_stop))
+        if monitor is not None:
+            monitor_task = asyncio.create_task(monitor.run_async(monitor_stop))
         try:
             yield
         finally:
