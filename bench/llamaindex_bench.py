@@ -240,6 +240,15 @@ def recall_at_k(queries: Sequence[Query], results: Sequence[Sequence[tuple[str, 
     return out
 
 
+def per_query(queries: Sequence[Query], results: Sequence[Sequence[tuple[str, str]]], k: int = TOP_K) -> list[dict[str, Any]]:
+    """Each query's top-k files and the rank of the first relevant one (None: missed), to compare systems query by query."""
+    out = []
+    for q, ranked in zip(queries, results, strict=True):
+        ranks = [i for i, (f, _) in enumerate(ranked[:k]) if f in q.files]
+        out.append({"kind": q.kind, "query": q.text, "relevant": list(q.files), "first_rank": ranks[0] if ranks else None, "top": [f for f, _ in ranked[:k]]})
+    return out
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -462,7 +471,9 @@ def run_llamaindex(args: argparse.Namespace) -> dict[str, Any]:
             print(f"llamaindex full: {full['wall_seconds']} s wall, {full['cpu_seconds']['total']} CPU s, {len(nodes)} chunks", file=sys.stderr)
 
             started = time.perf_counter()
-            result["recall"] = recall_at_k(queries, ask(store, queries))
+            answers = ask(store, queries)
+            result["recall"] = recall_at_k(queries, answers)
+            result["per_query"] = per_query(queries, answers)
             result["recall_seconds"] = round(time.perf_counter() - started, 2)
             print(f"llamaindex recall@5: {json.dumps(result['recall'])}", file=sys.stderr)
 

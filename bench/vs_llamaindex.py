@@ -132,6 +132,7 @@ def run_kbrelease(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         answers = [[(h.file, h.text) for h in kb.search(q.text, k=li.TOP_K)] for q in queries]
         result["recall"] = li.recall_at_k(queries, answers)
+        result["per_query"] = li.per_query(queries, answers)
         result["recall_seconds"] = round(time.perf_counter() - started, 2)
         print(f"kbrelease recall@5: {json.dumps(result['recall'])}", file=sys.stderr)
     finally:
@@ -200,9 +201,9 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     kb_variants = [s.split(",") if s else [] for s in (args.kb_sets or [""])]
-    for round_ in range(1, args.rounds + 1):
+    for round_ in range(args.first_round, args.first_round + args.rounds):
         plan: list[tuple[str, list[str]]] = [(f"kb{j}", sets) for j, sets in enumerate(kb_variants)]
-        plan.insert(1 if round_ % 2 else 0, ("li", []))  # alternate who goes first
+        plan.insert(1 if round_ % 2 else 0, ("li", []))  # odd rounds start with kbrelease, even ones with LlamaIndex
         for name, sets in plan:
             path = out_dir / f"r{round_}-{name}.json"
             if name == "li":
@@ -235,6 +236,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     both.add_argument("--rounds", type=int, default=2, help="runs of each system")
     both.add_argument("--kb-sets", action="append", default=None, metavar="K=V[,K=V]", help="a kbrelease variant per option (repeatable)")
     both.add_argument("--queries", type=int, default=200, help="queries per kind")
+    both.add_argument("--first-round", type=int, default=1, help="number of the first round (to continue a series; even rounds start with LlamaIndex)")
     both.add_argument("--out-dir", type=Path, required=True, help="folder for the JSON reports (one per run)")
     tab = sub.add_parser("table", help="print the table from JSON reports")
     tab.add_argument("reports", type=Path, nargs="+", help="JSON files written by either bench")

@@ -100,10 +100,13 @@ def load_tokenizer(path: Path, key: str) -> Tokenizer:
 def quantize_int8(model: Any) -> Any:
     """``model`` with every ``torch.nn.Linear`` replaced by a dynamic int8 one (per-channel weights), in place.
 
-    Per-channel weight scales keep the vectors much closer to float32 than
-    per-tensor ones (cosine 0.98 against 0.92 on all-MiniLM-L6-v2). Activations
-    are quantized per call with one scale for the whole batch, so a vector
-    depends very slightly (cosine > 0.999) on the texts batched with it.
+    Per-channel weight scales keep the vectors closer to float32 than
+    per-tensor ones (mean cosine 0.977 against 0.92 on all-MiniLM-L6-v2).
+    Activations are quantized with one scale per layer call, shared by the
+    whole batch, so an int8 vector also depends on the texts batched with it
+    (cosine 0.92-1.0 between a text embedded alone and in a batch): int8
+    builds are not bit-reproducible across batchings, float32 ones are
+    (to ~1e-6). Measured in docs/benchmarks.md ("Against LlamaIndex").
     """
     import warnings
 
