@@ -29,15 +29,13 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import hashlib
 import importlib
 import io
 import json
 import os
 import pstats
-import random
+import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -71,55 +69,17 @@ def loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def text_files(text_dir: Path) -> list[Path]:
-    return sorted(p for p in text_dir.rglob("*") if p.suffix in (".md", ".txt"))
-
-
-def digests(text_dir: Path) -> dict[Path, str]:
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in text_files(text_dir)}
+def cpu_now(server_pid: int | None) -> tuple[float, float]:
+    """CPU seconds (user + system) so far of this process and of the Lite server."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    server = build_bench.cpu_seconds(server_pid) if server_pid else None
+    return ru.ru_utime + ru.ru_stime, server or 0.0
 
 
 # --- the change ---------------------------------------------------------------
 
-
-def change_corpus(corpus: Path, edit_share: float, add_share: float, delete_share: float, seed: int) -> dict[str, Any]:
-    """Edit, add and delete text files of ``corpus`` (a copy); return what changed."""
-    text_dir = corpus / "text"
-    before = digests(text_dir)
-    n = len(before)
-    out: dict[str, Any] = {"text_files_before": n}
-    if edit_share > 0:
-        cmd = [sys.executable, str(BENCH / "make_corpus.py"), "--out", str(corpus), "--mutate-share", str(edit_share), "--round", "1"]
-        subprocess.run(cmd, check=True, capture_output=True)
-    after = digests(text_dir)
-    edited = sorted(p for p in before if after.get(p) != before[p])
-    out["edited"] = [str(p.relative_to(text_dir)) for p in edited]
-
-    rng = random.Random(f"{seed}:incremental")
-    unchanged = [p for p in sorted(before) if p not in set(edited)]
-    n_delete = max(1, round(delete_share * n)) if delete_share > 0 else 0
-    deleted = sorted(rng.sample(unchanged, min(n_delete, len(unchanged))))
-    for path in deleted:
-        path.unlink()
-    out["deleted"] = [str(p.relative_to(text_dir)) for p in deleted]
-
-    n_add = max(1, round(add_share * n)) if add_share > 0 else 0
-    mean_paragraphs = 20
-    added = []
-    topics = sorted(make_corpus.TOPICS)
-    for i in range(1, n_add + 1):
-        file_rng = random.Random(f"{seed}:added:{i}")
-        topic = topics[file_rng.randrange(len(topics))]
-        voice = make_corpus.Voice(topic, make_corpus.TOPICS[topic])
-        title = f"{topic.capitalize()} added {make_corpus.heading(file_rng, voice).lower()} ({i})"
-        path = text_dir / topic / f"added-{i:04d}.md"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(make_corpus.render_file(file_rng, voice, title, mean_paragraphs, markdown=True), encoding="utf-8")
-        added.append(str(path.relative_to(text_dir)))
-    out["added"] = added
-    out["text_files_after"] = len(text_files(text_dir))
-    out["changed_files"] = len(edited) + len(deleted) + len(added)
-    return out
+# Shared with llamaindex_bench.py, so both systems get the same change.
+change_corpus = make_corpus.change_text
 
 
 # --- release contents ----------------------------------------------------------
@@ -160,24 +120,24 @@ def store_timers(timers: Any) -> dict[str, dict[str, float]]:
 def write_config(run_dir: Path, corpus: Path, sets: dict[str, Any]) -> Config:
     data: dict[str, Any] = {
         "workspace": str(run_dir / "ws"),
-        "sources": [
-            {"name": "docs", "path": str((corpus / "text").resolve()), "modality": "text"},
-            {"name": "pictures", "path": str((corpus / "images").resolve()), "modality": "image"},
-        ],
+        "sources": [{"name": "docs", "path": str((corpus / "text").resolve()), "modality": "text"}],
     }
+    if (corpus / "images").is_dir():
+        data["sources"].append({"name": "pictures", "path": str((corpus / "images").resolve()), "modality": "image"})
     path = run_dir / "kbrelease.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return load_config(path, env={}, overrides=sets)
 
 
 def wrappers(text_model: Any, image_model: Any, timers: Any) -> tuple[Any, Any]:
-    return build_bench.TimedTextEmbedder(text_model, timers), build_bench.TimedImageEmbedder(image_model, timers)
+    image = build_bench.TimedImageEmbedder(image_model, timers) if image_model is not None else None
+    return build_bench.TimedTextEmbedder(text_model, timers), image
 
 
 def embed_counts(timers: Any, text_emb: Any, image_emb: Any) -> dict[str, Any]:
     calls = {src: n for (src, name), n in timers.calls.items() if name == "embed"}
     secs = {src: round(s, 3) for (src, name), s in timers.seconds.items() if name == "embed"}
-    return {"texts": text_emb.items, "images": image_emb.items, "calls_by_source": calls, "seconds_by_source": secs}
+    return {"texts": text_emb.items, "images": image_emb.items if image_emb is not None else 0, "calls_by_source": calls, "seconds_by_source": secs}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -191,12 +151,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     kbs: list[KbRelease] = []
     try:
         shutil.copytree(args.corpus / "text", corpus / "text")
-        shutil.copytree(args.corpus / "images", corpus / "images")
+        if (args.corpus / "images").is_dir():
+            shutil.copytree(args.corpus / "images", corpus / "images")
         cfg = write_config(base, corpus, build_bench.parse_sets(args.set))
         server_dir = Path(cfg.milvus_uri)
 
         started = time.perf_counter()
-        text_model, image_model = make_text_embedder(cfg), make_image_embedder(cfg)
+        text_model = make_text_embedder(cfg)
+        image_model = make_image_embedder(cfg) if (corpus / "images").is_dir() else None
         result["model_load_seconds"] = round(time.perf_counter() - started, 3)
 
         # 1. full build
@@ -207,12 +169,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         _ = kb.store
         result["store_start_seconds"] = round(time.perf_counter() - started, 3)
+        from kbrelease.store.lite import running_server
+
+        found = running_server(server_dir.resolve())
+        server_pid = found["pid"] if found else None
         undo = build_bench.instrument(kb, timers)
         load_before = loadavg()
+        cpu_before = cpu_now(server_pid)
         try:
             info = kb.publish()
         finally:
             undo()
+        cpu_full = [b - a for a, b in zip(cpu_before, cpu_now(server_pid), strict=True)]
         full = info.release
         result["full"] = {
             "release": full.name,
@@ -221,6 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "sync_seconds": round(info.sync.seconds, 3),
             "build_seconds": round(full.build_seconds, 3),
             "verify_switch_seconds": round(info.seconds - info.sync.seconds - full.build_seconds, 3),
+            "cpu_seconds": {"process": round(cpu_full[0], 2), "server": round(cpu_full[1], 2), "total": round(sum(cpu_full), 2)},
             "sources": counts_of(full),
             "embedded_by_wrappers": embed_counts(timers, text_emb, image_emb),
             "timers": store_timers(timers),
@@ -242,6 +211,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         profiler = cProfile.Profile() if args.profile else None
         load_before = loadavg()
         steps: dict[str, float] = {}
+        cpu_before = cpu_now(server_pid)
         try:
             if profiler is not None:
                 profiler.enable()
@@ -258,6 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if profiler is not None:
                 profiler.disable()
             undo()
+        cpu_inc = [b - a for a, b in zip(cpu_before, cpu_now(server_pid), strict=True)]
         steps = {"sync": t1 - t0, "build": t2 - t1, "verify": t3 - t2, "switch": t4 - t3, "total": t4 - t0}
         record = kb.release(record.name)
         reused_rows = sum(c.reused for c in record.sources.values())
@@ -267,6 +238,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "store_connect_seconds": round(connect_s, 3),
             "seconds": {k: round(v, 3) for k, v in steps.items()},
             "verify_switch_seconds": round(steps["verify"] + steps["switch"], 3),
+            "cpu_seconds": {"process": round(cpu_inc[0], 2), "server": round(cpu_inc[1], 2), "total": round(sum(cpu_inc), 2)},
             "sources": counts_of(record),
             "embedded_by_wrappers": embed_counts(timers, text_emb, image_emb),
             "reused_rows": reused_rows,
@@ -305,6 +277,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # 5. ratio
         result["ratio_incremental_over_full"] = round(steps["total"] / info.seconds, 4)
+        result["ratio_cpu_incremental_over_full"] = round(sum(cpu_inc) / sum(cpu_full), 4) if sum(cpu_full) else None
         result["goal_met"] = steps["total"] <= 0.05 * info.seconds
     finally:
         for kb in kbs:
@@ -337,12 +310,14 @@ def markdown(result: dict[str, Any]) -> list[str]:
             f"{sum(c['reused'] for c in src.values()):,} | {sum(c['removed'] for c in src.values())} | {sum(c['rows'] for c in src.values()):,} |"
         )
     lines.append(f"\nratio incremental/full: {result['ratio_incremental_over_full']:.1%} (goal ≤ 5 %: {'met' if result['goal_met'] else 'not met'})")
+    if result.get("ratio_cpu_incremental_over_full") is not None:
+        lines.append(f"CPU seconds (this process + Lite server) incremental/full: {result['ratio_cpu_incremental_over_full']:.1%}")
     return lines
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Full publish, ~1 % of text files changed, incremental publish: seconds, embeds, ratio.")
-    parser.add_argument("--corpus", type=Path, required=True, help="make_corpus.py output folder (with text/ and images/); copied, not changed")
+    parser.add_argument("--corpus", type=Path, required=True, help="make_corpus.py output folder (text/, and images/ if any); copied, not changed")
     parser.add_argument("--edit-share", type=float, default=0.005, help="share of text files with one paragraph rewritten")
     parser.add_argument("--add-share", type=float, default=0.0025, help="share of text files added (new files)")
     parser.add_argument("--delete-share", type=float, default=0.0025, help="share of text files deleted")
@@ -355,9 +330,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-top", type=int, default=40, help="functions in the --profile summary")
     parser.add_argument("--json-out", type=Path, default=None, help="write the JSON report here too")
     args = parser.parse_args(argv)
-    for sub in ("text", "images"):
-        if not (args.corpus / sub).is_dir():
-            parser.error(f"{args.corpus / sub} is not a folder (generate the corpus with make_corpus.py)")
+    if not (args.corpus / "text").is_dir():
+        parser.error(f"{args.corpus / 'text'} is not a folder (generate the corpus with make_corpus.py; images/ is optional)")
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
     return args

@@ -26,6 +26,7 @@ bytes (the bytes written by this run).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import math
@@ -36,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGES_MODULE = REPO / "examples" / "make_images.py"
@@ -317,6 +319,60 @@ def mutate(out: Path, share: float, seed: int, round_: int) -> dict[str, object]
         "images": 0,
         "bytes": total_bytes,
     }
+
+
+def text_files(text_dir: Path) -> list[Path]:
+    return sorted(p for p in text_dir.rglob("*") if p.suffix in (".md", ".txt"))
+
+
+def digests(text_dir: Path) -> dict[Path, str]:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in text_files(text_dir)}
+
+
+def change_text(corpus: Path, edit_share: float, add_share: float, delete_share: float, seed: int) -> dict[str, Any]:
+    """The incremental benchmarks' change: edit, add and delete text files of ``corpus`` (a copy).
+
+    ``edit_share`` of the files get one paragraph rewritten (``mutate``, seed 0,
+    round 1), then ``delete_share`` of the unchanged ones are removed and
+    ``add_share`` new Markdown files written (each at least one file). Shared by
+    ``incremental_bench.py`` and ``llamaindex_bench.py`` so both systems see the
+    same change. Returns what changed, as paths relative to ``corpus/text``.
+    """
+    text_dir = corpus / "text"
+    before = digests(text_dir)
+    n = len(before)
+    out: dict[str, Any] = {"text_files_before": n}
+    if edit_share > 0:
+        mutate(corpus, edit_share, 0, 1)
+    after = digests(text_dir)
+    edited = sorted(p for p in before if after.get(p) != before[p])
+    out["edited"] = [str(p.relative_to(text_dir)) for p in edited]
+
+    rng = random.Random(f"{seed}:incremental")
+    unchanged = [p for p in sorted(before) if p not in set(edited)]
+    n_delete = max(1, round(delete_share * n)) if delete_share > 0 else 0
+    deleted = sorted(rng.sample(unchanged, min(n_delete, len(unchanged))))
+    for path in deleted:
+        path.unlink()
+    out["deleted"] = [str(p.relative_to(text_dir)) for p in deleted]
+
+    n_add = max(1, round(add_share * n)) if add_share > 0 else 0
+    mean_paragraphs = 20
+    added = []
+    topics = sorted(TOPICS)
+    for i in range(1, n_add + 1):
+        file_rng = random.Random(f"{seed}:added:{i}")
+        topic = topics[file_rng.randrange(len(topics))]
+        voice = Voice(topic, TOPICS[topic])
+        title = f"{topic.capitalize()} added {heading(file_rng, voice).lower()} ({i})"
+        path = text_dir / topic / f"added-{i:04d}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_file(file_rng, voice, title, mean_paragraphs, markdown=True), encoding="utf-8")
+        added.append(str(path.relative_to(text_dir)))
+    out["added"] = added
+    out["text_files_after"] = len(text_files(text_dir))
+    out["changed_files"] = len(edited) + len(deleted) + len(added)
+    return out
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -76,6 +76,11 @@ class TextConfig(_Model):
     fallback_encoding: str = Field(default="latin-1", description="Encoding tried (with a warning) when a file is neither UTF-8 nor UTF-16 with BOM.")
     max_file_mb: float = Field(default=20.0, gt=0, description="Larger text files are reported and skipped.")
     device: str | None = Field(default=None, description="torch device for the local model (default: cuda if present, else cpu).")
+    quantize: Literal["none", "int8"] = Field(
+        default="none",
+        description="'int8' runs the local model's Linear layers in int8 on the CPU: less CPU per chunk, vectors slightly "
+        "different (own embedding-cache entries). See docs/benchmarks.md.",
+    )
 
 
 class ImageConfig(_Model):
