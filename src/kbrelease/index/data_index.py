@@ -122,7 +122,8 @@ def table_checksum(table: Any) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _arrow_schema() -> Any:
+def arrow_schema() -> Any:
+    """Arrow schema of a source's index Parquet file (``metadata`` is JSON text)."""
     import pyarrow as pa
 
     return pa.schema(
@@ -165,7 +166,7 @@ def write_source_index(path: Path, records: list[FileRecord]) -> None:
             "etag": [r.etag for r in records],
             "metadata": [json.dumps(r.metadata, sort_keys=True) for r in records],
         },
-        schema=_arrow_schema(),
+        schema=arrow_schema(),
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)

@@ -24,32 +24,22 @@ from pathlib import Path
 from typing import Any
 
 from kbrelease.errors import DataIndexError
-from kbrelease.index.data_index import Bundle, read_bundle
+from kbrelease.index.data_index import Bundle, arrow_schema, read_bundle
 
 MAX_PAGE = 10_000
 """Most records one page of ``files`` may ask for."""
 MAX_BATCH = 100_000
 """Most records one batch of a stream may ask for (bounds the memory of one batch)."""
 _STORED = ["file_id", "relative_path", "timestamp", "size_bytes", "checksum", "etag", "metadata"]
-RECORD_FIELDS = ("file_id", "source", "relative_path", "timestamp", "size_bytes", "checksum", "etag", "metadata")
+"""Columns of a source's index file, in :func:`arrow_schema` order."""
+RECORD_FIELDS = ("file_id", "source", *_STORED[1:])
 
 
 def record_schema() -> Any:
-    """Arrow schema of the records the queries return (``metadata`` is JSON text)."""
+    """Arrow schema of the records the queries return: the index's own, with ``source`` second."""
     import pyarrow as pa
 
-    return pa.schema(
-        [
-            ("file_id", pa.string()),
-            ("source", pa.string()),
-            ("relative_path", pa.string()),
-            ("timestamp", pa.timestamp("us", tz="UTC")),
-            ("size_bytes", pa.int64()),
-            ("checksum", pa.string()),
-            ("etag", pa.string()),
-            ("metadata", pa.string()),
-        ]
-    )
+    return arrow_schema().insert(1, pa.field("source", pa.string()))
 
 
 def _utc(value: datetime | None) -> datetime | None:
