@@ -1,19 +1,20 @@
-"""The local text model in float32 and in int8 (``text.quantize``): CPU per chunk and how close the vectors stay.
+"""The local text model in float32 and in int8 or bf16 (``text.quantize``): CPU per chunk and how close the vectors stay.
 
 Both embedders are loaded in this process; the corpus is chunked with
 kbrelease's chunker (same tokenizer, ``text.chunk_target_tokens``), then the
 same chunks are embedded in calls of ``4 × text.batch_size`` texts (as the
-build does), alternating float32 and int8 passes so that both see the same
+build does), alternating float32 and int8 (or bf16) passes so that both see the same
 machine load. Reported per pass: CPU ms per chunk and chunks per CPU second;
-then the cosine between each chunk's int8 and float32 vectors (min, 1st
-percentile, mean), how much an int8 vector depends on the texts batched with
+then the cosine between each chunk's reduced-precision and float32 vectors (min, 1st
+percentile, mean), how much such a vector depends on the texts batched with
 it (the same chunks embedded one call per chunk vs in build-sized calls), and
 whether each chunk's nearest neighbours among the chunks stay the same
-(top-5 overlap of int8 against float32, chunk against chunk).
+(top-5 overlap against float32, chunk against chunk).
 
 Example::
 
     python bench/quantize_bench.py --text /tmp/kbbench2500/text --limit 1024 --passes 2
+    python bench/quantize_bench.py --text /tmp/kbbench2500/text --limit 1024 --passes 2 --mode bf16
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(None, env={}, overrides={"sources": []})
     started = time.perf_counter()
     fp32 = LocalTextEmbedder(batch_size=cfg.text.batch_size)
-    int8 = LocalTextEmbedder(batch_size=cfg.text.batch_size, quantize="int8")
+    mode = args.mode
+    low = LocalTextEmbedder(batch_size=cfg.text.batch_size, quantize=mode)
     load_s = time.perf_counter() - started
     texts = chunks_of(args.text, fp32, cfg.text.chunk_target_tokens, cfg.text.fallback_encoding)
     if args.limit:
@@ -100,33 +102,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "chunks": len(texts),
         "tokens_per_chunk": round(float(np.mean([fp32.count_tokens(t) for t in texts])), 1),
-        "identities": {"none": fp32.identity.key(), "int8": int8.identity.key()},
+        "mode": mode,
+        "identities": {"none": fp32.identity.key(), mode: low.identity.key()},
         "models_load_seconds": round(load_s, 2),
         "passes": [],
     }
     vectors: dict[str, np.ndarray] = {}
     for i in range(args.passes):
-        for name, emb in (("none", fp32), ("int8", int8)) if i % 2 == 0 else (("int8", int8), ("none", fp32)):
+        for name, emb in (("none", fp32), (mode, low)) if i % 2 == 0 else ((mode, low), ("none", fp32)):
             vecs, stats = embed_all(emb, texts, call)
             vectors.setdefault(name, vecs)
             result["passes"].append({"quantize": name, **stats})
             print(json.dumps(result["passes"][-1]), flush=True)
-    for name in ("none", "int8"):
+    for name in ("none", mode):
         runs = [p["cpu_ms_per_chunk"] for p in result["passes"] if p["quantize"] == name]
         result[f"cpu_ms_per_chunk_{name}"] = round(sum(runs) / len(runs), 1)
-    result["cpu_speedup_int8"] = round(result["cpu_ms_per_chunk_none"] / result["cpu_ms_per_chunk_int8"], 3)
-    result["cosine_int8_vs_fp32"] = cosine_stats(vectors["int8"], vectors["none"])
-    result["top5_neighbour_overlap_int8_vs_fp32"] = top_overlap(vectors["int8"], vectors["none"])
-    alone = np.concatenate([int8.embed_texts([t]) for t in texts[: args.alone]])
-    result["cosine_int8_alone_vs_batched"] = cosine_stats(alone, vectors["int8"][: args.alone])
+    result[f"cpu_speedup_{mode}"] = round(result["cpu_ms_per_chunk_none"] / result[f"cpu_ms_per_chunk_{mode}"], 3)
+    result[f"cosine_{mode}_vs_fp32"] = cosine_stats(vectors[mode], vectors["none"])
+    result[f"top5_neighbour_overlap_{mode}_vs_fp32"] = top_overlap(vectors[mode], vectors["none"])
+    alone = np.concatenate([low.embed_texts([t]) for t in texts[: args.alone]])
+    result[f"cosine_{mode}_alone_vs_batched"] = cosine_stats(alone, vectors[mode][: args.alone])
     alone32 = np.concatenate([fp32.embed_texts([t]) for t in texts[: args.alone]])
     result["cosine_fp32_alone_vs_batched"] = cosine_stats(alone32, vectors["none"][: args.alone])
     return result
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="float32 vs int8 local text model: CPU per chunk and vector closeness.")
+    parser = argparse.ArgumentParser(description="float32 vs int8/bf16 local text model: CPU per chunk and vector closeness.")
     parser.add_argument("--text", type=Path, required=True, help="a text folder (.md/.txt)")
+    parser.add_argument("--mode", choices=("int8", "bf16"), default="int8", help="the reduced precision to compare with float32")
     parser.add_argument("--limit", type=int, default=1024, help="chunks to embed (0: all)")
     parser.add_argument("--passes", type=int, default=2, help="passes per mode, alternating")
     parser.add_argument("--alone", type=int, default=64, help="chunks also embedded one per call (batch dependence)")
