@@ -70,7 +70,14 @@ class TextConfig(_Model):
     base_url: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. http://host/v1. Env: TEXT_EMBEDDING_BASE_URL.")
     dim: int | None = Field(default=None, ge=1, description="Vector dimension (required for 'openai'). Env: TEXT_EMBEDDING_DIM.")
     max_tokens: int = Field(default=512, ge=16, description="Chunk limit in tokens for 'openai' embedders (local models use their own limit).")
-    batch_size: int = Field(default=64, ge=1, description="Texts per embedding call.")
+    batch_size: int = Field(
+        default=64, ge=1, description="Texts per embedding call (an HTTP request for 'openai'; the build hands 4x this to the local model at once)."
+    )
+    forward_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Texts per forward pass of the local model (default: 16 on the CPU, where smaller passes are faster, batch_size on a GPU).",
+    )
     concurrency: int = Field(default=4, ge=1, le=64, description="Parallel HTTP requests for 'openai'.")
     chunk_target_tokens: int = Field(default=160, ge=8, description="Paragraphs are merged up to about this many tokens; never beyond the model limit.")
     fallback_encoding: str = Field(default="latin-1", description="Encoding tried (with a warning) when a file is neither UTF-8 nor UTF-16 with BOM.")

@@ -87,3 +87,19 @@ def test_repr_names_model_and_folder(local_embedder: LocalTextEmbedder) -> None:
     text = repr(local_embedder)
     assert "all-MiniLM-L6-v2" in text
     assert "dim=384" in text
+
+
+def test_the_cpu_runs_small_forward_passes_and_their_size_does_not_change_float32_vectors(local_embedder: LocalTextEmbedder) -> None:
+    """On the CPU a forward pass takes 16 texts by default (faster than 64 there); float32 vectors do not depend on it."""
+    if local_embedder.identity.preprocessing != "maxseq256" or "cpu" not in repr(local_embedder):
+        pytest.skip("needs the float32 model on the CPU")
+    assert local_embedder.forward_batch == 16
+    texts = [f"Paragraph {i} about {'gearboxes and torque ' * (i % 7)}maintenance." for i in range(40)]
+    wide = LocalTextEmbedder(forward_batch=64)
+    assert wide.forward_batch == 64
+    np.testing.assert_allclose(wide.embed_texts(texts), local_embedder.embed_texts(texts), atol=1e-5)
+
+
+def test_a_bad_forward_batch_size_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"text\.forward_batch_size"):
+        LocalTextEmbedder(forward_batch=0)

@@ -24,7 +24,9 @@ def make_text_embedder(cfg: Config) -> TextEmbedder:
         )
     from kbrelease.embedding.local_text import LocalTextEmbedder
 
-    embedder = LocalTextEmbedder(model_path=t.model_path, model_name=t.model, device=t.device, batch_size=t.batch_size, quantize=t.quantize)
+    embedder = LocalTextEmbedder(
+        model_path=t.model_path, model_name=t.model, device=t.device, batch_size=t.batch_size, quantize=t.quantize, forward_batch=t.forward_batch_size
+    )
     if t.dim and embedder.identity.dim != t.dim:
         raise ConfigError(
             f"text model {t.model!r} gives {embedder.identity.dim}-d vectors but text.dim / TEXT_EMBEDDING_DIM is {t.dim}; fix the dimension or the model"

