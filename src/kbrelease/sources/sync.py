@@ -123,8 +123,8 @@ def _same_listing(prev: FileRecord | None, remote: RemoteFile) -> bool:
     return prev.timestamp == remote.timestamp
 
 
-def _hash_in_place(source: Source, src_name: str, rf: RemoteFile) -> FileRecord:
-    checksum, size = source.sha256(rf.relative_path)
+def _record(src_name: str, rf: RemoteFile, checksum: str, size: int) -> FileRecord:
+    """The index row of a listed file whose bytes hashed to ``checksum``."""
     return FileRecord(
         file_id=file_id_for(src_name, rf.relative_path),
         relative_path=rf.relative_path,
@@ -158,9 +158,9 @@ def _sync_source(src_cfg: SourceConfig, cfg: Config, ws: Workspace, reporter: Re
             reporter.advance(label)
             return prev, False
         if index_only:
-            hashed = _hash_in_place(source, src_cfg.name, rf)
+            checksum, size = source.sha256(rf.relative_path)
             reporter.advance(label)
-            return hashed, True
+            return _record(src_cfg.name, rf, checksum, size), True
         tmp = tmp_dir / uuid.uuid4().hex
         try:
             source.fetch(rf.relative_path, tmp)
@@ -171,16 +171,7 @@ def _sync_source(src_cfg: SourceConfig, cfg: Config, ws: Workspace, reporter: Re
         finally:
             tmp.unlink(missing_ok=True)
         reporter.advance(label)
-        record = FileRecord(
-            file_id=file_id_for(src_cfg.name, rf.relative_path),
-            relative_path=rf.relative_path,
-            timestamp=rf.timestamp,
-            size_bytes=size,
-            checksum=checksum,
-            etag=rf.etag,
-            metadata={"suffix": Path(rf.relative_path).suffix.lower()},
-        )
-        return record, True
+        return _record(src_cfg.name, rf, checksum, size), True
 
     workers = cfg.s3.concurrency if source.protocol == "s3" else min(8, (os.cpu_count() or 2) * 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
