@@ -55,6 +55,17 @@ def lite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.uri
 
 
+@pytest.fixture(scope="module")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Milvus server (PyPI `milvus` 2.3.5) on 127.0.0.1, one per test module that asks for it."""
+    from servers import MilvusServer
+
+    if not MilvusServer.available():
+        pytest.fail("milvus-server is not installed: pip install milvus==2.3.5 (scripts/setup does)")
+    with MilvusServer(tmp_path_factory.mktemp("milvus-server")) as server:
+        yield server.uri
+
+
 _counter = itertools.count()
 
 

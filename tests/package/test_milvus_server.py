@@ -3,26 +3,16 @@ and every search returns the same results."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .support import MakeTarget
-from servers import MilvusServer
 
 pytestmark = [pytest.mark.milvus_server, pytest.mark.slow]
 
 QUERIES = ["how do I connect to the VPN from home", "what happens during the fire drill", "gym membership discount", "rotate my password"]
-
-
-@pytest.fixture(scope="module")
-def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not MilvusServer.available():
-        pytest.fail("milvus-server is not installed: pip install milvus==2.3.5 (scripts/setup does)")
-    with MilvusServer(tmp_path_factory.mktemp("milvus-server")) as server:
-        yield server.uri
 
 
 def _hits(hits: list[Any]) -> list[tuple[str, int, str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,17 +10,8 @@ import pytest
 from kbrelease import KbRelease, ReleaseError, load_config
 
 from helpers import write_config
-from servers import MilvusServer
 
 pytestmark = [pytest.mark.milvus_server, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not MilvusServer.available():
-        pytest.fail("milvus-server is not installed: pip install milvus==2.3.5 (scripts/setup does)")
-    with MilvusServer(tmp_path_factory.mktemp("milvus-server")) as server:
-        yield server.uri
 
 
 def test_publish_search_republish_rollback_gc_on_a_milvus_server(
