@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import cProfile
 import io
-import json
 import os
 import platform
 import pstats
@@ -56,6 +55,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 import yaml
+from report import emit  # bench/ is the script's folder, first on sys.path
 
 from kbrelease import KbRelease, load_config
 from kbrelease.config import Config
@@ -565,10 +565,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     result = run(args)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
+    emit(result, args.json_out)
     print()
     print(MARKDOWN_HEADER)
     for line in markdown_lines(result):

@@ -17,7 +17,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from report import emit  # bench/ is the script's folder, first on sys.path
 
 from kbrelease import load_config
 
@@ -150,10 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["text"] = text_bench(args.text, args.batch_size, args.limit, args.target_tokens, args.passes)
     if args.images:
         result["images"] = image_bench(args.images, args.limit)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
+    emit(result, args.json_out)
     return 0
 
 

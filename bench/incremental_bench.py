@@ -31,7 +31,6 @@ import argparse
 import cProfile
 import importlib
 import io
-import json
 import os
 import pstats
 import resource
@@ -45,6 +44,7 @@ from types import ModuleType
 from typing import Any
 
 import yaml
+from report import emit  # bench/ is the script's folder, first on sys.path
 
 from kbrelease import KbRelease, load_config
 from kbrelease.config import Config
@@ -340,11 +340,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     result = run(args)
-    text = json.dumps(result, indent=2, ensure_ascii=False)
-    print(text)
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(text + "\n")
+    emit(result, args.json_out)
     print()
     for line in markdown(result):
         print(line)

@@ -69,6 +69,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from report import emit  # bench/ is the script's folder, first on sys.path (standard library only)
+
 BENCH = Path(__file__).resolve().parent
 TOP_K = 5
 #: SentenceSplitter sizes that give about as many chunks as kbrelease's
@@ -538,11 +540,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     result = run_llamaindex(args)
-    text = json.dumps(result, indent=2, ensure_ascii=False)
-    print(text)
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(text + "\n")
+    emit(result, args.json_out)
     return 0
 
 

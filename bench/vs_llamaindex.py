@@ -38,6 +38,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import llamaindex_bench as li  # noqa: E402  (standard-library helpers only)
+from report import emit  # noqa: E402
 
 
 class KeepingTextEmbedder:
@@ -247,11 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.command == "kbrelease":
         result = run_kbrelease(args)
-        text = json.dumps(result, indent=2, ensure_ascii=False)
-        print(text)
-        if args.json_out:
-            args.json_out.parent.mkdir(parents=True, exist_ok=True)
-            args.json_out.write_text(text + "\n")
+        emit(result, args.json_out)
         return 0
     results = compare(args) if args.command == "compare" else [json.loads(p.read_text()) for p in args.reports]
     for line in table(results):
