@@ -180,3 +180,14 @@ def test_bf16_without_native_support_warns_that_it_is_slower(monkeypatch: pytest
     with caplog.at_level("WARNING", logger="kbrelease.embedding.local_text"):
         LocalTextEmbedder(quantize="bf16", device="cpu")
     assert "no native bfloat16" in caplog.text and "text.quantize: none" in caplog.text
+
+
+def test_the_identity_derived_without_a_model_names_the_precision_too(
+    local_embedder: LocalTextEmbedder, int8_embedder: LocalTextEmbedder, bf16_embedder: LocalTextEmbedder
+) -> None:
+    """Package import and `kbrelease check` compare this identity: a bf16 build must match a bf16 config, not a float32 one."""
+    from kbrelease.embedding.identity import configured_identity
+
+    for mode, embedder in (("none", local_embedder), ("int8", int8_embedder), ("bf16", bf16_embedder)):
+        cfg = load_config(None, env={}, overrides={"sources": [], "text.quantize": mode})
+        assert configured_identity(cfg, "text") == embedder.identity

@@ -30,7 +30,7 @@ def _json(path: Path) -> Any:
 
 
 def _local_text_identity(cfg: Config) -> EmbedderIdentity | None:
-    from kbrelease.embedding.local_text import _resolve_model_folder, folder_revision
+    from kbrelease.embedding.local_text import _resolve_model_folder, folder_revision, text_preprocessing
 
     folder = _resolve_model_folder(cfg.text.model_path)
     modules = _json(folder / "modules.json")
@@ -45,7 +45,9 @@ def _local_text_identity(cfg: Config) -> EmbedderIdentity | None:
     max_seq = st_config.get("max_seq_length")
     if not isinstance(dim, int) or not isinstance(max_seq, int):
         return None
-    return EmbedderIdentity(kind="text", model=cfg.text.model, dim=dim, revision=folder_revision(folder), preprocessing=f"maxseq{max_seq}")
+    return EmbedderIdentity(
+        kind="text", model=cfg.text.model, dim=dim, revision=folder_revision(folder), preprocessing=text_preprocessing(max_seq, cfg.text.quantize)
+    )
 
 
 def _sha12(path: Path) -> str:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["QUANTIZE_MODES", "LocalTextEmbedder", "cpu_has_native_bf16", "folder_revision", "load_tokenizer", "quantize_int8"]
+__all__ = ["QUANTIZE_MODES", "LocalTextEmbedder", "cpu_has_native_bf16", "folder_revision", "load_tokenizer", "quantize_int8", "text_preprocessing"]
 
 QUANTIZE_MODES = ("none", "int8", "bf16")
 #: Written into the identity's preprocessing, so reduced-precision vectors get their own cache namespace.
@@ -135,6 +135,15 @@ def quantize_int8(model: Any) -> Any:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
         return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, inplace=True)  # type: ignore[no-untyped-call]
+
+
+def text_preprocessing(max_seq_length: int, quantize: str) -> str:
+    """The identity's ``preprocessing`` of a local text model: its input limit and, if reduced, its precision.
+
+    One place for it: :func:`kbrelease.embedding.identity.configured_identity`
+    derives the identity without loading the model and must give the same string.
+    """
+    return f"maxseq{int(max_seq_length)}{_PRECISION_TAGS[quantize]}"
 
 
 def cpu_has_native_bf16() -> bool:
@@ -265,7 +274,7 @@ class LocalTextEmbedder:
             model=model_name,
             dim=self.dim,
             revision=folder_revision(folder),
-            preprocessing=f"maxseq{int(max_seq)}{_PRECISION_TAGS[quantize]}",
+            preprocessing=text_preprocessing(max_seq, quantize),
         )
         tokenizer_file = folder / "tokenizer.json"
         if tokenizer_file.is_file():
