@@ -1,0 +1,83 @@
+"""Secrets out of everything kbrelease prints, logs, answers or writes.
+
+One function, :func:`redact`, removes from any text: the userinfo of URLs
+(``http://user:pass@host`` → ``http://***@host``), bearer tokens, ``token=`` /
+``api_key=`` / ``password=`` / ``secret=`` style query and key-value pairs, and
+every secret value registered at config load (:func:`register_secret`), wherever
+it appears. It is applied in the error printer of the CLI, the HTTP error
+bodies, the log formatter of the service, and to manifests and rendered YAML.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from urllib.parse import urlsplit, urlunsplit
+
+MASK = "***"
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s?#'\"]+)@")
+_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{4,}")
+_KEYVAL = re.compile(
+    r"(?i)(?P<key>\b(?:[A-Za-z0-9_]*(?:token|api[_-]?key|apikey|password|passwd|secret|access[_-]?key|signature|credential)[A-Za-z0-9_]*))"
+    r"(?P<sep>\s*[=:]\s*|=)(?P<q>['\"]?)(?P<val>[^\s'\"&,;)}\]]+)"
+)
+_lock = threading.Lock()
+_secrets: set[str] = set()
+_MIN_SECRET = 4
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value (a token, a key) so :func:`redact` masks it wherever it appears."""
+    if value and len(value) >= _MIN_SECRET:
+        with _lock:
+            _secrets.add(value)
+
+
+def _keyval(m: re.Match[str]) -> str:
+    if m.group("val") == MASK:
+        return m.group(0)
+    return f"{m.group('key')}{m.group('sep')}{m.group('q')}{MASK}"
+
+
+def redact(text: object) -> str:
+    """``text`` (anything, via ``str``) with every secret it holds masked."""
+    out = str(text)
+    with _lock:
+        known = sorted(_secrets, key=len, reverse=True)
+    for secret in known:
+        if secret in out:
+            out = out.replace(secret, MASK)
+    out = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{MASK}@", out)
+    out = _BEARER.sub(lambda m: f"{m.group(1)}{MASK}", out)
+    return _KEYVAL.sub(_keyval, out)
+
+
+def redact_url(url: str | None) -> str:
+    """A URL without its userinfo and without secret-looking query values (for display)."""
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return redact(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{MASK}@{netloc.rsplit('@', 1)[1]}"
+    return redact(urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)))
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts each record's message and arguments (install on handlers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a broken format string: leave it to the handler's own error path
+            return True
+        cleaned = redact(message)
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
