@@ -105,3 +105,17 @@ def project(tmp_path: Path, corpus: Path, isolated_milvus: dict[str, str], text_
     cfg = load_config(write_config(tmp_path, corpus), env={}, overrides=isolated_milvus)
     with KbRelease(cfg, text_embedder=text_embedder, image_embedder=image_embedder) as kb:
         yield kb
+
+
+# --- tiers -------------------------------------------------------------------------
+# The fast tier (`pytest -m fast`, `bash scripts/check --fast`) is every test that needs
+# no model, no Milvus server and no subprocess: it runs in well under a minute. A test is
+# in it unless it uses one of these fixtures or is marked `slow` or `milvus_server`.
+_HEAVY_FIXTURES = frozenset({"text_embedder", "image_embedder", "lite_server", "milvus_server", "isolated_milvus", "project"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        heavy = _HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if not heavy and item.get_closest_marker("slow") is None and item.get_closest_marker("milvus_server") is None:
+            item.add_marker(pytest.mark.fast)

@@ -29,6 +29,7 @@ def _kb(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "kbrelease.cli", "-c", str(cfg), *args], capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_separate_processes_share_the_embedded_store(embedded_project: Path, tmp_path: Path, corpus: Path) -> None:
     published = _kb(embedded_project, "publish", "--json")
     assert published.returncode == 0, published.stderr
