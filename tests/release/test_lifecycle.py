@@ -219,3 +219,13 @@ def test_publish_without_changes_builds_nothing(project: Any) -> None:
     assert [r.name for r in project.releases()] == ["v1"]
     forced = project.publish(force=True)
     assert (forced.unchanged, forced.live, forced.previous) == (False, "v2", "v1")
+
+
+def test_publish_with_nothing_to_do_loads_no_model(project: Any) -> None:
+    from kbrelease import KbRelease
+
+    project.publish()
+    with KbRelease(project.cfg) as fresh:  # a new process's view: no model handed in
+        again = fresh.publish()
+        assert again.unchanged
+        assert (fresh._text, fresh._image) == (None, None)
