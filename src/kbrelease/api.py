@@ -74,6 +74,7 @@ class KbRelease:
         self.reporter = reporter or Quiet()
         self._text = text_embedder
         self._image = image_embedder
+        self._query_text: TextEmbedder | None = None
         self._store: MilvusStore | None = None
         self._registry: Registry | None = None
         self._cache: EmbeddingCache | None = None
@@ -108,6 +109,22 @@ class KbRelease:
 
             self._text = make_text_embedder(self.cfg)
         return self._text
+
+    @property
+    def query_text_embedder(self) -> TextEmbedder:
+        """The embedder of text queries: the build's model when this process has it, else the light runtime.
+
+        A one-off search or the service loads ONNX Runtime and a tokenizer instead
+        of torch when that gives the configured model's vectors
+        (:func:`~kbrelease.embedding.factory.make_query_text_embedder`).
+        """
+        if self._text is not None:
+            return self._text
+        if self._query_text is None:
+            from kbrelease.embedding.factory import make_query_text_embedder
+
+            self._query_text = make_query_text_embedder(self.cfg)
+        return self._query_text
 
     @property
     def image_embedder(self) -> ImageEmbedder:
@@ -267,7 +284,28 @@ class KbRelease:
             record = self.build(release)
         record = self.verify(record.name)
         pointer = self.switch(record.name)
+        self._prepare_query_runtime()
         return PublishInfo(synced, record, pointer.live, pointer.previous, time.monotonic() - started)
+
+    def _prepare_query_runtime(self) -> None:
+        """After a build with the local torch model, export it for ONNX Runtime once, so later searches never import torch.
+
+        Costs ~2 s once per model revision; a failure only costs later searches their speed, never the publish.
+        """
+        from kbrelease.embedding.local_text import LocalTextEmbedder
+        from kbrelease.embedding.onnx_text import onnxruntime_available
+
+        t = self.cfg.text
+        if not isinstance(self._text, LocalTextEmbedder) or t.runtime != "torch" or t.quantize != "none" or not onnxruntime_available():
+            return
+        from kbrelease.embedding.onnx_text import export_onnx, onnx_file
+
+        try:
+            export_onnx(self._text.model_folder, onnx_file(self.cfg.workspace / "models", self._text.identity.revision, "none"))
+        except Exception as exc:  # noqa: BLE001 - an optimisation: report it and go on
+            import logging
+
+            logging.getLogger(__name__).warning("could not export the text model for ONNX Runtime (searches will load torch): %s", exc)
 
     def _live_if_current(self, index_checksum: str) -> ReleaseRecord | None:
         """The live release, if rebuilding it now would give the same release."""
@@ -395,8 +433,16 @@ class KbRelease:
         """
         from kbrelease.embedding.batching import BatchingTextEmbedder
 
-        if not isinstance(self.text_embedder, BatchingTextEmbedder):
-            self._text = BatchingTextEmbedder(self.text_embedder, threads=threads)
+        if self._text is not None:
+            if not isinstance(self._text, BatchingTextEmbedder):
+                self._text = BatchingTextEmbedder(self._text, threads=threads)
+            return
+        if self._query_text is None:
+            from kbrelease.embedding.factory import make_query_text_embedder
+
+            self._query_text = make_query_text_embedder(self.cfg, threads)
+        if not isinstance(self._query_text, BatchingTextEmbedder):
+            self._query_text = BatchingTextEmbedder(self._query_text, threads=threads)
 
     def resolve(self, release: str | ReleaseRecord | None = None) -> ReleaseRecord:
         """The release a search uses: a record already resolved, the named one, or the live one (read now)."""
@@ -410,7 +456,7 @@ class KbRelease:
 
         text = check_query(query, k)
         record = self.resolve(release)
-        emb = self.text_embedder
+        emb = self.query_text_embedder
         return run_search(self.store, record, "text", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source)
 
     def query_image(

@@ -83,6 +83,12 @@ class TextConfig(_Model):
     fallback_encoding: str = Field(default="latin-1", description="Encoding tried (with a warning) when a file is neither UTF-8 nor UTF-16 with BOM.")
     max_file_mb: float = Field(default=20.0, gt=0, description="Larger text files are reported and skipped.")
     device: str | None = Field(default=None, description="torch device for the local model (default: cuda if present, else cpu).")
+    runtime: Literal["torch", "onnx"] = Field(
+        default="torch",
+        description="Runtime of the local model for builds: 'torch' (sentence-transformers) or 'onnx' (ONNX Runtime on an export of the "
+        "same weights, made once per model into <workspace>/models/onnx). Queries use ONNX Runtime whenever it can give the "
+        "build's vectors, so a one-off search never imports torch. Env: KBRELEASE_TEXT_RUNTIME.",
+    )
     quantize: Literal["none", "int8", "bf16"] = Field(
         default="none",
         description="Reduced precision for the local model: 'bf16' (about 1.7x faster on CPUs with native bfloat16, "
@@ -453,6 +459,7 @@ SIMPLE_ENV: dict[str, str] = {
     "MILVUS_DB_PREFIX": "milvus.db_prefix",
     "TEXT_EMBEDDING_MODEL": "text.model",
     "TEXT_EMBEDDING_DIM": "text.dim",
+    "KBRELEASE_TEXT_RUNTIME": "text.runtime",
     "IMAGE_EMBEDDING_MODEL": "image.model",
     "IMAGE_EMBEDDING_DIM": "image.dim",
     "KBRELEASE_CACHE": "cache.enabled",
@@ -654,6 +661,7 @@ text:
   # dim: 1536
   chunk_target_tokens: 160     # paragraphs merge up to this; never past the model limit
   fallback_encoding: latin-1   # for files that are neither UTF-8 nor UTF-16 with BOM
+  # runtime: onnx              # local model on ONNX Runtime (exported once from the same weights)
   # quantize: bf16             # local model in bfloat16: ~1.7x faster on CPUs with AVX512_BF16/AMX
 
 image:

@@ -69,9 +69,10 @@ class BatchingTextEmbedder:
         thread (docs/benchmarks.md, section 6). Batching already spreads requests
         over the cores; one small model call need not.
         """
-        try:
-            import torch
-        except ImportError:  # an HTTP embedder: no threads to limit
+        import sys
+
+        torch = sys.modules.get("torch")
+        if torch is None:  # an HTTP or ONNX Runtime embedder: no torch threads to limit (and no torch to import)
             return
         before = torch.get_num_threads()
         torch.set_num_threads(n)  # this thread's OpenMP setting, and torch's default for new threads...

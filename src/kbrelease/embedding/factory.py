@@ -22,16 +22,50 @@ def make_text_embedder(cfg: Config) -> TextEmbedder:
             concurrency=t.concurrency,
             max_tokens=t.max_tokens,
         )
-    from kbrelease.embedding.local_text import LocalTextEmbedder
+    if t.runtime == "onnx":
+        embedder: TextEmbedder = make_onnx_text_embedder(cfg, t.quantize)
+    else:
+        from kbrelease.embedding.local_text import LocalTextEmbedder
 
-    embedder = LocalTextEmbedder(
-        model_path=t.model_path, model_name=t.model, device=t.device, batch_size=t.batch_size, quantize=t.quantize, forward_batch=t.forward_batch_size
-    )
+        embedder = LocalTextEmbedder(
+            model_path=t.model_path, model_name=t.model, device=t.device, batch_size=t.batch_size, quantize=t.quantize, forward_batch=t.forward_batch_size
+        )
     if t.dim and embedder.identity.dim != t.dim:
         raise ConfigError(
             f"text model {t.model!r} gives {embedder.identity.dim}-d vectors but text.dim / TEXT_EMBEDDING_DIM is {t.dim}; fix the dimension or the model"
         )
     return embedder
+
+
+def make_onnx_text_embedder(cfg: Config, quantize: str, threads: int | None = None) -> TextEmbedder:
+    """The local text model on ONNX Runtime, exporting it first if this model revision has no export yet (needs torch once)."""
+    from kbrelease.embedding.identity import configured_identity
+    from kbrelease.embedding.local_text import CPU_FORWARD_BATCH, _resolve_model_folder
+    from kbrelease.embedding.onnx_text import ONNX_QUANTIZE_MODES, OnnxTextEmbedder, export_onnx, onnx_file
+
+    t = cfg.text
+    if quantize not in ONNX_QUANTIZE_MODES:
+        raise ConfigError(f"text.quantize {quantize} is not available with text.runtime onnx (use none or int8), or set text.runtime: torch")
+    folder = _resolve_model_folder(t.model_path)
+    identity = configured_identity(cfg, "text", runtime="onnx", quantize=quantize)
+    path = export_onnx(folder, onnx_file(cfg.workspace / "models", identity.revision, quantize), quantize)
+    return OnnxTextEmbedder(folder, path, identity, forward_batch=t.forward_batch_size or CPU_FORWARD_BATCH, threads=threads)
+
+
+def make_query_text_embedder(cfg: Config, threads: int | None = None) -> TextEmbedder:
+    """The text embedder for queries: ONNX Runtime when it gives the configured model's vectors, else the build's embedder.
+
+    A float32 torch model and its float32 ONNX export agree to cosine 1.0000, so
+    a query embedded by ONNX Runtime finds what the torch build stored, without
+    importing torch (a one-off search starts in a fraction of the time). Reduced
+    precision on torch (int8, bf16) and HTTP endpoints keep their own embedder.
+    """
+    t = cfg.text
+    from kbrelease.embedding.onnx_text import onnxruntime_available
+
+    if t.embedder == "local" and onnxruntime_available() and (t.runtime == "onnx" or t.quantize == "none") and t.device in (None, "cpu"):
+        return make_onnx_text_embedder(cfg, t.quantize if t.runtime == "onnx" else "none", threads)
+    return make_text_embedder(cfg)
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -29,7 +29,7 @@ def _json(path: Path) -> Any:
         return None
 
 
-def _local_text_identity(cfg: Config) -> EmbedderIdentity | None:
+def _local_text_identity(cfg: Config, runtime: str, quantize: str) -> EmbedderIdentity | None:
     from kbrelease.embedding.local_text import _resolve_model_folder, folder_revision, text_preprocessing
 
     folder = _resolve_model_folder(cfg.text.model_path)
@@ -46,7 +46,7 @@ def _local_text_identity(cfg: Config) -> EmbedderIdentity | None:
     if not isinstance(dim, int) or not isinstance(max_seq, int):
         return None
     return EmbedderIdentity(
-        kind="text", model=cfg.text.model, dim=dim, revision=folder_revision(folder), preprocessing=text_preprocessing(max_seq, cfg.text.quantize)
+        kind="text", model=cfg.text.model, dim=dim, revision=folder_revision(folder), preprocessing=text_preprocessing(max_seq, quantize, runtime)
     )
 
 
@@ -58,13 +58,20 @@ def _sha12(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def configured_identity(cfg: Config, kind: str) -> EmbedderIdentity:
-    """The identity the configured ``kind`` ("text" or "image") embedder will have."""
+def configured_identity(cfg: Config, kind: str, runtime: str | None = None, quantize: str | None = None) -> EmbedderIdentity:
+    """The identity the configured ``kind`` ("text" or "image") embedder will have.
+
+    ``runtime`` and ``quantize`` override the text model's configured ones (the query embedder's identity).
+    """
     if kind == "text":
         if cfg.text.embedder == "openai":
             assert cfg.text.dim is not None  # checked by Config
             return EmbedderIdentity(kind="text", model=cfg.text.model, dim=cfg.text.dim)
-        found = _local_text_identity(cfg)
+        runtime = runtime or cfg.text.runtime
+        quantize = quantize or cfg.text.quantize
+        if runtime == "onnx" and quantize == "bf16":
+            raise ConfigError("text.quantize bf16 is not available with text.runtime onnx (use none or int8), or set text.runtime: torch")
+        found = _local_text_identity(cfg, runtime, quantize)
         if found is not None:
             if cfg.text.dim and found.dim != cfg.text.dim:
                 raise ConfigError(
@@ -72,6 +79,10 @@ def configured_identity(cfg: Config, kind: str) -> EmbedderIdentity:
                     "fix the dimension or the model"
                 )
             return found
+        if runtime == "onnx":
+            raise ConfigError(
+                f"text.runtime onnx: the model folder of {cfg.text.model!r} is not plain Transformer + Pooling (+ Normalize); set text.runtime: torch"
+            )
         from kbrelease.embedding.factory import make_text_embedder
 
         return make_text_embedder(cfg).identity

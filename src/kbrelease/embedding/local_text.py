@@ -44,6 +44,7 @@ __all__ = ["QUANTIZE_MODES", "LocalTextEmbedder", "cpu_has_native_bf16", "folder
 QUANTIZE_MODES = ("none", "int8", "bf16")
 #: Written into the identity's preprocessing, so reduced-precision vectors get their own cache namespace.
 _PRECISION_TAGS = {"none": "", "int8": ",int8-dyn-pc", "bf16": ",bf16"}
+_ORT_TAGS = {"none": ",ort", "int8": ",ort-int8-matmul-pc"}
 
 #: Texts per forward pass on the CPU by default. Smaller passes keep the attention
 #: tensors in cache: on 2 cores, 16 took 47-51 CPU ms a chunk, 64 took 60-62
@@ -137,13 +138,16 @@ def quantize_int8(model: Any) -> Any:
         return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, inplace=True)  # type: ignore[no-untyped-call]
 
 
-def text_preprocessing(max_seq_length: int, quantize: str) -> str:
-    """The identity's ``preprocessing`` of a local text model: its input limit and, if reduced, its precision.
+def text_preprocessing(max_seq_length: int, quantize: str, runtime: str = "torch") -> str:
+    """The identity's ``preprocessing`` of a local text model: its input limit, its runtime and, if reduced, its precision.
 
     One place for it: :func:`kbrelease.embedding.identity.configured_identity`
     derives the identity without loading the model and must give the same string.
+    Each runtime and precision has its own tag, so the embedding cache and
+    packages never mix their vectors (torch float32 has none: older caches stay valid).
     """
-    return f"maxseq{int(max_seq_length)}{_PRECISION_TAGS[quantize]}"
+    tag = _PRECISION_TAGS[quantize] if runtime == "torch" else _ORT_TAGS[quantize]
+    return f"maxseq{int(max_seq_length)}{tag}"
 
 
 def cpu_has_native_bf16() -> bool:
@@ -296,6 +300,11 @@ class LocalTextEmbedder:
         tokenizer.no_padding()
         tokenizer.no_truncation()
         return tokenizer
+
+    @property
+    def model_folder(self) -> Path:
+        """The sentence-transformers folder the model was loaded from."""
+        return self._folder
 
     def __repr__(self) -> str:
         return (

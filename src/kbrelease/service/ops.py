@@ -49,7 +49,7 @@ def info(request: Request) -> Response:
     svc = service(request)
     embedders: dict[str, dict[str, Any]] = {}
     if svc.warmup.ready.get("text"):
-        embedders["text"] = asdict(svc.kb.text_embedder.identity)
+        embedders["text"] = asdict(svc.kb.query_text_embedder.identity)
     if svc.warmup.ready.get("image"):
         embedders["image"] = asdict(svc.kb.image_embedder.identity)
     try:

@@ -108,7 +108,7 @@ class ServiceState:
                 if kind == "text":
                     # concurrent searches share model calls, each on service.query_threads threads
                     self.kb.coalesce_text_queries(self.cfg.service.query_threads)
-                    self.kb.text_embedder.embed_texts(["warm up"])  # first call allocates; keep it off a request
+                    self.kb.query_text_embedder.embed_texts(["warm up"])  # first call allocates; keep it off a request
                 else:
                     import numpy as np
 
