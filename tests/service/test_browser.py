@@ -105,6 +105,14 @@ def test_search_page_text_and_image_search_in_a_real_browser(browser: Any, base_
     expect(first.locator(".heading")).to_contain_text("VPN Setup")
     assert page.locator(".result mark").count() > 0  # query words highlighted in the snippets
     expect(page.locator("#summary")).to_contain_text("from release v1")
+    # Results under the relevance floor are folded, dimmed, and counted in the summary.
+    scores = [h["score"] for h in httpx.get(f"{base_url}/api/v1/search", params={"q": "how do I connect to the VPN from home", "k": 10}).json()["hits"]]
+    weak = sum(s < 0.25 for s in scores)
+    assert page.locator(".weak .result").count() == weak
+    assert page.locator("#results > .result").count() == len(scores) - weak
+    if weak:
+        expect(page.locator("#summary")).to_contain_text(f"{weak} below the relevance floor 0.25, folded")
+        assert not page.locator(".weak .result").first.is_visible()  # folded until opened
     page.screenshot(path=str(tmp_path / "web-page-text.png"), full_page=True)
     if os.environ.get("DOCS_SCREENSHOT") == "1":
         page.screenshot(path=str(REPO / "docs" / "img" / "web-page.png"), full_page=False)

@@ -183,19 +183,35 @@ async function runSearch(request) {
   }
 }
 
+// Scores under these are shown dimmed and folded: with all-MiniLM-L6-v2, passages that
+// answer a question score 0.3-0.8 and unrelated ones -0.1-0.2. Image features have no such
+// floor (every photo is somewhat similar), so image results are never folded.
+const RELEVANCE_FLOOR = { text: 0.25, image: -Infinity };
+
 function render(result, request) {
   $("empty").classList.add("hidden");
   const n = result.hits.length;
+  const floor = RELEVANCE_FLOOR[result.modality] ?? -Infinity;
+  const strong = result.hits.filter((h) => h.score >= floor);
+  const weak = result.hits.filter((h) => h.score < floor);
   $("summary").textContent = `${n} result${n === 1 ? "" : "s"} from release ${result.release} · ${Math.round(result.took_ms)} ms ` +
-    `(embed ${Math.round(result.embed_ms)} ms, search ${Math.round(result.search_ms)} ms)`;
+    `(embed ${Math.round(result.embed_ms)} ms, search ${Math.round(result.search_ms)} ms)` +
+    (weak.length ? ` · ${weak.length} below the relevance floor ${floor.toFixed(2)}, folded` : "");
   $("results").replaceChildren();
   $("grid").replaceChildren();
   if (result.modality === "image") {
     for (const hit of result.hits) $("grid").append(tile(hit));
   } else {
-    for (const hit of result.hits) $("results").append(textHit(hit, request.q || ""));
+    for (const hit of strong) $("results").append(textHit(hit, request.q || ""));
+    if (weak.length) {
+      const list = el("ol", { class: "results" });
+      for (const hit of weak) list.append(textHit(hit, request.q || ""));
+      $("results").append(el("li", { class: "weak" },
+        el("details", {}, el("summary", { text: `${weak.length} weaker result${weak.length === 1 ? "" : "s"} (score below ${floor.toFixed(2)})` }), list)));
+    }
   }
   if (!n) $("summary").textContent += " — nothing matched";
+  else if (!strong.length) $("summary").textContent += " — no strong match";
 }
 
 function scoreBar(score) {
