@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from kbrelease.release.check import CheckReport
     from kbrelease.release.files import ReleaseFiles
     from kbrelease.release.follow import LiveFollower
+    from kbrelease.release.quality import GoldenQuery, QualityReport
     from kbrelease.release.shards import BuildPlan, ShardResult
 
 
@@ -232,21 +233,99 @@ class KbRelease:
         return finalize(self._builder(), release)
 
     def verify(self, release: str) -> ReleaseRecord:
+        """Check a built release is complete; with golden queries, also measure its answers against the live release's."""
         from kbrelease.release.verify import verify
 
-        return verify(self.cfg, self.store, self.registry, release)
+        record = verify(self.cfg, self.store, self.registry, release)
+        if self.cfg.quality.golden_queries is not None:
+            record = self._measure_quality(record)
+        return record
 
-    def switch(self, release: str) -> Pointer:
+    # --- quality gate (kbrelease.release.quality) ----------------------------------
+    def golden_queries(self, path: Path | None = None) -> list[GoldenQuery]:
+        """The configured golden queries (or those of ``path``)."""
+        from kbrelease.errors import ConfigError
+        from kbrelease.release.quality import load_golden_queries
+
+        path = path or self.cfg.quality.golden_queries
+        if path is None:
+            raise ConfigError("no golden queries: set quality.golden_queries in kbrelease.yaml or KBRELEASE_GOLDEN_QUERIES, or pass --queries FILE")
+        return load_golden_queries(Path(path))
+
+    def evaluate_quality(self, release: str | ReleaseRecord, queries: list[GoldenQuery], k: int | None = None) -> QualityReport:
+        """recall@k, MRR and the hits of every golden query on one release."""
+        from kbrelease.release.quality import evaluate
+
+        record = self.resolve(release)
+
+        def search(q: GoldenQuery, k: int) -> list[tuple[str, str]]:
+            result = self.query_image(q.image, k, q.source, record) if q.image is not None else self.query(q.query or "", k, q.source, record)
+            return [(h.source, h.file) for h in result.hits]
+
+        return evaluate(record.name, queries, search, k or self.cfg.quality.k)
+
+    def _measure_quality(self, record: ReleaseRecord) -> ReleaseRecord:
+        from kbrelease.release.manifest import write_manifest
+        from kbrelease.release.quality import gate
+        from kbrelease.release.registry import now_iso
+        from kbrelease.workspace import Workspace
+
+        queries = self.golden_queries()
+        candidate = self.evaluate_quality(record, queries)
+        live_name = self.registry.pointer().live
+        live = self.evaluate_quality(live_name, queries) if live_name and live_name != record.name else None
+        decision = gate(self.cfg, candidate, live)
+        record.verification["quality"] = {
+            "golden_queries": str(self.cfg.quality.golden_queries),
+            "checked_at": now_iso(),
+            "candidate": candidate.asdict(),
+            "live": live.asdict() if live else None,
+            "gate": decision.asdict(),
+        }
+        self.registry.put(record)
+        write_manifest(Workspace.of(self.cfg).release_dir(record.name), record)
+        return record
+
+    def _check_gate(self, record: ReleaseRecord, skip_quality: bool, reason: str | None) -> dict[str, Any]:
+        """The history note of a switch to ``record``; refuses (and records the refusal) when its quality gate failed."""
+        from kbrelease.release.lifecycle import record_event
+        from kbrelease.release.quality import QualityGateRefused, refusal_message
+
+        quality = record.verification.get("quality") or {}
+        recall = (quality.get("candidate") or {}).get("recall")
+        note: dict[str, Any] = {"reason": reason, "recall": recall}
+        if quality and not (quality.get("gate") or {}).get("passed", True):
+            if not skip_quality:
+                record_event(self.registry, record.name, "refused", note)
+                raise QualityGateRefused(refusal_message(record.name, quality))
+            note["skip_quality"] = True
+        return note
+
+    def switch(self, release: str, skip_quality: bool = False, reason: str | None = None) -> Pointer:
+        """Make a verified release live; one that failed its quality gate only with ``skip_quality`` (recorded in the history)."""
         from kbrelease.release.lifecycle import switch
 
-        return switch(self.registry, release)
+        note = self._check_gate(self.registry.require(release), skip_quality, reason)
+        return switch(self.registry, release, note)
 
-    def rollback(self) -> Pointer:
+    def rollback(self, reason: str | None = None) -> Pointer:
         from kbrelease.release.lifecycle import rollback
 
-        return rollback(self.registry)
+        return rollback(self.registry, {"reason": reason})
 
-    def publish(self, release: str | None = None, force: bool = False, bundle: Path | None = None) -> PublishInfo:
+    def history(self) -> list[dict[str, Any]]:
+        """Every switch, rollback and refused quality gate of this environment, oldest first."""
+        return list(self.registry.pointer().history)
+
+    def diff(self, old: str, new: str, queries: list[GoldenQuery] | None = None) -> dict[str, Any]:
+        """What changed from release ``old`` to ``new``: files and chunks per source, and golden queries whose top k changed."""
+        from kbrelease.release.diff import diff_releases
+
+        return diff_releases(self, self.registry.require(old), self.registry.require(new), queries)
+
+    def publish(
+        self, release: str | None = None, force: bool = False, bundle: Path | None = None, skip_quality: bool = False, reason: str | None = None
+    ) -> PublishInfo:
         """sync → build → verify → switch. A failure at any step leaves the live release as it was.
 
         With ``bundle`` (a bundle spec file), only its sources are synced, the
@@ -283,8 +362,8 @@ class KbRelease:
         else:
             record = self.build(release)
         record = self.verify(record.name)
-        pointer = self.switch(record.name)
         self._prepare_query_runtime()
+        pointer = self.switch(record.name, skip_quality, reason)
         return PublishInfo(synced, record, pointer.live, pointer.previous, time.monotonic() - started)
 
     def _prepare_query_runtime(self) -> None:

@@ -344,6 +344,19 @@ class ServiceConfig(_Model):
     )
 
 
+class QualityConfig(_Model):
+    """The release quality gate: golden queries every candidate must answer before it goes live."""
+
+    golden_queries: Path | None = Field(
+        default=None,
+        description="YAML or JSONL file of {query, expect: [relative paths], source?, image?} (relative to the config file). "
+        "With it, verify measures recall@k and publish/switch refuse a release that misses the gate. Env: KBRELEASE_GOLDEN_QUERIES.",
+    )
+    k: int = Field(default=5, ge=1, le=100, description="Results per golden query that count as an answer (recall@k, MRR).")
+    min_recall: float = Field(default=0.9, ge=0, le=1, description="A candidate below this recall@k does not go live.")
+    max_regression: float = Field(default=0.02, ge=0, le=1, description="Nor one whose recall@k is more than this below the live release's.")
+
+
 class Config(_Model):
     """The whole kbrelease configuration."""
 
@@ -366,6 +379,7 @@ class Config(_Model):
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     max_failed_share: float = Field(
         default=0.01,
         ge=0,
@@ -460,6 +474,7 @@ SIMPLE_ENV: dict[str, str] = {
     "TEXT_EMBEDDING_MODEL": "text.model",
     "TEXT_EMBEDDING_DIM": "text.dim",
     "KBRELEASE_TEXT_RUNTIME": "text.runtime",
+    "KBRELEASE_GOLDEN_QUERIES": "quality.golden_queries",
     "IMAGE_EMBEDDING_MODEL": "image.model",
     "IMAGE_EMBEDDING_DIM": "image.dim",
     "KBRELEASE_CACHE": "cache.enabled",
@@ -549,6 +564,10 @@ def _resolve_local_paths(data: dict[str, Any], base: Path) -> None:
         token_file = entry.get("token_file") if isinstance(entry, dict) else None
         if isinstance(token_file, str) and not Path(token_file).expanduser().is_absolute():
             entry["token_file"] = str((base / token_file).resolve())
+    quality = data.get("quality")
+    if isinstance(quality, dict) and isinstance(quality.get("golden_queries"), str):
+        golden = Path(quality["golden_queries"]).expanduser()
+        quality["golden_queries"] = str(golden if golden.is_absolute() else (base / golden).resolve())
     ws = data.get("workspace")
     if isinstance(ws, str) and not Path(ws).expanduser().is_absolute():
         data["workspace"] = str((base / ws).resolve())

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from kbrelease.cli import argo, cache, check, index, monitor, package, releases, serve, store
+from kbrelease.cli import argo, cache, check, index, monitor, package, quality, releases, serve, store
 from kbrelease.cli._common import Options
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 releases.register(app)
+quality.register(app)
 index.register(app)
 monitor.register(app)
 app.add_typer(store.app, name="store")

@@ -110,17 +110,29 @@ def verify(ctx: typer.Context, release: Annotated[str, typer.Argument(help="Rele
     echo_json(record.asdict()) if json_output else typer.echo(f"release {record.name} verified")
 
 
-def switch(ctx: typer.Context, release: Annotated[str, typer.Argument(help="Verified release to make live.")], json_output: JsonOpt = False) -> None:
+SkipQualityOpt = Annotated[
+    bool, typer.Option("--skip-quality", help="Go live even if the release failed its quality gate (golden queries); recorded in the history.")
+]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why (kept in `kbrelease history`).")]
+
+
+def switch(
+    ctx: typer.Context,
+    release: Annotated[str, typer.Argument(help="Verified release to make live.")],
+    skip_quality: SkipQualityOpt = False,
+    reason: ReasonOpt = None,
+    json_output: JsonOpt = False,
+) -> None:
     """Make a verified release live (one atomic write of the live pointer)."""
     with project(ctx, json_output) as kb:
-        pointer = kb.switch(release)
+        pointer = kb.switch(release, skip_quality=skip_quality, reason=reason)
     echo_json(vars(pointer)) if json_output else typer.echo(f"live: {pointer.live} (previous: {pointer.previous or '-'})")
 
 
-def rollback(ctx: typer.Context, json_output: JsonOpt = False) -> None:
+def rollback(ctx: typer.Context, reason: ReasonOpt = None, json_output: JsonOpt = False) -> None:
     """Switch back to the previous live release."""
     with project(ctx, json_output) as kb:
-        pointer = kb.rollback()
+        pointer = kb.rollback(reason=reason)
     echo_json(vars(pointer)) if json_output else typer.echo(f"rolled back; live: {pointer.live} (previous: {pointer.previous or '-'})")
 
 
@@ -131,13 +143,15 @@ def publish(
     bundle: Annotated[
         Path | None, typer.Option("--bundle", "-b", help="Bundle spec (a file, or NAME for bundles/NAME.yaml): sync its sources, resolve, build from it.")
     ] = None,
+    skip_quality: SkipQualityOpt = False,
+    reason: ReasonOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """sync → build → verify → switch. A failure at any step leaves the live release untouched."""
     if bundle is not None and not bundle.is_file() and (Path("bundles") / f"{bundle}.yaml").is_file():
         bundle = Path("bundles") / f"{bundle}.yaml"
     with project(ctx, json_output) as kb:
-        info = kb.publish(release, force=force, bundle=bundle)
+        info = kb.publish(release, force=force, bundle=bundle, skip_quality=skip_quality, reason=reason)
     if json_output:
         echo_json(info.asdict())
         return

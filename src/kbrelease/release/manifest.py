@@ -10,6 +10,7 @@ import json
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 from kbrelease.release.registry import ReleaseRecord
 
@@ -52,7 +53,25 @@ def release_info_text(record: ReleaseRecord) -> str:
         lines.append(f"verification:    {'passed' if record.verification.get('passed') else 'FAILED'}")
         for problem in record.verification.get("problems", []):
             lines.append(f"  - {problem}")
+        lines.extend(quality_lines(record.verification.get("quality")))
     return "\n".join(lines) + "\n"
+
+
+def quality_lines(quality: dict[str, Any] | None) -> list[str]:
+    """The quality gate's lines of RELEASE_INFO: recall@k and MRR against the live release's, the gate, the misses."""
+    if not quality:
+        return []
+    cand, live, gate = quality.get("candidate") or {}, quality.get("live"), quality.get("gate") or {}
+    n = len(cand.get("queries", []))
+    against = f" (live {live['release']}: {live['recall']:.3f}, MRR {live['mrr']:.3f})" if live else ""
+    lines = [
+        f"quality:         recall@{cand.get('k')} {cand.get('recall', 0):.3f}, MRR {cand.get('mrr', 0):.3f} on {n} golden queries{against}",
+        f"quality gate:    {'passed' if gate.get('passed') else 'REFUSED'}",
+    ]
+    lines += [f"  - {r}" for r in gate.get("reasons", [])]
+    lines += [f"  lost its answer: {q!r}" for q in gate.get("lost", [])]
+    lines += [f"  not answered:    {o['query']!r} (expected {', '.join(o['expect'])})" for o in cand.get("queries", []) if o.get("rank") is None]
+    return lines
 
 
 def write_manifest(folder: Path, record: ReleaseRecord) -> None:

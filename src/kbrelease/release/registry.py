@@ -114,7 +114,8 @@ class Pointer:
     live: str | None = None
     previous: str | None = None
     switched_at: str | None = None
-    history: list[dict[str, str]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """Switches, rollbacks and refused quality gates, oldest first: live/to, from, at, action, by, reason, recall, skip_quality."""
 
 
 class Registry:
