@@ -10,16 +10,17 @@ bodies, the log formatter of the service, and to manifests and rendered YAML.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 MASK = "***"
 _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s?#'\"]+)@")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{4,}")
 _KEYVAL = re.compile(
-    r"(?i)(?P<key>\b(?:[A-Za-z0-9_]*(?:token|api[_-]?key|apikey|password|passwd|secret|access[_-]?key|signature|credential)[A-Za-z0-9_]*))"
+    r"(?i)(?P<key>\b(?:[A-Za-z0-9_]*(?:token(?!s\b|iz)|api[_-]?key|apikey|password|passwd|secret|access[_-]?key|signature|credential)[A-Za-z0-9_]*))"
     r"(?P<sep>\s*[=:]\s*|=)(?P<q>['\"]?)(?P<val>[^\s'\"&,;)}\]]+)"
 )
 _lock = threading.Lock()
@@ -28,10 +29,22 @@ _MIN_SECRET = 4
 
 
 def register_secret(value: str | None) -> None:
-    """Remember a secret value (a token, a key) so :func:`redact` masks it wherever it appears."""
-    if value and len(value) >= _MIN_SECRET:
-        with _lock:
-            _secrets.add(value)
+    """Remember a secret value (a token, a key) so :func:`redact` masks it wherever it appears.
+
+    Its URL-encoded and JSON-escaped forms are remembered too: a secret can reach
+    a log line inside a query string or a JSON document.
+    """
+    if not value or len(value) < _MIN_SECRET:
+        return
+    forms = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]}
+    with _lock:
+        _secrets.update(forms)
+
+
+def registered() -> list[str]:
+    """The registered secret values, longest first (for checks that nothing carries one)."""
+    with _lock:
+        return sorted(_secrets, key=len, reverse=True)
 
 
 def _keyval(m: re.Match[str]) -> str:
@@ -43,9 +56,7 @@ def _keyval(m: re.Match[str]) -> str:
 def redact(text: object) -> str:
     """``text`` (anything, via ``str``) with every secret it holds masked."""
     out = str(text)
-    with _lock:
-        known = sorted(_secrets, key=len, reverse=True)
-    for secret in known:
+    for secret in registered():
         if secret in out:
             out = out.replace(secret, MASK)
     out = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{MASK}@", out)
