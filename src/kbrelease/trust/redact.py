@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import threading
+from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 MASK = "***"
@@ -21,7 +22,7 @@ _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{4,}")
 _KEYVAL = re.compile(
     r"(?i)(?P<key>\b(?:[A-Za-z0-9_]*(?:token(?!s\b|iz)|api[_-]?key|apikey|password|passwd|secret|access[_-]?key|signature|credential)[A-Za-z0-9_]*))"
-    r"(?P<sep>\s*[=:]\s*|=)(?P<q>['\"]?)(?P<val>[^\s'\"&,;)}\]]+)"
+    r"(?P<sep>\s*[=:]\s*|=)(?P<q>\\?['\"]?)(?P<val>[^\s'\"\\&,;)}\]]+)"
 )
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -53,15 +54,35 @@ def _keyval(m: re.Match[str]) -> str:
     return f"{m.group('key')}{m.group('sep')}{m.group('q')}{MASK}"
 
 
-def redact(text: object) -> str:
-    """``text`` (anything, via ``str``) with every secret it holds masked."""
+def redact_known(text: object) -> str:
+    """``text`` with the registered secrets and URL userinfo masked, and nothing else.
+
+    For data output (search results, listings): the key-value heuristics of
+    :func:`redact` would also mask a document that says ``password: see the wiki``.
+    """
     out = str(text)
     for secret in registered():
         if secret in out:
             out = out.replace(secret, MASK)
-    out = _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{MASK}@", out)
+    return _URL_USERINFO.sub(lambda m: f"{m.group('scheme')}{MASK}@", out)
+
+
+def redact(text: object) -> str:
+    """``text`` (anything, via ``str``) with every secret it holds masked: for messages, logs and error bodies."""
+    out = redact_known(text)
     out = _BEARER.sub(lambda m: f"{m.group(1)}{MASK}", out)
     return _KEYVAL.sub(_keyval, out)
+
+
+def redact_data(data: object) -> Any:
+    """``data`` (JSON-like: dicts, lists, strings, numbers) with every string in it redacted; keys are kept."""
+    if isinstance(data, str):
+        return redact(data)
+    if isinstance(data, dict):
+        return {key: redact_data(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [redact_data(value) for value in data]
+    return data
 
 
 def redact_url(url: str | None) -> str:
