@@ -27,7 +27,7 @@ from kbrelease import __version__
 from kbrelease.api import KbRelease
 from kbrelease.config import Config
 from kbrelease.service import errors
-from kbrelease.service.logs import make_logger
+from kbrelease.service.logs import install_redaction, make_logger
 from kbrelease.service.metrics import Metrics
 from kbrelease.service.middleware import RequestMiddleware
 from kbrelease.service.state import ServiceState
@@ -71,6 +71,7 @@ def create_app(cfg: Config, kb: KbRelease | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        install_redaction()
         svc.start()
         logger.info(
             "service started",
