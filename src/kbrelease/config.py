@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from kbrelease.config_secrets import SECRETS, URL_KEYS, parse_url_list, read_env, refuse_in_file, register_config_secrets, value_at
 from kbrelease.environments import environment_token, select_environment
 from kbrelease.errors import ConfigError
-from kbrelease.trust.redact import redact_url
+from kbrelease.trust.redact import redact_known, redact_url
 
 CONFIG_FILENAME = "kbrelease.yaml"
 Modality = Literal["text", "image"]
@@ -31,6 +31,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def __repr__(self) -> str:  # URLs with credentials (milvus.uri, text.base_url) are shown masked
+        return redact_known(super().__repr__())
+
+    def __str__(self) -> str:
+        return redact_known(super().__str__())
 
 
 class SourceConfig(_Model):

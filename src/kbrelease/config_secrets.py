@@ -17,6 +17,7 @@ Secrets are never written anywhere by kbrelease; rendered manifests only
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from kbrelease.errors import ConfigError
-from kbrelease.trust.redact import register_secret
+from kbrelease.trust.redact import redact, register_secret
 
 if TYPE_CHECKING:
     from kbrelease.config import Config
@@ -91,6 +92,8 @@ SECRETS: tuple[Secret, ...] = (
 # Config keys that hold a URL which is not itself a secret but may carry one
 # (userinfo, ``?api_key=``): the credentials in them are registered for redaction.
 URL_KEYS: tuple[str, ...] = ("milvus.uri", "text.base_url", "s3.endpoint_url")
+_TOKEN_LIKE = 16
+_SEGMENT_LIKE = 12
 
 
 def keys_for(component: Component) -> tuple[str, ...]:
@@ -141,17 +144,28 @@ def url_credentials(url: str) -> list[str]:
     found: list[str] = []
     if "@" in parts.netloc:
         userinfo = parts.netloc.rsplit("@", 1)[0]
-        found.append(userinfo)
-        found.append(unquote(userinfo))
-        _, _, password = userinfo.partition(":")
+        _, colon, password = userinfo.partition(":")
+        # A bare user name is only a secret when it looks like a token (https://<token>@host);
+        # registering "admin" would mask the word everywhere.
+        if colon or len(userinfo) >= _TOKEN_LIKE:
+            # As written, decoded, and as HTTP clients send it (Authorization: Basic base64(user:password)).
+            found += [userinfo, unquote(userinfo), base64.b64encode(unquote(userinfo).encode()).decode()]
         if password:
             found += [password, unquote(password)]
-    from kbrelease.trust.redact import redact
-
     for key, value in parse_qsl(parts.query, keep_blank_values=False):
         if redact(f"{key}=x") != f"{key}=x":  # a key the redaction treats as secret
             found.append(value)
     return found
+
+
+def _url_secret_parts(url: str) -> list[str]:
+    """A URL that is itself a secret (a webhook) keeps its secret in the path: the path, and a token-like last segment."""
+    parts = urlsplit(url)
+    found = [parts.path + (f"?{parts.query}" if parts.query else ""), *url_credentials(url)]
+    last = parts.path.rstrip("/").rsplit("/", 1)[-1]
+    if len(last) >= _SEGMENT_LIKE:
+        found.append(last)
+    return [f for f in found if len(f) > 1]
 
 
 def value_at(cfg: Config, dotted: str) -> Any:
@@ -174,6 +188,8 @@ def plain_values(cfg: Config) -> list[str]:
             plain = item.get_secret_value() if hasattr(item, "get_secret_value") else item
             if plain:
                 out.append(str(plain))
+                if secret.kind == "url_list":
+                    out += _url_secret_parts(str(plain))
     for dotted in URL_KEYS:
         value = value_at(cfg, dotted)
         if isinstance(value, str):

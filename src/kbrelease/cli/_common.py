@@ -69,6 +69,8 @@ class RedactingStream:
         self._redact = redact_known if data else redact
 
     def write(self, text: str) -> int:
+        if not isinstance(text, str):  # a text stream: click probes with write(b"") to find binary ones
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         self._stream.write(self._redact(text))
         return len(text)
 
