@@ -414,3 +414,16 @@ def test_the_service_warns_when_it_listens_beyond_loopback_without_an_api_token(
             time.sleep(0.05)
         seen[(host, bool(token))] = "without KBRELEASE_API_TOKEN" in stream.getvalue()
     assert seen == {("0.0.0.0", False): True, ("0.0.0.0", True): False, ("127.0.0.1", False): False}
+
+
+def test_the_data_index_client_names_its_service_without_credentials(tmp_path: Path) -> None:
+    from kbrelease.client import DataIndexClient
+    from kbrelease.errors import KbReleaseError
+
+    from servers import free_port
+
+    url = f"http://{USERINFO}@127.0.0.1:{free_port()}/?token={QUERY_KEY}"  # nothing listens there: "cannot reach <url>"
+    with DataIndexClient(url, retries=0, backoff=0) as client, pytest.raises(KbReleaseError) as failed:
+        client.list_bundles()
+    assert "***@127.0.0.1" in str(failed.value)
+    assert_clean(str(failed.value))
