@@ -18,12 +18,18 @@ from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 MASK = "***"
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s?#'\"]+)@")
+# userinfo may itself hold an '@' (an unencoded password): up to the last '@' before the path.
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s?#'\"]+)@")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{4,}")
+# HTTP Basic credentials (base64 of user:password); a digit, '+', '/' or '=' tells them from the English word.
+_BASIC = re.compile(r"(?i)(\bbasic\s+)(?=[A-Za-z0-9+/]*[0-9+/=])[A-Za-z0-9+/]{8,}={0,2}")
+_SECRET_KEY_NAMES = r"(?:token(?!s\b|iz)|api[_-]?key|apikey|password|passwd|secret|access[_-]?key|signature|credential)"  # noqa: S105 - key names, not a password
 _KEYVAL = re.compile(
-    r"(?i)(?P<key>\b(?:[A-Za-z0-9_]*(?:token(?!s\b|iz)|api[_-]?key|apikey|password|passwd|secret|access[_-]?key|signature|credential)[A-Za-z0-9_]*))"
+    rf"(?i)(?P<key>\b(?:[A-Za-z0-9_]*{_SECRET_KEY_NAMES}[A-Za-z0-9_]*))"
     r"(?P<sep>\s*[=:]\s*|=)(?P<q>\\?['\"]?)(?P<val>[^\s'\"\\&,;)}\]]+)"
 )
+# A JSON pair with a secret-looking key and a string value ("api_key": "..."), also JSON-escaped inside a log line.
+_JSON_PAIR = re.compile(rf'(?i)(?P<pre>(?P<e>\\?)"[A-Za-z0-9_-]*{_SECRET_KEY_NAMES}[A-Za-z0-9_-]*(?P=e)"\s*:\s*(?P=e)")(?P<val>[^"\\]+)(?=(?P=e)")')
 _lock = threading.Lock()
 _secrets: set[str] = set()
 _MIN_SECRET = 4
@@ -71,6 +77,8 @@ def redact(text: object) -> str:
     """``text`` (anything, via ``str``) with every secret it holds masked: for messages, logs and error bodies."""
     out = redact_known(text)
     out = _BEARER.sub(lambda m: f"{m.group(1)}{MASK}", out)
+    out = _BASIC.sub(lambda m: f"{m.group(1)}{MASK}", out)
+    out = _JSON_PAIR.sub(lambda m: f"{m.group('pre')}{MASK}", out)
     return _KEYVAL.sub(_keyval, out)
 
 
