@@ -427,3 +427,50 @@ def test_the_data_index_client_names_its_service_without_credentials(tmp_path: P
         client.list_bundles()
     assert "***@127.0.0.1" in str(failed.value)
     assert_clean(str(failed.value))
+
+
+# --- the redaction itself, on the forms secrets take in messages ---------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "kept"),
+    [
+        ("GET http://kbuser:p@ss-Zq81@host/v1 failed", "ss-Zq81", "@host/v1"),  # an unencoded '@' in the password
+        ("http://kbuser:p%40ss-Zq81@host/v1", "p%40ss-Zq81", "@host/v1"),
+        ("Authorization: Basic a2J1c2VyOmh1bnRlcjI=", "a2J1c2VyOmh1bnRlcjI=", "Basic ***"),
+        ("Authorization: Bearer sk-abc123def456", "sk-abc123def456", "Bearer ***"),
+        ("https://embed/v1/embeddings?api_key=zz-Qk19&model=m", "zz-Qk19", "model=m"),
+        ("https://s3.local/b?X-Amz-Signature=abcdef0123&X-Amz-Credential=AKIA1234/x", "abcdef0123", "X-Amz-Signature=***"),
+        ('{"error": {"message": "bad key", "api_key": "sk-echoed-77aa"}}', "sk-echoed-77aa", '"api_key": "***"'),
+        ("X-Api-Key: hk-4711-zz", "hk-4711-zz", "X-Api-Key: ***"),
+        ("client_secret='cs-88-qq' rejected", "cs-88-qq", "client_secret='***'"),
+    ],
+)
+def test_the_redaction_masks_each_form_a_secret_takes_in_a_message(text: str, secret: str, kept: str) -> None:
+    from kbrelease.trust.redact import redact
+
+    out = redact(text)
+    assert secret not in out and kept in out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "basic configuration of the basics",
+        '{"token_count": 5, "max_tokens": 512, "chunk_target_tokens": 160}',
+        "text.tokenizer_path: /models/tok.json",
+        "see http://host:80/a and mail me@example.com",
+    ],
+)
+def test_the_redaction_leaves_ordinary_text_and_valid_json_alone(text: str) -> None:
+    from kbrelease.trust.redact import redact
+
+    assert redact(text) == text
+
+
+def test_a_service_log_line_stays_valid_json_after_redaction() -> None:
+    from kbrelease.trust.redact import redact
+
+    line = json.dumps({"event": "x", "detail": json.dumps({"password": "pw-1234", "token_count": 5}), "query": 'token="tk-99" n=1'})
+    parsed = json.loads(redact(line))
+    assert "pw-1234" not in json.dumps(parsed) and "tk-99" not in json.dumps(parsed) and json.loads(parsed["detail"])["token_count"] == 5
