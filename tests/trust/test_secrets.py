@@ -474,3 +474,33 @@ def test_a_service_log_line_stays_valid_json_after_redaction() -> None:
     line = json.dumps({"event": "x", "detail": json.dumps({"password": "pw-1234", "token_count": 5}), "query": 'token="tk-99" n=1'})
     parsed = json.loads(redact(line))
     assert "pw-1234" not in json.dumps(parsed) and "tk-99" not in json.dumps(parsed) and json.loads(parsed["detail"])["token_count"] == 5
+
+
+def test_the_real_serve_process_keeps_url_credentials_out_of_its_log_and_readyz(
+    tmp_path: Path, embed_server: EmbedServer, isolated_milvus: dict[str, str]
+) -> None:
+    """`kbrelease serve` under uvicorn: the JSON log, uvicorn's own lines and /readyz, as an operator sees them."""
+    from service.procs import ServeProcess
+
+    embed_server.token = "the-right-token-0000"  # our key is wrong: the 401 echoes it and the Basic credentials back
+    env = {
+        "MILVUS_URI": isolated_milvus["milvus.uri"],
+        "MILVUS_TOKEN": MILVUS_TOKEN,
+        "TEXT_EMBEDDING_BASE_URL": with_userinfo(embed_server.base_url),
+        "TEXT_EMBEDDING_DIM": "8",
+        "TEXT_EMBEDDING_API_KEY": API_KEY,
+        "KBRELEASE_ADMIN_TOKEN": ADMIN_TOKEN,
+    }
+    serve = ServeProcess(text_project(tmp_path, isolated_milvus), env=env)
+    serve.start(timeout=120, ready=False)
+    try:
+        deadline = time.monotonic() + 60
+        while "HTTP 401" not in (ready := serve.get("/readyz")).text and time.monotonic() < deadline:
+            time.sleep(0.2)
+        search = serve.get("/api/v1/search", params={"q": "vpn"})
+    finally:
+        serve.stop()
+    log = "\n".join(serve.output())
+    assert ready.status_code == 503 and "***@127.0.0.1" in ready.text
+    assert "model warm-up failed" in log and search.status_code == 503
+    assert_clean(ready.text, search.text, log)
