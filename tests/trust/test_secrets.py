@@ -504,3 +504,16 @@ def test_the_real_serve_process_keeps_url_credentials_out_of_its_log_and_readyz(
     assert ready.status_code == 503 and "***@127.0.0.1" in ready.text
     assert "model warm-up failed" in log and search.status_code == 503
     assert_clean(ready.text, search.text, log)
+
+
+def test_an_s3_endpoint_with_credentials_fails_sync_without_printing_them(tmp_path: Path) -> None:
+    env = {
+        "S3_ENDPOINT_URL": f"http://{USERINFO}@127.0.0.1:1",
+        "S3_PATH_TEXT": "s3://bucket/text",
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE0001",
+        "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+        "KBRELEASE_WORKSPACE": str(tmp_path / "ws"),
+    }
+    result = cli(["sync"], env, tmp_path)  # botocore retries the endpoint for a while, then the source fails by name
+    assert result.returncode != 0 and "s3://bucket/text" in result.stderr
+    assert_clean(result.stdout, result.stderr, workspace_text(tmp_path / "ws") if (tmp_path / "ws").exists() else "")
