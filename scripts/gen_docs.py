@@ -112,8 +112,22 @@ def env_markdown() -> str:
     lines += [f"| `{k}` | {v} |" for k, v in OTHER_ENV.items()]
     lines += [
         "",
-        "S3 credentials come from the standard AWS variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,",
-        "`AWS_SESSION_TOKEN`), `AWS_PROFILE` or the instance role, as boto3 finds them.",
+        "## Secrets",
+        "",
+        "From the one table `kbrelease.config_secrets.SECRETS`: read from the environment only (a secret written in",
+        "`kbrelease.yaml` is refused), masked in every output, and only referenced (`secretKeyRef`) by rendered manifests.",
+        "Credentials inside `MILVUS_URI`, `TEXT_EMBEDDING_BASE_URL` or `S3_ENDPOINT_URL` (`user:pass@`, `?api_key=`) are masked too,",
+        "and `kbrelease argo render` refuses them (a ConfigMap is not secret).",
+        "",
+        "| variable | what | read by |",
+        "|---|---|---|",
+    ]
+    from kbrelease.config_secrets import SECRETS
+
+    lines += [f"| `{s.env}` | {s.description} | {', '.join(sorted(s.components))} |" for s in SECRETS]
+    lines += [
+        "",
+        "S3 credentials can also come from `AWS_PROFILE` or the instance role, as boto3 finds them.",
         "",
         "## `kbrelease.yaml` keys",
         "",

@@ -10,7 +10,9 @@ port) in a background thread, backed by any ``TextEmbedder``::
 Knobs (all reset by :meth:`reset`): ``fail_next(n, status)``, ``delay`` (seconds
 slept per request), ``wrong_dim`` (truncate vectors to this many values),
 ``token`` (required bearer token; a wrong one gets an OpenAI-style 401 that
-echoes the key it received, like some servers do). ``requests`` counts every
+echoes the key it received, like some servers do), ``echo_request`` (injected
+failures quote the request's URL, query string included, and its Authorization
+header, as careless servers and proxies do). ``requests`` counts every
 request received; ``batch_sizes`` lists the inputs per successful request and
 ``max_in_flight`` the highest number of requests handled at once.
 """
@@ -73,6 +75,7 @@ class EmbedServer:
             self._fail: list[int] = []
             self.delay = 0.0
             self.wrong_dim: int | None = None
+            self.echo_request = False
             self.requests = 0
             self.batch_sizes: list[int] = []
             self.max_in_flight = 0
@@ -97,19 +100,23 @@ class EmbedServer:
                 self._in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self._in_flight)
                 status = self._fail.pop(0) if self._fail else None
+                echo = self.echo_request
                 delay = self.delay
                 wrong_dim = self.wrong_dim
             try:
                 if delay:
                     time.sleep(delay)
-                return self._answer(request, body, status, wrong_dim)
+                return self._answer(request, body, status, wrong_dim, echo)
             finally:
                 with self._lock:
                     self._in_flight -= 1
 
         return app
 
-    def _answer(self, request: Request, body: dict[str, Any], status: int | None, wrong_dim: int | None) -> JSONResponse:
+    def _answer(self, request: Request, body: dict[str, Any], status: int | None, wrong_dim: int | None, echo: bool = False) -> JSONResponse:
+        if status is not None and echo:
+            quoted = f"Injected server failure for {request.url} (Authorization: {request.headers.get('authorization', '')})."
+            return _error(status, quoted, "server_error")
         if self.token is not None:
             auth = request.headers.get("authorization", "")
             if auth != f"Bearer {self.token}":

@@ -35,6 +35,7 @@ from urllib.parse import quote
 import httpx
 
 from kbrelease.errors import AuthenticationError, DataIndexError, KbReleaseError, NotInIndex, ServiceError, ServiceUnavailable
+from kbrelease.trust.redact import redact_url
 
 RETRY_STATUS = frozenset({429, 502, 503, 504})
 
@@ -204,6 +205,7 @@ class DataIndexClient:
     ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
+        self.shown_url = redact_url(self.base_url)  # for messages: without userinfo or ?token=
         self.retries = retries
         self.backoff = backoff
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
@@ -231,8 +233,8 @@ class DataIndexClient:
         if status in (401, 403):
             return AuthenticationError(f"{detail} (HTTP {status}); pass token= to DataIndexClient", status)
         if status in RETRY_STATUS or status >= 500:
-            return ServiceUnavailable(f"{self.base_url} answered HTTP {status}: {detail}; retry later or check the service's logs", status)
-        return ServiceError(f"{self.base_url} answered HTTP {status}: {detail}", status)
+            return ServiceUnavailable(f"{self.shown_url} answered HTTP {status}: {detail}; retry later or check the service's logs", status)
+        return ServiceError(f"{self.shown_url} answered HTTP {status}: {detail}", status)
 
     def _pause(self, attempt: int, response: httpx.Response | None = None) -> None:
         wait = self.backoff * 2**attempt
@@ -252,7 +254,7 @@ class DataIndexClient:
                         response.read()
                 except httpx.TransportError as exc:
                     if last:
-                        raise ServiceUnavailable(f"cannot reach {self.base_url} ({type(exc).__name__}: {exc}); check the URL and the service") from exc
+                        raise ServiceUnavailable(f"cannot reach {self.shown_url} ({type(exc).__name__}: {exc}); check the URL and the service") from exc
                     self._pause(attempt)
                     continue
                 # Outside the try: a failure while the caller reads the body is the caller's to handle.
@@ -391,7 +393,7 @@ class DataIndexClient:
             except (httpx.TransportError, _Broken, OSError) as exc:
                 failures += 1
                 if failures > self.retries:
-                    raise ServiceUnavailable(f"the stream of {bundle!r} from {self.base_url} kept breaking off ({type(exc).__name__}); retry later") from exc
+                    raise ServiceUnavailable(f"the stream of {bundle!r} from {self.shown_url} kept breaking off ({type(exc).__name__}); retry later") from exc
                 self._pause(failures - 1)
 
     @staticmethod
@@ -449,7 +451,7 @@ class DataIndexClient:
             except (httpx.TransportError, _Broken, tarfile.ReadError, EOFError) as exc:
                 failures += 1
                 if failures > self.retries:
-                    raise ServiceUnavailable(f"the download from {self.base_url} kept breaking off ({len(todo)} file(s) left); retry later") from exc
+                    raise ServiceUnavailable(f"the download from {self.shown_url} kept breaking off ({len(todo)} file(s) left); retry later") from exc
                 self._pause(failures - 1)
         return DownloadResult(written, total)
 

@@ -17,8 +17,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from kbrelease.config_secrets import SECRETS, URL_KEYS, parse_url_list, read_env, refuse_in_file, register_config_secrets, value_at
 from kbrelease.environments import environment_token, select_environment
 from kbrelease.errors import ConfigError
+from kbrelease.trust.redact import redact_known, redact_url
 
 CONFIG_FILENAME = "kbrelease.yaml"
 Modality = Literal["text", "image"]
@@ -29,6 +31,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def __repr__(self) -> str:  # URLs with credentials (milvus.uri, text.base_url) are shown masked
+        return redact_known(super().__repr__())
+
+    def __str__(self) -> str:
+        return redact_known(super().__str__())
 
 
 class SourceConfig(_Model):
@@ -253,7 +261,7 @@ class DeployConfig(_Model):
     image_pull_secrets: list[str] = Field(default_factory=list, description="Names of docker-registry Secrets for a private registry.")
     secret_name: str = Field(
         default="kbrelease-secrets",
-        description="Secret (created by you) holding MILVUS_TOKEN, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, TEXT_EMBEDDING_API_KEY; only referenced.",
+        description=f"Secret (created by you) holding {', '.join(s.env for s in SECRETS)} (each optional); only referenced.",
     )
     shard_files: int = Field(default=5000, ge=1, description="A source with more files is built by several parallel steps of this many files each.")
     parallelism: int = Field(default=8, ge=1, description="Most workflow pods at once.")
@@ -453,11 +461,21 @@ class Config(_Model):
         return env.service_port if env else None
 
     def redacted(self) -> dict[str, Any]:
-        """A JSON-safe dump with every secret replaced by '***' (or null)."""
+        """A JSON-safe dump with every secret of the table replaced by '***' (or null) and URLs without credentials."""
         data = self.model_dump(mode="json")
-        data["milvus"]["token"] = "***" if self.milvus.token else None
-        data["service"]["admin_token"] = "***" if self.service.admin_token else None
-        data["service"]["api_token"] = "***" if self.service.api_token else None
+        for secret in SECRETS:
+            if secret.path is None:
+                continue
+            *parents, leaf = secret.path.split(".")
+            node = data
+            for key in parents:
+                node = node[key]
+            value = value_at(self, secret.path)
+            node[leaf] = ("***" if value else None) if not isinstance(value, list) else ["***"] * len(value)
+        for dotted in URL_KEYS:
+            section, leaf = dotted.split(".")
+            if data[section].get(leaf):
+                data[section][leaf] = redact_url(data[section][leaf])
         return data
 
 
@@ -493,12 +511,8 @@ OTHER_ENV: dict[str, str] = {
     "COLLECTION_NAME_TEXT": "collection of that text source",
     "COLLECTION_NAME_IMAGE": "collection of that image source",
     "TEXT_EMBEDDING_BASE_URL": "text.base_url, and selects text.embedder=openai",
-    "MILVUS_TOKEN": "the Milvus token (secret; environment only)",
-    "TEXT_EMBEDDING_API_KEY": "API key of the text endpoint (secret; environment only; OPENAI_API_KEY is read too)",
-    "KBRELEASE_ADMIN_TOKEN": "bearer token of the service's admin endpoints: switch, rollback, logs (secret; environment only; unset disables them)",
-    "KBRELEASE_API_TOKEN": "bearer token every read endpoint of the service (search, data index) requires when set (secret; environment only)",
-    "KBRELEASE_ALERT_WEBHOOKS": "comma-separated webhook URLs for monitor alerts, Slack-compatible (secret; environment only)",
 }
+# The secrets have their own table: kbrelease.config_secrets.SECRETS.
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -599,15 +613,7 @@ def load_config(
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{cfg_path} must contain a mapping at the top level (see `kbrelease init`)")
-        secrets = [
-            ("milvus", "token", "MILVUS_TOKEN"),
-            ("service", "admin_token", "KBRELEASE_ADMIN_TOKEN"),
-            ("service", "api_token", "KBRELEASE_API_TOKEN"),
-            ("monitor", "webhook_urls", "KBRELEASE_ALERT_WEBHOOKS"),
-        ]
-        for section, key, var in secrets:
-            if isinstance(loaded.get(section), dict) and key in loaded[section]:
-                raise ConfigError(f"{cfg_path}: {section}.{key} must not be written in the config file; set {var} in the environment instead")
+        refuse_in_file(loaded, cfg_path)
         data = loaded
         base = cfg_path.resolve().parent
     elif explicit:
@@ -619,33 +625,33 @@ def load_config(
     where = str(cfg_path) if cfg_path.is_file() else "the environment"
     select_environment(data, env, where)
     _resolve_local_paths(data, base)
-    api_key = env.get("TEXT_EMBEDDING_API_KEY") or env.get("OPENAI_API_KEY")
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration in {where}:\n{_describe(exc)}") from None
-    token = environment_token(cfg, env)
-    if token:
-        cfg.milvus.token = SecretStr(token)
-    if api_key:
-        cfg.text_api_key = SecretStr(api_key)
-    for attr, var in (("admin_token", "KBRELEASE_ADMIN_TOKEN"), ("api_token", "KBRELEASE_API_TOKEN")):
-        if env.get(var):
-            setattr(cfg.service, attr, SecretStr(env[var]))
-    cfg.monitor.webhook_urls = _webhooks(env.get("KBRELEASE_ALERT_WEBHOOKS") or "")
+    _read_secrets(cfg, env)
+    register_config_secrets(cfg, env)
     env_port = cfg.environment_service_port
     if env_port is not None and "port" not in cfg.service.model_fields_set:
         cfg.service.port = env_port  # service.port / KBRELEASE_SERVICE_PORT / --port still win
     return cfg
 
 
-def _webhooks(value: str) -> list[SecretStr]:
-    """Parse KBRELEASE_ALERT_WEBHOOKS without ever echoing a URL (they embed secrets)."""
-    urls = [u for u in value.replace("\n", ",").replace(" ", ",").split(",") if u]
-    for i, url in enumerate(urls, 1):
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"KBRELEASE_ALERT_WEBHOOKS: entry #{i} is not an http(s) URL; give comma-separated webhook URLs")
-    return [SecretStr(u) for u in urls]
+def _read_secrets(cfg: Config, env: Mapping[str, str]) -> None:
+    """Every secret of the table that lives in the config, from the environment only."""
+    for secret in SECRETS:
+        if secret.path is None:
+            continue
+        section, _, leaf = secret.path.rpartition(".")
+        target: Any = cfg
+        for part in filter(None, section.split(".")):
+            target = getattr(target, part)
+        # milvus.token: the selected environment's token_env / token_file, else MILVUS_TOKEN.
+        value = environment_token(cfg, env) if secret.path == "milvus.token" else read_env(secret, env)
+        if secret.kind == "url_list":
+            setattr(target, leaf, [SecretStr(u) for u in parse_url_list(secret, value or "")])
+        elif value:
+            setattr(target, leaf, SecretStr(value))
 
 
 STARTER = """\

@@ -89,9 +89,34 @@ def test_only_nginx_is_reachable_from_outside(compose: list[str]) -> None:
     services = _services(compose, MINIO_ROOT_PASSWORD="x")
 
     published = {name: [p.get("host_ip", "") for p in svc.get("ports", [])] for name, svc in services.items() if svc.get("ports")}
-    assert published == {"nginx": [""], "milvus": ["127.0.0.1"]}
+    # nginx too listens on this machine only by default: KBRELEASE_API_TOKEN is empty by default.
+    assert published == {"nginx": ["127.0.0.1"], "milvus": ["127.0.0.1"]}
     (nginx_port,) = services["nginx"]["ports"]
     assert (nginx_port["target"], nginx_port["published"]) == (80, "8080")
+
+
+def test_nginx_is_opened_to_other_machines_only_on_request(compose: list[str]) -> None:
+    services = _services(compose, MINIO_ROOT_PASSWORD="x", KBRELEASE_HTTP_BIND="0.0.0.0", KBRELEASE_API_TOKEN="tok-123456")
+
+    (nginx_port,) = services["nginx"]["ports"]
+    assert nginx_port.get("host_ip") == "0.0.0.0"
+    assert services["search"]["environment"]["KBRELEASE_API_TOKEN"] == "tok-123456"
+
+
+def test_every_secret_the_service_and_publish_need_is_passed_from_the_environment_never_written(compose: list[str]) -> None:
+    from kbrelease.config_secrets import keys_for
+
+    values = {key: f"sentinel-{key.lower()}" for key in {*keys_for("service"), *keys_for("workflow")}}
+    services = _services(compose, MINIO_ROOT_PASSWORD="x", **values)
+
+    for key in keys_for("service"):
+        assert services["search"]["environment"][key] == values[key], key
+    for key in keys_for("workflow"):
+        assert services["publish"]["environment"][key] == values[key], key
+    text = (COMPOSE_DIR / "docker-compose.yml").read_text(encoding="utf-8")
+    for key in values:
+        assert f"{key}: ${{{key}:-}}" in text, f"{key} must be a ${{{key}:-}} reference"
+    assert _services(compose, MINIO_ROOT_PASSWORD="x")["search"]["environment"]["KBRELEASE_API_TOKEN"] == ""
 
 
 def test_the_minio_password_is_required(compose: list[str]) -> None:

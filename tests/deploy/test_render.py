@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from deploy.rendering import CONFIG, SECRETS, by_kind, documents, parse_kbrelease, render_cli, schema_errors
 from kbrelease.config import load_config
+from kbrelease.config_secrets import keys_for
 from kbrelease.deploy.dag import load
-from kbrelease.deploy.settings import PIPELINE_SECRET_KEYS
 
 SEED_VARIABLES = (
     "S3_PATH_TEXT",
@@ -64,7 +64,7 @@ def test_secrets_are_only_referenced(rendered: Path) -> None:
         if "container" not in t:
             continue
         refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in t["container"]["env"]}
-        assert set(refs) == set(PIPELINE_SECRET_KEYS)
+        assert set(refs) == set(keys_for("workflow"))
         assert {r["name"] for r in refs.values()} == {"kbrelease-secrets"}
         assert all("value" not in e for e in t["container"]["env"])
 

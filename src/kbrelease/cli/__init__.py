@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from kbrelease.cli import argo, cache, check, index, monitor, package, quality, releases, serve, store
-from kbrelease.cli._common import Options
+from kbrelease.cli._common import Options, RedactingStream
 
 app = typer.Typer(
     name="kbrelease",
@@ -71,4 +71,7 @@ def _return_freed_memory() -> None:
 
 def main() -> None:
     _return_freed_memory()
+    # The last guard of the one redaction: nothing the process prints carries a secret.
+    sys.stdout = RedactingStream(sys.stdout, data=True)  # type: ignore[assignment]
+    sys.stderr = RedactingStream(sys.stderr)  # type: ignore[assignment]
     app()

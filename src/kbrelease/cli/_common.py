@@ -1,5 +1,11 @@
 """What every command module shares: the global options, loading the project once,
-one-line errors with exit codes, and JSON output."""
+one-line errors with exit codes, and JSON output.
+
+Everything printed passes the one redaction (:mod:`kbrelease.trust.redact`): the
+error line here, JSON output here, and, as the last guard, the process's stdout
+and stderr (:class:`RedactingStream`, installed by ``kbrelease.cli.main``), so a
+traceback (``--debug``) or a command's own ``typer.echo`` cannot print a secret.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar
 
 import typer
 
 from kbrelease.errors import KbReleaseError
+from kbrelease.trust.redact import redact, redact_known
 
 if TYPE_CHECKING:
     from kbrelease.api import KbRelease
@@ -41,7 +48,38 @@ class Options:
 
 
 def echo_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+    # Known secrets and URL credentials only: the data may be documents that mention a "password: ...".
+    typer.echo(redact_known(json.dumps(data, indent=2, ensure_ascii=False, default=str)))
+
+
+def echo_error(exc: KbReleaseError | str) -> None:
+    """``error: <message>`` on stderr, redacted (a message may name a URL with credentials)."""
+    typer.echo(f"error: {redact(exc)}", err=True)
+
+
+class RedactingStream:
+    """A text stream that redacts each write; everything else (``buffer``, ``isatty``, ``fileno``) is the wrapped stream's.
+
+    ``data=True`` (stdout: results, listings) masks the known secrets and URL
+    credentials only; stderr (messages, tracebacks) gets the whole redaction.
+    """
+
+    def __init__(self, stream: TextIO, data: bool = False) -> None:
+        self._stream = stream
+        self._redact = redact_known if data else redact
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):  # a text stream: click probes with write(b"") to find binary ones
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._stream.write(self._redact(text))
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 @contextmanager
@@ -63,7 +101,7 @@ def project(ctx: typer.Context, json_output: bool = False) -> Iterator[KbRelease
     except KbReleaseError as exc:
         if opts.debug:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        echo_error(exc)
         raise typer.Exit(exit_code(exc)) from None
 
 
@@ -82,5 +120,5 @@ def run(ctx: typer.Context, fn: Callable[[], T]) -> T:
     except KbReleaseError as exc:
         if ctx.obj.debug:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        echo_error(exc)
         raise typer.Exit(exit_code(exc)) from None

@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 
 from kbrelease.config import Config
+from kbrelease.config_secrets import keys_for, url_credentials
+from kbrelease.errors import ConfigError
 
 WORKSPACE = ".kbrelease-ci"
 
@@ -56,11 +58,12 @@ def github_workflow(cfg: Config) -> dict[str, Any]:
     """The workflow as a dict (``yaml.safe_dump`` it to ``.github/workflows/``)."""
     ci = cfg.deploy.ci
     branch = f"data/{ci.bundle}"
-    secrets = {
-        "AWS_ACCESS_KEY_ID": "${{ secrets.AWS_ACCESS_KEY_ID }}",
-        "AWS_SECRET_ACCESS_KEY": "${{ secrets.AWS_SECRET_ACCESS_KEY }}",
-    }
+    secrets = {key: f"${{{{ secrets.{key} }}}}" for key in keys_for("ci")}
     env = {"KBRELEASE_CONFIG": ci.config, "KBRELEASE_WORKSPACE": WORKSPACE, **secrets}
+    if cfg.s3.endpoint_url and url_credentials(cfg.s3.endpoint_url):
+        raise ConfigError(
+            "s3.endpoint_url carries credentials; a workflow file is not secret: put them in the repository secrets AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+        )
     if cfg.s3.endpoint_url:
         env["S3_ENDPOINT_URL"] = cfg.s3.endpoint_url
     return {

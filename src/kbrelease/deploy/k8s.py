@@ -17,12 +17,11 @@ from hera.workflows.models.io.k8s.apimachinery.pkg.util.intstr import IntOrStrin
 from pydantic import BaseModel, ConfigDict, Field
 
 from kbrelease.config import Config, ResourcesConfig
+from kbrelease.config_secrets import keys_for
 from kbrelease.deploy.settings import (
     CONFIG_FILE,
     CONFIG_MOUNT,
-    PIPELINE_SECRET_KEYS,
     RUN_AS_USER,
-    SERVICE_SECRET_KEYS,
     TMP_MOUNT,
     WORKSPACE_MOUNT,
     cluster_config_yaml,
@@ -323,7 +322,7 @@ def service_deployment(cfg: Config) -> Deployment:
         args=["serve"],
         ports=[m.ContainerPort(name="http", container_port=port)],
         env_from=config_env_from(cfg),
-        env=env + secret_env(cfg, PIPELINE_SECRET_KEYS + SERVICE_SECRET_KEYS),
+        env=env + secret_env(cfg, keys_for("service")),
         resources=resources(cfg.deploy.service_resources),
         # Models load before /readyz answers: give the first start a minute or two.
         startup_probe=_probe("/healthz", port, period=5, failures=36),

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kbrelease.config import OTHER_ENV, SIMPLE_ENV
+from kbrelease.config_secrets import SECRETS
 from kbrelease.deploy.dag import TaskSpec, load
 from kbrelease.errors import ConfigError
 
@@ -180,7 +181,7 @@ class LocalRunner:
 
     def _environment(self, container: dict[str, Any], mounts: list[tuple[str, Path]]) -> dict[str, str]:
         # This shell's kbrelease settings must not leak in: the pod has only its own.
-        ours = set(SIMPLE_ENV) | set(OTHER_ENV) | {"OPENAI_API_KEY"}
+        ours = set(SIMPLE_ENV) | set(OTHER_ENV) | {name for s in SECRETS for name in (s.env, *s.aliases)}
         env = {k: v for k, v in self.base_env.items() if k not in ours and not k.startswith("KBRELEASE_")}
         for source in container.get("envFrom") or []:
             if "configMapRef" in source:

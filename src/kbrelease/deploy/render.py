@@ -16,9 +16,11 @@ from typing import Any
 import yaml
 
 from kbrelease.config import Config
+from kbrelease.config_secrets import keys_for, plain_values
 from kbrelease.deploy import k8s
-from kbrelease.deploy.settings import PIPELINE_SECRET_KEYS, SERVICE_SECRET_KEYS, check_deployable, names
+from kbrelease.deploy.settings import check_deployable, names
 from kbrelease.deploy.workflow import RELEASE_PARAM, workflow_template
+from kbrelease.errors import ConfigError
 
 HEADER = "# Rendered by `kbrelease argo render` from kbrelease.yaml; do not edit: change the config and render again.\n"
 
@@ -74,7 +76,7 @@ def objects(cfg: Config) -> list[tuple[str, dict[str, Any]]]:
 
 def readme(cfg: Config) -> str:
     n = names(cfg)
-    keys = " ".join(f"--from-literal={k}=..." for k in ("MILVUS_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"))
+    keys = " ".join(f"--from-literal={k}=..." for k in keys_for("service"))
     return f"""# kbrelease on Kubernetes (rendered)
 
 Rendered by `kbrelease argo render` from kbrelease.yaml; render again after changing it.
@@ -84,8 +86,8 @@ Rendered by `kbrelease argo render` from kbrelease.yaml; render again after chan
        kubectl create namespace {cfg.deploy.namespace} --dry-run=client -o yaml | kubectl apply -f -
        kubectl -n {cfg.deploy.namespace} create secret generic {cfg.deploy.secret_name} {keys}
 
-   Keys read by the workflow: {", ".join(PIPELINE_SECRET_KEYS)}.
-   Keys read by the search service too: {", ".join(SERVICE_SECRET_KEYS)}.
+   Keys read by the workflow: {", ".join(keys_for("workflow"))}.
+   Keys read by the search service: {", ".join(keys_for("service"))}.
 
 2. Apply everything (Argo Workflows must be installed in the cluster):
 
@@ -108,6 +110,14 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _refuse_secret_values(cfg: Config, texts: list[tuple[str, str]]) -> None:
+    """The last guard: no configured secret value may reach a rendered file (they are only referenced)."""
+    values = plain_values(cfg)
+    for name, text in texts:
+        if any(v in text for v in values):
+            raise ConfigError(f"{name} would carry a secret value; secrets are only referenced from the Secret {cfg.deploy.secret_name} (nothing was written)")
+
+
 def render(cfg: Config, out: Path) -> RenderInfo:
     """Write every object of :func:`objects` (plus a README) into ``out``."""
     warnings = check_deployable(cfg)
@@ -119,8 +129,10 @@ def render(cfg: Config, out: Path) -> RenderInfo:
         if old.name not in keep and old.read_text(encoding="utf-8").startswith(HEADER):
             old.unlink()
             info.removed.append(old.name)
-    for name, obj in wanted:
-        _write(out / name, HEADER + yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, width=200))
+    texts = [(name, HEADER + yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, width=200)) for name, obj in wanted]
+    _refuse_secret_values(cfg, texts)
+    for name, text in texts:
+        _write(out / name, text)
         info.files.append(name)
     _write(out / "README.md", readme(cfg))
     info.files.append("README.md")

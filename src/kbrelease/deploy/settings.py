@@ -18,6 +18,7 @@ from pydantic import BaseModel, SecretStr
 
 from kbrelease import __version__
 from kbrelease.config import Config
+from kbrelease.config_secrets import URL_KEYS, url_credentials, value_at
 from kbrelease.errors import ConfigError
 
 WORKSPACE_MOUNT = "/workspace"
@@ -26,11 +27,15 @@ CONFIG_FILE = "kbrelease.yaml"
 TMP_MOUNT = "/tmp"  # noqa: S108 - an emptyDir in the pod: the root filesystem is read-only
 RUN_AS_USER = 10001  # the non-root user of the Dockerfile
 
-# Keys of the Secret deploy.secret_name that pods read; all optional, so one
+# Keys of the Secret deploy.secret_name that pods read come from the one
+# secrets table (kbrelease.config_secrets.keys_for); all optional, so one
 # Secret serves S3 or local sources, a token or none.
-PIPELINE_SECRET_KEYS = ("MILVUS_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "TEXT_EMBEDDING_API_KEY")
-# The search service's own tokens (kbrelease serve reads them from the environment).
-SERVICE_SECRET_KEYS = ("KBRELEASE_API_TOKEN", "KBRELEASE_ADMIN_TOKEN")
+# What a URL that reaches a ConfigMap may not carry, and where its credentials belong instead.
+_URL_CREDENTIALS_GO_TO = {
+    "milvus.uri": "MILVUS_TOKEN (user:password)",
+    "text.base_url": "TEXT_EMBEDDING_API_KEY",
+    "s3.endpoint_url": "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
+}
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,13 @@ def check_deployable(cfg: Config) -> list[str]:
             "milvus.uri must name a Milvus server that the cluster reaches (e.g. http://milvus.milvus:19530): "
             "the embedded Milvus Lite lives in one process's folder; set milvus.uri or MILVUS_URI and render again"
         )
+    for key in URL_KEYS:
+        value = value_at(cfg, key)
+        if isinstance(value, str) and url_credentials(value):
+            raise ConfigError(
+                f"{key} carries credentials (user:password@ or a secret query parameter); rendered ConfigMaps are not secret: "
+                f"remove them from the URL and put them in the Secret {cfg.deploy.secret_name} as {_URL_CREDENTIALS_GO_TO[key]}"
+            )
     warnings = []
     for src in cfg.sources:
         if not src.path.startswith("s3://"):

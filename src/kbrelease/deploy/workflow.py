@@ -20,8 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 from kbrelease.config import Config, ResourcesConfig
+from kbrelease.config_secrets import keys_for
 from kbrelease.deploy import k8s
-from kbrelease.deploy.settings import PIPELINE_SECRET_KEYS, image, labels, names, slug
+from kbrelease.deploy.settings import image, labels, names, slug
 
 RELEASE_PARAM = "database-name"
 RELEASE = f"{{{{workflow.parameters.{RELEASE_PARAM}}}}}"
@@ -61,7 +62,7 @@ def workflow_template(cfg: Config) -> Any:
         expression=RETRY_EXPRESSION,
         backoff=m.Backoff(duration=d.retry.backoff, factor=m.IntOrString(d.retry.factor), max_duration=d.retry.max_duration),
     )
-    env = k8s.secret_env(cfg, PIPELINE_SECRET_KEYS)
+    env = k8s.secret_env(cfg, keys_for("workflow"))
 
     def step(name: str, args: list[str], inputs: list[str], spec: ResourcesConfig | None = None, gpu: bool = False) -> Any:
         use_gpu = gpu and d.gpu.enabled

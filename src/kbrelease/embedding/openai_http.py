@@ -31,8 +31,10 @@ from typing import TYPE_CHECKING, Any, Self
 import httpx
 import numpy as np
 
+from kbrelease.config_secrets import url_credentials
 from kbrelease.embedding.base import EmbedderIdentity, Vectors, l2_normalize
 from kbrelease.errors import ConfigError, EmbeddingError, EmbeddingUnavailable
+from kbrelease.trust.redact import redact, redact_url, register_secret
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -115,7 +117,7 @@ class OpenAITextEmbedder:
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(
-                f"text.base_url (TEXT_EMBEDDING_BASE_URL) must start with http:// or https://, got {base_url!r}; use e.g. http://127.0.0.1:8000/v1"
+                f"text.base_url (TEXT_EMBEDDING_BASE_URL) must start with http:// or https://, got {redact_url(base_url)!r}; use e.g. http://127.0.0.1:8000/v1"
             )
         if not model:
             raise ConfigError("text.model must name the embedding model served at text.base_url")
@@ -134,6 +136,11 @@ class OpenAITextEmbedder:
 
         self.base_url = base_url.rstrip("/")
         self.url = embeddings_url(base_url)
+        # What messages and logs show: without userinfo or secret query values (the URL may carry credentials).
+        self.shown_url = redact_url(self.url)
+        register_secret(api_key)
+        for part in url_credentials(self.url):
+            register_secret(part)
         self.model = model
         self.dim = dim
         self.max_tokens = max_tokens
@@ -171,7 +178,7 @@ class OpenAITextEmbedder:
     def __repr__(self) -> str:
         key = "'***'" if self.__api_key else "None"
         return (
-            f"OpenAITextEmbedder(base_url={self.base_url!r}, model={self.model!r}, dim={self.dim}, "
+            f"OpenAITextEmbedder(base_url={redact_url(self.base_url)!r}, model={self.model!r}, dim={self.dim}, "
             f"api_key={key}, batch_size={self.batch_size}, concurrency={self.concurrency})"
         )
 
@@ -214,7 +221,7 @@ class OpenAITextEmbedder:
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self._closed:
-            raise EmbeddingError(f"the embedder for {self.url} is closed; create a new one")
+            raise EmbeddingError(f"the embedder for {self.shown_url} is closed; create a new one")
         batches = [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
         if len(batches) == 1 or self.concurrency == 1:
             parts = [self._embed_batch(batch) for batch in batches]
@@ -242,10 +249,10 @@ class OpenAITextEmbedder:
             return self._executor
 
     def _scrub(self, text: str) -> str:
-        """Remove the API key from text that came from elsewhere (server messages)."""
+        """Remove the API key, the URL's credentials and anything secret-looking from text that came from elsewhere (server messages, httpx errors)."""
         if self.__api_key:
             text = text.replace(self.__api_key, "***")
-        return text
+        return redact(text)
 
     def _payload(self, batch: list[str]) -> dict[str, Any]:
         payload: dict[str, Any] = {
@@ -280,7 +287,7 @@ class OpenAITextEmbedder:
                 wait = self._backoff(attempt, exc.retry_after)
                 logger.warning(
                     "embedding request to %s failed (%s); retry %d/%d in %.2fs",
-                    self.url,
+                    self.shown_url,
                     last,
                     attempt + 1,
                     self.max_retries,
@@ -293,7 +300,7 @@ class OpenAITextEmbedder:
                 self.requests += 1
             return vectors
         raise EmbeddingUnavailable(
-            f"embedding endpoint {self.url} unavailable after {attempts} attempt(s): {last}; "
+            f"embedding endpoint {self.shown_url} unavailable after {attempts} attempt(s): {last}; "
             "check that the server is running and that text.base_url (TEXT_EMBEDDING_BASE_URL) "
             "points to it, then run again"
         ) from cause
@@ -315,8 +322,9 @@ class OpenAITextEmbedder:
             if status in (401, 403):
                 hint = "; check TEXT_EMBEDDING_API_KEY"
             elif status == 404:
-                hint = f"; {self.url} was not found: base_url must be the API root the server serves /embeddings under (usually ending in /v1)"
-            raise EmbeddingError(f"embedding request to {self.url} (model {self.model}) was refused with HTTP {status}: {self._server_message(response)}{hint}")
+                hint = f"; {self.shown_url} was not found: base_url must be the API root the server serves /embeddings under (usually ending in /v1)"
+            message = self._server_message(response)
+            raise EmbeddingError(f"embedding request to {self.shown_url} (model {self.model}) was refused with HTTP {status}: {message}{hint}")
         return self._parse(response, n)
 
     def _server_message(self, response: httpx.Response) -> str:
@@ -336,7 +344,7 @@ class OpenAITextEmbedder:
         return text
 
     def _parse(self, response: httpx.Response, n: int) -> Vectors:
-        where = f"embedding endpoint {self.url} (model {self.model})"
+        where = f"embedding endpoint {self.shown_url} (model {self.model})"
         try:
             body = response.json()
         except ValueError as exc:
@@ -358,7 +366,7 @@ class OpenAITextEmbedder:
         except EmbeddingError:
             raise
         except (AttributeError, KeyError, TypeError, ValueError, binascii.Error) as exc:
-            raise EmbeddingError(f"{where} returned malformed embeddings ({type(exc).__name__}: {exc})") from exc
+            raise EmbeddingError(f"{where} returned malformed embeddings ({type(exc).__name__}: {self._scrub(str(exc))})") from exc
         for row in rows:
             if row.shape != (self.dim,):
                 raise EmbeddingError(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from kbrelease.monitor.checks import CheckResult
+from kbrelease.trust.redact import RedactingFilter, register_secret
 
 if TYPE_CHECKING:
     import httpx
@@ -40,25 +41,11 @@ def webhook_id(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:12]
 
 
-class _RedactWebhooks(logging.Filter):
-    """httpx logs every request's full URL at INFO; a webhook URL is a secret, so it is replaced by its hash."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.urls: dict[str, str] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.urls:
-            message = record.getMessage()
-            if any(url in message for url in self.urls):
-                for url, hook in self.urls.items():
-                    message = message.replace(url, f"<webhook {hook}>")
-                record.msg, record.args = message, ()
-        return True
-
-
-_redact = _RedactWebhooks()
-logging.getLogger("httpx").addFilter(_redact)
+# httpx logs every request's full URL at INFO; a webhook URL is a secret, so
+# httpx's records pass the one redaction (the URLs are registered as secrets).
+_httpx_log = logging.getLogger("httpx")
+if not any(isinstance(f, RedactingFilter) for f in _httpx_log.filters):
+    _httpx_log.addFilter(RedactingFilter())
 
 
 @dataclass
@@ -154,7 +141,8 @@ class AlertSender:
 
     def __init__(self, urls: list[SecretStr], environment: str, timeout: float, client: httpx.Client | None = None, attempts: int = 3) -> None:
         self._urls = {webhook_id(u.get_secret_value()): u for u in urls}
-        _redact.urls.update({u.get_secret_value(): hook for hook, u in self._urls.items()})
+        for url in urls:
+            register_secret(url.get_secret_value())
         self.environment = environment
         self.timeout = timeout
         self.attempts = attempts

@@ -27,7 +27,7 @@ from kbrelease import __version__
 from kbrelease.api import KbRelease
 from kbrelease.config import Config
 from kbrelease.service import errors
-from kbrelease.service.logs import make_logger
+from kbrelease.service.logs import install_redaction, make_logger
 from kbrelease.service.metrics import Metrics
 from kbrelease.service.middleware import RequestMiddleware
 from kbrelease.service.state import ServiceState
@@ -71,11 +71,18 @@ def create_app(cfg: Config, kb: KbRelease | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        install_redaction()
         svc.start()
         logger.info(
             "service started",
             extra={"environment": cfg.environment, "version": __version__, "live_refresh_seconds": cfg.service.live_refresh_seconds},
         )
+        if cfg.service.api_token is None and not is_loopback(cfg.service.host):
+            logger.warning(
+                "listening beyond this machine without KBRELEASE_API_TOKEN: every read endpoint is open to whoever reaches "
+                "this address; set KBRELEASE_API_TOKEN, or keep it behind a proxy that authenticates",
+                extra={"host": cfg.service.host},
+            )
         monitor_stop, monitor_task = asyncio.Event(), None
         if monitor is not None:
             monitor_task = asyncio.create_task(monitor.run_async(monitor_stop))
@@ -110,6 +117,18 @@ def create_app(cfg: Config, kb: KbRelease | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(RequestMiddleware, state=svc)
     return app
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` only accepts connections from this machine (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: assume it resolves beyond this machine
 
 
 def app_from_env() -> FastAPI:

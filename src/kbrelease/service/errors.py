@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kbrelease import errors as e
+from kbrelease.trust.redact import redact, redact_data
 
 
 class ErrorDetail(BaseModel):
@@ -102,6 +103,8 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     request_id = str(getattr(request.state, "request_id", ""))
+    # Every error body passes the one redaction: a library message may name a URL with credentials.
+    message, details = redact(message), redact_data(details) if details else details
     body = ErrorBody(error=ErrorDetail(status=status, code=code, message=message, request_id=request_id, details=details))
     request.state.error_code = code
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)

@@ -4,8 +4,13 @@ Every record goes to stderr (for the container runtime / journald) and into a
 ring buffer that ``GET /api/v1/logs`` returns. Secrets never reach either:
 
 * request headers are not logged at all (``Authorization`` included);
-* every configured secret value (admin and API tokens, Milvus token, text API
-  key) is replaced by ``***`` in the final line, whatever put it there;
+* the final line goes through the one redaction (:func:`kbrelease.trust.redact.redact`):
+  every secret of the table (``kbrelease.config_secrets``) and of this app's
+  config, URL userinfo, bearer tokens and ``token=``-style pairs become ``***``,
+  whatever put them there;
+* uvicorn's and the root logger's handlers get a :class:`RedactingFilter` when
+  the app starts (:func:`install_redaction`), so a traceback uvicorn prints is
+  redacted too;
 * a query string is logged shortened, so a 100 KB query cannot flood the log.
 """
 
@@ -16,23 +21,25 @@ import logging
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import quote, quote_plus
 
-from pydantic import SecretStr
-
 from kbrelease.config import Config
+from kbrelease.config_secrets import plain_values
+from kbrelease.trust.redact import RedactingFilter, redact
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 MAX_FIELD_CHARS = 300
 
 
 def secret_values(cfg: Config) -> list[str]:
-    """Every secret of the configuration, as the plain strings to scrub."""
-    found: Iterable[SecretStr | None] = (cfg.service.admin_token, cfg.service.api_token, cfg.milvus.token, cfg.text_api_key)
-    plain = [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
+    """Every secret of the configuration (the secrets table, URL credentials), as the plain strings to scrub.
+
+    The app's own config is scrubbed even when its secrets were set after loading
+    (an embedding application, the tests), not only the ones registered at load.
+    """
+    plain = plain_values(cfg)
     # A secret can also arrive URL-encoded (in a logged query string) or JSON-escaped.
     forms = {form for value in plain for form in (value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1])}
     return sorted(forms)
@@ -67,7 +74,7 @@ class JsonFormatter(logging.Formatter):
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return text
+        return redact(text)
 
     def format(self, record: logging.LogRecord) -> str:
         return self.scrub(json.dumps(self.as_dict(record), ensure_ascii=False, default=str))
@@ -106,6 +113,24 @@ class LogTail(logging.Handler):
                 break
         out.reverse()
         return out
+
+
+# Loggers whose handlers print what kbrelease does not format itself: uvicorn's
+# startup and error tracebacks, and whatever the root logger was given.
+_FOREIGN_LOGGERS = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+def install_redaction() -> None:
+    """Put a :class:`RedactingFilter` on the handlers of uvicorn, of the root logger and Python's last-resort one (idempotent).
+
+    Called when the app starts: uvicorn configures its logging before that.
+    """
+    handlers = [h for name in _FOREIGN_LOGGERS for h in logging.getLogger(name).handlers]
+    if logging.lastResort is not None:
+        handlers.append(logging.lastResort)
+    for handler in handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 def make_logger(cfg: Config, name: str = "kbrelease.service", stream: TextIO | None = None) -> tuple[logging.Logger, LogTail]:

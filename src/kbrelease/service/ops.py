@@ -16,6 +16,7 @@ from kbrelease.service.auth import AdminAccess, ReadAccess
 from kbrelease.service.errors import responses
 from kbrelease.service.models import HealthOut, InfoOut, LogsOut, ReadyOut, json_response
 from kbrelease.service.search import service
+from kbrelease.trust.redact import redact_data
 
 probes = APIRouter(tags=["operations"])
 router = APIRouter(tags=["operations"])
@@ -31,7 +32,8 @@ async def healthz(request: Request) -> HealthOut:
 def readyz(request: Request) -> JSONResponse:
     """Ready for traffic: embedders warm, live release resolved, its collections loaded."""
     ready, checks = service(request).readiness()
-    return JSONResponse(ReadyOut(ready=ready, checks=checks).model_dump(), status_code=200 if ready else 503)
+    # Unauthenticated: the error texts in the checks pass the one redaction (a URL may carry credentials).
+    return JSONResponse(ReadyOut(ready=ready, checks=redact_data(checks)).model_dump(), status_code=200 if ready else 503)
 
 
 @probes.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}})

@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 
 from kbrelease.config import Config
 from kbrelease.errors import StoreError, StoreUnreachable
+from kbrelease.trust.redact import redact_url
 
 T = TypeVar("T")
 
@@ -42,11 +43,8 @@ def clip_utf8(text: str, max_bytes: int) -> str:
 
 
 def redact_uri(uri: str) -> str:
-    """``http://user:secret@host`` → ``http://***@host``: URIs appear in error messages."""
-    scheme, sep, rest = uri.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return uri
+    """``http://user:secret@host`` → ``http://***@host`` (and no ``?token=``): URIs appear in error messages."""
+    return redact_url(uri)
 
 
 # pymilvus pings every 10 s, even on an idle channel. A gRPC server with the
