@@ -9,14 +9,17 @@ size; longer paragraphs are split at sentence boundaries. Sizes are counted in
 the embedding model's own tokens (all-MiniLM-L6-v2 silently truncates at 256
 word pieces, so nothing may be longer). The splitting is semantic-text-splitter's;
 markdown is first cut into sections at its headings (parsed by markdown-it) so
-every chunk carries its heading path.
+every chunk carries its heading path. A chunk whose text repeats an earlier
+chunk of the same file is dropped: it adds nothing to search, and a file of one
+line repeated a million times would otherwise store thousands of identical
+vectors, which degrade the vector index for every other file.
 """
 
 from __future__ import annotations
 
 import codecs
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kbrelease.errors import InputFileError
@@ -103,6 +106,18 @@ def _markdown_sections(text: str) -> list[tuple[tuple[str, ...], int, int]]:
     return [s for s in sections if text[s[1] : s[2]].strip()]
 
 
+def _unique(chunks: Iterable[Chunk]) -> list[Chunk]:
+    """The chunks in order without repeats of an earlier chunk's text, numbered again from 0."""
+    seen: set[str] = set()
+    out: list[Chunk] = []
+    for chunk in chunks:
+        if chunk.text in seen:
+            continue
+        seen.add(chunk.text)
+        out.append(replace(chunk, index=len(out)))
+    return out
+
+
 class TextChunker:
     """Splits decoded text into chunks of at most ``max_tokens`` model tokens."""
 
@@ -131,10 +146,10 @@ class TextChunker:
 
     def chunk(self, text: str, markdown: bool) -> list[Chunk]:
         if not markdown:
-            return [Chunk(c.strip(), i, off) for i, (off, c) in enumerate(self._text.chunk_indices(text)) if c.strip()]
+            return _unique(Chunk(c.strip(), i, off) for i, (off, c) in enumerate(self._text.chunk_indices(text)) if c.strip())
         chunks: list[Chunk] = []
         for path, start, end in _markdown_sections(text):
             for off, piece in self._md.chunk_indices(text[start:end]):
                 if piece.strip():
                     chunks.append(Chunk(piece.strip(), len(chunks), start + off, path))
-        return chunks
+        return _unique(chunks)

@@ -25,7 +25,7 @@ from kbrelease.cache.embeddings import EmbeddingCache, content_key, namespace
 from kbrelease.chunking.text import Chunk, TextChunker, decode_text
 from kbrelease.config import Config
 from kbrelease.embedding.base import EmbedderIdentity, ImageEmbedder, TextEmbedder, Vectors
-from kbrelease.errors import InputFileError, ReleaseError
+from kbrelease.errors import InputFileError, KbReleaseError, ReleaseError
 from kbrelease.index.data_index import Bundle, FileRecord, SourceIndex, read_bundle, read_source_index
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.manifest import write_manifest
@@ -147,6 +147,10 @@ class Builder:
             return Prepared(rec, chunks=chunks, encoding=decoded.encoding)
         except InputFileError as exc:
             return Prepared(rec, failure=exc.reason)
+        except KbReleaseError:
+            raise  # the embedder or the workspace, not this file
+        except Exception as exc:  # noqa: BLE001 - whatever one file does, it is that file's failure
+            return Prepared(rec, failure=f"cannot be read ({type(exc).__name__}: {str(exc)[:200]}); replace or remove the file")
 
     def _prepare_image(self, source: str, rec: FileRecord) -> Prepared:
         from kbrelease.images.preprocess import preprocess_image
@@ -154,10 +158,14 @@ class Builder:
         try:
             data = self._read(source, rec, self.cfg.image.max_file_mb)
             emb = self.image
-            arr = preprocess_image(data, emb.input_size, emb.mean, emb.std, self.cfg.image.max_pixels)
+            arr = preprocess_image(data, emb.input_size, emb.mean, emb.std, self.cfg.image.max_pixels, max_aspect_ratio=self.cfg.image.max_aspect_ratio)
             return Prepared(rec, array=arr)
         except InputFileError as exc:
             return Prepared(rec, failure=exc.reason)
+        except KbReleaseError:
+            raise  # the embedder or the workspace, not this file
+        except Exception as exc:  # noqa: BLE001 - whatever one file does, it is that file's failure
+            return Prepared(rec, failure=f"cannot be read ({type(exc).__name__}: {str(exc)[:200]}); replace or remove the file")
 
     # --- per source ---------------------------------------------------------
     def _base_row(self, rec: FileRecord, index: int, n: int) -> dict[str, Any]:
