@@ -338,3 +338,57 @@ def test_a_huge_line_repeating_itself_is_not_thousands_of_identical_chunks() -> 
     assert [c.index for c in chunks] == list(range(len(chunks)))
     md = chunker.chunk("# A\n\nsame text\n\n# B\n\nsame text\n\n# C\n\nother text\n", markdown=True)
     assert [(c.text, c.index, c.heading) for c in md] == [("same text", 0, "A"), ("other text", 1, "C")]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"plain text " * 1000 + b"\x00 late NUL after 8 KB",
+        b"\xef\xbb\xbf# BOM then a NUL\x00",
+        "UTF-16 text with a NUL \x00 inside".encode("utf-16"),
+    ],
+    ids=["late-nul", "utf8-bom-nul", "utf16-nul"],
+)
+def test_nul_anywhere_in_a_text_file_is_binary_content(data: bytes) -> None:
+    """A NUL past the first 8 KB used to reach the chunker and the store."""
+    from kbrelease.chunking.text import decode_text
+
+    with pytest.raises(InputFileError, match="binary content"):
+        decode_text(data)
+
+
+def test_a_data_index_row_outside_the_mirror_is_that_file_s_failure(project: Any, tmp_path: Path) -> None:
+    """A forged data index (one from a package) that names ../../ paths or a FIFO: reported by name, never read."""
+    import hashlib
+    import os
+
+    from kbrelease.index.data_index import FileRecord, file_id_for, read_source_index, summarize_source, write_bundle, write_source_index
+
+    project.sync()
+    ws = Path(project.cfg.workspace)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the launch code is 0000", encoding="utf-8")
+    mirror = ws / "mirror" / "docs"
+    os.mkfifo(mirror / "pipe.txt")
+    index = ws / "index" / "docs.parquet"
+    rows = read_source_index(index)
+    rel = os.path.relpath(secret, mirror)
+    checksum = hashlib.sha256(secret.read_bytes()).hexdigest()
+    stamp = rows[0].timestamp
+    forged = [FileRecord(file_id_for("docs", p), p, stamp, 23, checksum) for p in (rel, "pipe.txt", str(secret))]
+    write_source_index(index, rows + forged)
+    from kbrelease.index.data_index import read_bundle
+
+    bundle = read_bundle(ws / "index")
+    docs = next(s for s in bundle.data_manifest if s.channel == "docs")
+    summary = summarize_source("docs", "text", docs.collection, docs.version, docs.storage_path, docs.index_file, rows + forged)
+    write_bundle(ws / "index", [summary if s.channel == "docs" else s for s in bundle.data_manifest])
+    project.cfg.max_failed_share = 0.9
+
+    record = project.build()
+
+    failures = {f["file"]: f["reason"] for f in record.sources["docs"].failures}
+    assert "leads outside" in failures[rel] or "'..' part" in failures[rel]
+    assert "is absolute" in failures[str(secret)]
+    assert "not a regular file" in failures["pipe.txt"]
+    assert not any(h.file == rel for h in project.search("launch code", k=5, release=record.name))

@@ -49,7 +49,7 @@ class Decoded:
 
 def decode_text(data: bytes, fallback_encoding: str = "latin-1") -> Decoded:
     """Decode a text file's bytes, refusing binary and empty content."""
-    if data.startswith(codecs.BOM_UTF8):
+    if data.startswith(codecs.BOM_UTF8) and b"\x00" not in data:
         try:
             return Decoded(data[len(codecs.BOM_UTF8) :].decode("utf-8"), "utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -59,8 +59,10 @@ def decode_text(data: bytes, fallback_encoding: str = "latin-1") -> Decoded:
             text = data.decode("utf-16")
         except UnicodeDecodeError as exc:
             raise InputFileError(f"starts with a UTF-16 BOM but is not valid UTF-16 ({exc.reason}); re-save it as UTF-8") from exc
+        if "\x00" in text:
+            raise InputFileError("binary content (NUL characters) in a text file; remove it from the source or add it to 'exclude'")
         return Decoded(text, "utf-16")
-    if b"\x00" in data[:8192]:
+    if b"\x00" in data:
         raise InputFileError("binary content (NUL bytes) in a text file; remove it from the source or add it to 'exclude'")
     try:
         return Decoded(data.decode("utf-8"), "utf-8")

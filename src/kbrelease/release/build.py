@@ -121,9 +121,16 @@ class Builder:
 
     # --- per file -----------------------------------------------------------
     def _read(self, source: str, rec: FileRecord, max_mb: float) -> bytes:
-        path = self.ws.mirror(source) / rec.relative_path
-        if not path.is_file():
+        from kbrelease.trust.paths import UnsafePath, contained, is_regular_file
+
+        try:  # the path comes from a data index, which may come from a package: never outside the mirror
+            path = contained(self.ws.mirror(source), rec.relative_path, "file of the data index")
+        except UnsafePath as exc:
+            raise InputFileError(str(exc)) from exc
+        if not path.exists():
             raise InputFileError("missing from the workspace mirror; run `kbrelease sync` again")
+        if not is_regular_file(path):
+            raise InputFileError("not a regular file in the workspace mirror (a folder, FIFO or device); run `kbrelease sync` again")
         size = path.stat().st_size
         if size > max_mb * 1024 * 1024:
             raise InputFileError(f"file is {size / 1048576:.1f} MB, over the {max_mb:g} MB limit; split it or raise max_file_mb")
