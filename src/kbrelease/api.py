@@ -555,7 +555,8 @@ class KbRelease:
         data = image.read_bytes() if isinstance(image, Path) else image
         emb = self.image_embedder
         # Decode first: a bad upload is the caller's error whatever is live.
-        arr = preprocess_image(data, emb.input_size, emb.mean, emb.std, max_pixels or self.cfg.image.max_pixels, limit_name)
+        limit = max_pixels or self.cfg.image.max_pixels
+        arr = preprocess_image(data, emb.input_size, emb.mean, emb.std, limit, limit_name, self.cfg.image.max_aspect_ratio)
         record = self.resolve(release)
         return run_search(self.store, record, "image", emb.identity, lambda: emb.embed_arrays(arr[None, ...])[0].tolist(), k, source)
 

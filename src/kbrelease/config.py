@@ -123,6 +123,12 @@ class ImageConfig(_Model):
     batch_size: int = Field(default=32, ge=1, description="Images per forward pass.")
     device: str | None = Field(default=None, description="torch device (default: cuda if present, else cpu).")
     max_pixels: int = Field(default=40_000_000, ge=1, description="Larger images are refused as decompression bombs.")
+    max_aspect_ratio: float = Field(
+        default=20.0,
+        ge=1,
+        description="Images longer than this many times their width (or wider than their height) are refused before decoding, "
+        "in a corpus and in uploads (a 1x30000 image would be scaled to 224x6,720,000).",
+    )
     max_file_mb: float = Field(default=30.0, gt=0, description="Larger image files are reported and skipped.")
 
 

@@ -9,14 +9,17 @@ size; longer paragraphs are split at sentence boundaries. Sizes are counted in
 the embedding model's own tokens (all-MiniLM-L6-v2 silently truncates at 256
 word pieces, so nothing may be longer). The splitting is semantic-text-splitter's;
 markdown is first cut into sections at its headings (parsed by markdown-it) so
-every chunk carries its heading path.
+every chunk carries its heading path. A chunk whose text repeats an earlier
+chunk of the same file is dropped: it adds nothing to search, and a file of one
+line repeated a million times would otherwise store thousands of identical
+vectors, which degrade the vector index for every other file.
 """
 
 from __future__ import annotations
 
 import codecs
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kbrelease.errors import InputFileError
@@ -46,7 +49,7 @@ class Decoded:
 
 def decode_text(data: bytes, fallback_encoding: str = "latin-1") -> Decoded:
     """Decode a text file's bytes, refusing binary and empty content."""
-    if data.startswith(codecs.BOM_UTF8):
+    if data.startswith(codecs.BOM_UTF8) and b"\x00" not in data:
         try:
             return Decoded(data[len(codecs.BOM_UTF8) :].decode("utf-8"), "utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -56,8 +59,10 @@ def decode_text(data: bytes, fallback_encoding: str = "latin-1") -> Decoded:
             text = data.decode("utf-16")
         except UnicodeDecodeError as exc:
             raise InputFileError(f"starts with a UTF-16 BOM but is not valid UTF-16 ({exc.reason}); re-save it as UTF-8") from exc
+        if "\x00" in text:
+            raise InputFileError("binary content (NUL characters) in a text file; remove it from the source or add it to 'exclude'")
         return Decoded(text, "utf-16")
-    if b"\x00" in data[:8192]:
+    if b"\x00" in data:
         raise InputFileError("binary content (NUL bytes) in a text file; remove it from the source or add it to 'exclude'")
     try:
         return Decoded(data.decode("utf-8"), "utf-8")
@@ -103,6 +108,18 @@ def _markdown_sections(text: str) -> list[tuple[tuple[str, ...], int, int]]:
     return [s for s in sections if text[s[1] : s[2]].strip()]
 
 
+def _unique(chunks: Iterable[Chunk]) -> list[Chunk]:
+    """The chunks in order without repeats of an earlier chunk's text, numbered again from 0."""
+    seen: set[str] = set()
+    out: list[Chunk] = []
+    for chunk in chunks:
+        if chunk.text in seen:
+            continue
+        seen.add(chunk.text)
+        out.append(replace(chunk, index=len(out)))
+    return out
+
+
 class TextChunker:
     """Splits decoded text into chunks of at most ``max_tokens`` model tokens."""
 
@@ -131,10 +148,10 @@ class TextChunker:
 
     def chunk(self, text: str, markdown: bool) -> list[Chunk]:
         if not markdown:
-            return [Chunk(c.strip(), i, off) for i, (off, c) in enumerate(self._text.chunk_indices(text)) if c.strip()]
+            return _unique(Chunk(c.strip(), i, off) for i, (off, c) in enumerate(self._text.chunk_indices(text)) if c.strip())
         chunks: list[Chunk] = []
         for path, start, end in _markdown_sections(text):
             for off, piece in self._md.chunk_indices(text[start:end]):
                 if piece.strip():
                     chunks.append(Chunk(piece.strip(), len(chunks), start + off, path))
-        return chunks
+        return _unique(chunks)

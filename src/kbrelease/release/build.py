@@ -25,7 +25,7 @@ from kbrelease.cache.embeddings import EmbeddingCache, content_key, namespace
 from kbrelease.chunking.text import Chunk, TextChunker, decode_text
 from kbrelease.config import Config
 from kbrelease.embedding.base import EmbedderIdentity, ImageEmbedder, TextEmbedder, Vectors
-from kbrelease.errors import InputFileError, ReleaseError
+from kbrelease.errors import InputFileError, KbReleaseError, ReleaseError
 from kbrelease.index.data_index import Bundle, FileRecord, SourceIndex, read_bundle, read_source_index
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.manifest import write_manifest
@@ -121,9 +121,16 @@ class Builder:
 
     # --- per file -----------------------------------------------------------
     def _read(self, source: str, rec: FileRecord, max_mb: float) -> bytes:
-        path = self.ws.mirror(source) / rec.relative_path
-        if not path.is_file():
+        from kbrelease.trust.paths import UnsafePath, contained, is_regular_file
+
+        try:  # the path comes from a data index, which may come from a package: never outside the mirror
+            path = contained(self.ws.mirror(source), rec.relative_path, "file of the data index")
+        except UnsafePath as exc:
+            raise InputFileError(str(exc)) from exc
+        if not path.exists():
             raise InputFileError("missing from the workspace mirror; run `kbrelease sync` again")
+        if not is_regular_file(path):
+            raise InputFileError("not a regular file in the workspace mirror (a folder, FIFO or device); run `kbrelease sync` again")
         size = path.stat().st_size
         if size > max_mb * 1024 * 1024:
             raise InputFileError(f"file is {size / 1048576:.1f} MB, over the {max_mb:g} MB limit; split it or raise max_file_mb")
@@ -147,6 +154,10 @@ class Builder:
             return Prepared(rec, chunks=chunks, encoding=decoded.encoding)
         except InputFileError as exc:
             return Prepared(rec, failure=exc.reason)
+        except KbReleaseError:
+            raise  # the embedder or the workspace, not this file
+        except Exception as exc:  # noqa: BLE001 - whatever one file does, it is that file's failure
+            return Prepared(rec, failure=f"cannot be read ({type(exc).__name__}: {str(exc)[:200]}); replace or remove the file")
 
     def _prepare_image(self, source: str, rec: FileRecord) -> Prepared:
         from kbrelease.images.preprocess import preprocess_image
@@ -154,10 +165,14 @@ class Builder:
         try:
             data = self._read(source, rec, self.cfg.image.max_file_mb)
             emb = self.image
-            arr = preprocess_image(data, emb.input_size, emb.mean, emb.std, self.cfg.image.max_pixels)
+            arr = preprocess_image(data, emb.input_size, emb.mean, emb.std, self.cfg.image.max_pixels, max_aspect_ratio=self.cfg.image.max_aspect_ratio)
             return Prepared(rec, array=arr)
         except InputFileError as exc:
             return Prepared(rec, failure=exc.reason)
+        except KbReleaseError:
+            raise  # the embedder or the workspace, not this file
+        except Exception as exc:  # noqa: BLE001 - whatever one file does, it is that file's failure
+            return Prepared(rec, failure=f"cannot be read ({type(exc).__name__}: {str(exc)[:200]}); replace or remove the file")
 
     # --- per source ---------------------------------------------------------
     def _base_row(self, rec: FileRecord, index: int, n: int) -> dict[str, Any]:

@@ -2,19 +2,30 @@
 
 Both are fsspec filesystems; this module hides their differences (the shape
 of ``info`` dicts, credential and network errors) behind :class:`Source`.
+
+Keys and file names are untrusted: :meth:`Source.scan` turns each into a
+relative path once, through :func:`~kbrelease.trust.paths.safe_relpath`, and
+skips (with the reason, by name) keys that are not plain relative paths, keys
+that would land on the same file as another one on a case-insensitive or
+Unicode-normalizing disk, a file that is also the folder of another file,
+links that lead out of a local source folder, and FIFOs, devices and sockets.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
+import stat as stat_mod
+import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kbrelease.config import S3Config, SourceConfig
 from kbrelease.errors import ConfigError, SourceError, SourceUnreachable
+from kbrelease.trust.paths import UnsafePath, contained, path_problem, safe_relpath
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,62 @@ class RemoteFile:
     size_bytes: int
     timestamp: datetime
     etag: str
+
+
+@dataclass
+class Listing:
+    """What a source holds: the files to mirror, and the entries skipped with their reason."""
+
+    files: list[RemoteFile] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    """``{"file": key as shown, "reason": why}`` per skipped key, sorted by key."""
+
+
+def shown(key: str, limit: int = 200) -> str:
+    """A key as it can be printed: control characters escaped, clipped."""
+    printable = key if key.isprintable() else ascii(key)[1:-1]
+    return printable if len(printable) <= limit else printable[: limit - 1] + "…"
+
+
+def _key_problem(rel: str) -> str | None:
+    """Why a listed key cannot become a file of the mirror, or None."""
+    problem = path_problem(rel)
+    if problem is not None:
+        return f"key {problem}; only plain relative paths are mirrored, rename the object"
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "name is not valid UTF-8; rename the file"
+    return None
+
+
+def _fold(rel: str) -> str:
+    """The name a case-insensitive, Unicode-normalizing disk (macOS, Windows) sees."""
+    return unicodedata.normalize("NFC", rel).casefold()
+
+
+def _without_collisions(files: list[RemoteFile], skipped: list[dict[str, str]]) -> list[RemoteFile]:
+    """Keep the first of files that would share one path on some disk, and files whose folder is not also a file."""
+    kept: list[RemoteFile] = []
+    names: dict[str, str] = {}  # folded path -> kept path
+    folders: set[str] = set()  # folded folders of kept files
+    for rf in sorted(files, key=lambda f: f.relative_path):
+        folded = _fold(rf.relative_path)
+        parts = folded.split("/")
+        ancestors = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        if folded in names:
+            reason = f"same file name as {shown(names[folded])!r} on a case-insensitive or Unicode-normalizing disk; rename one of them"
+        elif folded in folders:
+            reason = "is a file and also the folder of other files; rename it"
+        elif clash := next((a for a in ancestors if a in names), None):
+            reason = f"its folder {shown(names[clash])!r} is also a file; rename one of them"
+        else:
+            names[folded] = rf.relative_path
+            folders.update(ancestors)
+            kept.append(rf)
+            continue
+        skipped.append({"file": shown(rf.relative_path), "reason": reason})
+    return kept
 
 
 def _matches(rel: str, patterns: list[str]) -> bool:
@@ -103,41 +170,131 @@ class Source:
             return SourceError(f"{where}: not found while {what}; check the bucket and prefix")
         return SourceError(f"{where}: {what} failed: {name}: {text}")
 
+    def _wanted(self, rel: str) -> bool:
+        """Whether a (not yet checked) relative path is content of this source by name."""
+        if any(part.startswith(".") and part not in (".", "..") for part in rel.split("/")):
+            return False  # hidden files and folders (.git, .DS_Store) are never content
+        if PurePosixPath(rel).suffix.lower() not in self.cfg.suffixes:
+            return False
+        if self.cfg.include and not _matches(rel, self.cfg.include):
+            return False
+        return not (self.cfg.exclude and _matches(rel, self.cfg.exclude))
+
+    def scan(self) -> Listing:
+        """Every file of the source's modality, filtered by include/exclude, sorted by path; unsafe entries skipped by name."""
+        listing = Listing()
+        entries = self._walk_local(listing) if self.protocol == "file" else self._walk_s3()
+        files: list[RemoteFile] = []
+        for rel, size, ts, etag in entries:
+            if not rel or (rel.endswith("/") and not size):
+                continue  # the prefix itself, or an empty "folder marker" object
+            if not self._wanted(rel):
+                continue
+            problem = _key_problem(rel)
+            if problem is not None:
+                listing.skipped.append({"file": shown(rel), "reason": problem})
+                continue
+            files.append(RemoteFile(rel, size, _as_datetime(ts), etag))
+        listing.files = _without_collisions(files, listing.skipped)
+        listing.skipped.sort(key=lambda s: s["file"])
+        return listing
+
     def list_files(self) -> Iterator[RemoteFile]:
-        """Every file of the source's modality, filtered by include/exclude, sorted by path."""
+        """The files of :meth:`scan` (the skipped entries left out)."""
+        return iter(self.scan().files)
+
+    def _walk_s3(self) -> list[tuple[str, int, Any, str]]:
         try:
-            if self.protocol == "file" and not Path(self.root).is_dir():
-                raise SourceError(f"source {self.cfg.name!r}: folder {self.root} does not exist; fix 'path' or create it")
             found = self.fs.find(self.root, detail=True, withdirs=False)
-        except SourceError:
-            raise
         except Exception as exc:
             raise self._translate(exc, "listing files") from exc
         prefix = self.root.rstrip("/") + "/"
-        out: list[RemoteFile] = []
+        out = []
         for full, info in found.items():
             full_s = str(full)
             if not full_s.startswith(prefix):
                 continue
-            rel = full_s[len(prefix) :]
-            if not rel or any(part.startswith(".") for part in PurePosixPath(rel).parts):
-                continue  # hidden files and folders (.git, .DS_Store) are never content
-            if PurePosixPath(rel).suffix.lower() not in self.cfg.suffixes:
-                continue
-            if self.cfg.include and not _matches(rel, self.cfg.include):
-                continue
-            if self.cfg.exclude and _matches(rel, self.cfg.exclude):
-                continue
             etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
             ts = info.get("LastModified") or info.get("mtime") or info.get("created")
-            out.append(RemoteFile(rel, int(info.get("size") or 0), _as_datetime(ts), etag))
-        out.sort(key=lambda f: f.relative_path)
-        return iter(out)
+            out.append((full_s[len(prefix) :], int(info.get("size") or 0), ts, etag))
+        return out
+
+    def _walk_local(self, listing: Listing) -> list[tuple[str, int, Any, str]]:
+        """Regular files under the folder; links are followed only to regular files inside it."""
+        root = Path(self.root)
+        if not root.is_dir():
+            raise SourceError(f"source {self.cfg.name!r}: folder {self.root} does not exist; fix 'path' or create it")
+        out: list[tuple[str, int, Any, str]] = []
+
+        def failed(exc: OSError) -> None:
+            raise self._translate(exc, "listing files") from exc
+
+        for folder, dirs, names in os.walk(root, onerror=failed, followlinks=False):
+            base = Path(folder).relative_to(root).as_posix()
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in dirs:
+                rel = name if base == "." else f"{base}/{name}"
+                if (Path(folder) / name).is_symlink():
+                    listing.skipped.append({"file": shown(rel), "reason": self._link_problem(rel) or "is a link to a folder; not followed"})
+            for name in names:
+                rel = name if base == "." else f"{base}/{name}"
+                if not self._wanted(rel):
+                    continue
+                path = Path(folder) / name
+                try:
+                    st = path.lstat()
+                    if stat_mod.S_ISLNK(st.st_mode):
+                        reason = self._link_problem(rel)
+                        if reason is not None:
+                            listing.skipped.append({"file": shown(rel), "reason": reason})
+                            continue
+                        st = path.stat()
+                except OSError:
+                    continue  # gone since it was listed
+                if not stat_mod.S_ISREG(st.st_mode):
+                    listing.skipped.append({"file": shown(rel), "reason": "is not a regular file (a FIFO, device or socket); remove it from the source"})
+                    continue
+                out.append((rel, st.st_size, st.st_mtime, ""))
+        return out
+
+    def _link_problem(self, rel: str) -> str | None:
+        """Why a link inside the source folder is not followed, or None for a link to a regular file inside it."""
+        target = os.path.realpath(Path(self.root) / rel)
+        real_root = os.path.realpath(self.root)
+        if os.path.commonpath([real_root, target]) != real_root:
+            return "is a link that leads outside the source folder; links are not followed out of it, copy the file in instead"
+        if os.path.isdir(target):
+            return "is a link to a folder; folder links are not followed, copy or move the folder in instead"
+        if not os.path.isfile(target):
+            return "is a link to something that is not a regular file; remove it"
+        return None
+
+    def _open_local(self, relative_path: str) -> Any:
+        """The file opened for reading, after containment checks: never a link out of the folder, never a FIFO or device."""
+        path = contained(self.root, relative_path, f"file of source {self.cfg.name!r}")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        try:
+            if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+                raise UnsafePath(f"file of source {self.cfg.name!r} {relative_path!r} is not a regular file (a FIFO, device or socket); remove it")
+            os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
 
     def fetch(self, relative_path: str, dest: Path) -> None:
         """Copy one file to ``dest`` (the caller renames it into place)."""
+        safe_relpath(relative_path, f"file of source {self.cfg.name!r}")
         try:
-            self.fs.get_file(f"{self.root}/{relative_path}", str(dest))
+            if self.protocol == "file":
+                import shutil
+
+                with self._open_local(relative_path) as src, dest.open("wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            else:
+                self.fs.get_file(f"{self.root}/{relative_path}", str(dest))
+        except UnsafePath:
+            raise
         except Exception as exc:
             raise self._translate(exc, f"downloading {relative_path}") from exc
 
@@ -145,24 +302,36 @@ class Source:
         """sha256 hex and size of one file, streamed: nothing is written locally."""
         import hashlib
 
+        safe_relpath(relative_path, f"file of source {self.cfg.name!r}")
         h = hashlib.sha256()
         size = 0
         try:
-            with self.fs.open(f"{self.root}/{relative_path}", "rb", block_size=1 << 22) as fh:
+            opened = self._open_local(relative_path) if self.protocol == "file" else self.fs.open(f"{self.root}/{relative_path}", "rb", block_size=1 << 22)
+            with opened as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
                     size += len(block)
+        except UnsafePath:
+            raise
         except Exception as exc:
             raise self._translate(exc, f"reading {relative_path}") from exc
         return h.hexdigest(), size
 
     def stat(self, relative_path: str) -> RemoteFile | None:
-        """The file as the source has it now, or None when it is gone."""
+        """The file as the source has it now, or None when it is gone (or no longer a regular file inside the folder)."""
+        safe_relpath(relative_path, f"file of source {self.cfg.name!r}")
         full = f"{self.root}/{relative_path}"
         try:
+            if self.protocol == "file":
+                st = contained(self.root, relative_path, f"file of source {self.cfg.name!r}").stat()
+                if not stat_mod.S_ISREG(st.st_mode):
+                    return None
+                return RemoteFile(relative_path, st.st_size, _as_datetime(st.st_mtime), "")
             info = self.fs.info(full)
         except FileNotFoundError:
             return None
+        except UnsafePath:
+            raise
         except Exception as exc:
             raise self._translate(exc, f"reading {relative_path}") from exc
         if info.get("type") == "directory":

@@ -39,7 +39,8 @@ from kbrelease.index.data_index import (
     write_source_index,
 )
 from kbrelease.progress import Quiet, Reporter
-from kbrelease.sources.source import RemoteFile, Source
+from kbrelease.sources.source import RemoteFile, Source, shown
+from kbrelease.trust.paths import UnsafePath, contained
 from kbrelease.workspace import Workspace
 
 
@@ -51,6 +52,9 @@ class SourceSyncInfo:
     unchanged: int = 0
     deleted: int = 0
     bytes_downloaded: int = 0
+    skipped: int = 0
+    skips: list[dict[str, str]] = field(default_factory=list)
+    """The first :data:`MAX_REPORTED` skipped keys, ``{"file", "reason"}`` (``skipped`` is the exact count)."""
 
 
 @dataclass
@@ -68,10 +72,16 @@ class SyncInfo:
         lines = [f"synced {len(self.sources)} source(s) in {self.seconds:.1f}s, data index {self.index_checksum[:19]}"]
         for s in self.sources:
             lines.append(f"  {s.source}: {s.files} files ({s.downloaded} fetched, {s.unchanged} unchanged, {s.deleted} deleted)")
+            if s.skipped:
+                lines.append(f"    {s.skipped} skipped:")
+                lines += [f"      {k['file']}: {k['reason']}" for k in s.skips[:10]]
+                if s.skipped > 10:
+                    lines.append(f"      ... and {s.skipped - 10} more (see --json)")
         return "\n".join(lines)
 
 
 SYNC_STATE = "sync.json"
+MAX_REPORTED = 200  # skipped keys named per source; the count is exact
 
 
 def record_sync(ws: Workspace, sources: list[str], when: datetime | None = None) -> None:
@@ -136,35 +146,68 @@ def _record(src_name: str, rf: RemoteFile, checksum: str, size: int) -> FileReco
     )
 
 
+def _prune(mirror: Path, keep: set[str]) -> int:
+    """Delete files of the mirror that are not in ``keep``, and empty folders; never follows a link. Returns the files deleted."""
+    deleted = 0
+    if not mirror.is_dir():
+        return 0
+    for folder, dirs, names in os.walk(mirror, topdown=False, followlinks=False):
+        base = Path(folder)
+        for name in names + [d for d in dirs if (base / d).is_symlink()]:
+            path = base / name
+            if path.is_symlink() or path.relative_to(mirror).as_posix() not in keep:
+                path.unlink()  # a link in a mirror is never ours: it goes, its target stays
+                deleted += 1
+        if base != mirror:
+            with contextlib.suppress(OSError):
+                base.rmdir()  # only when empty
+    return deleted
+
+
 def _sync_source(src_cfg: SourceConfig, cfg: Config, ws: Workspace, reporter: Reporter, index_only: bool = False) -> tuple[SourceSyncInfo, SourceIndex]:
     source = Source(src_cfg, cfg.s3)
     mirror = ws.mirror(src_cfg.name)
     index_path = ws.index_dir / f"{src_cfg.name}.parquet"
     previous = {r.relative_path: r for r in read_source_index(index_path)}
-    remote = list(source.list_files())
-    info = SourceSyncInfo(source=src_cfg.name, files=len(remote))
+    listing = source.scan()
+    remote = listing.files
+    info = SourceSyncInfo(source=src_cfg.name)
+    skips = list(listing.skipped)
     label = f"{'index' if index_only else 'sync'} {src_cfg.name}"
     reporter.start(label, len(remote), "files")
     tmp_dir = mirror.parent / f".tmp-{src_cfg.name}"
     if not index_only:
         mirror.mkdir(parents=True, exist_ok=True)
         tmp_dir.mkdir(parents=True, exist_ok=True)
+        # Stale files go first, so a file that became a folder (or the reverse) has room.
+        info.deleted = _prune(mirror, {rf.relative_path for rf in remote})
 
-    def one(rf: RemoteFile) -> tuple[FileRecord, bool]:
-        """Returns the file's record and whether it was fetched (or hashed)."""
-        local = mirror / rf.relative_path
-        prev = previous.get(rf.relative_path)
-        if prev is not None and (_same_listing(prev, rf) if index_only else _unchanged(prev, rf, local)):
+    def one(rf: RemoteFile) -> tuple[FileRecord | None, bool, str]:
+        """The file's record (None when skipped), whether it was fetched (or hashed), and why it was skipped."""
+        try:
+            return (*fetch_one(rf), "")
+        except UnsafePath as exc:
             reporter.advance(label)
-            return prev, False
+            return None, False, str(exc)
+
+    def fetch_one(rf: RemoteFile) -> tuple[FileRecord, bool]:
+        prev = previous.get(rf.relative_path)
         if index_only:
+            if prev is not None and _same_listing(prev, rf):
+                reporter.advance(label)
+                return prev, False
             checksum, size = source.sha256(rf.relative_path)
             reporter.advance(label)
             return _record(src_cfg.name, rf, checksum, size), True
+        local = contained(mirror, rf.relative_path, f"file of source {src_cfg.name!r}")
+        if prev is not None and _unchanged(prev, rf, local):
+            reporter.advance(label)
+            return prev, False
         tmp = tmp_dir / uuid.uuid4().hex
         try:
             source.fetch(rf.relative_path, tmp)
             local.parent.mkdir(parents=True, exist_ok=True)
+            local = contained(mirror, rf.relative_path, f"file of source {src_cfg.name!r}")  # again: nothing swapped a folder for a link meanwhile
             checksum = sha256_file(tmp)
             size = tmp.stat().st_size
             os.replace(tmp, local)
@@ -176,19 +219,19 @@ def _sync_source(src_cfg: SourceConfig, cfg: Config, ws: Workspace, reporter: Re
     workers = cfg.s3.concurrency if source.protocol == "s3" else min(8, (os.cpu_count() or 2) * 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(one, remote))
-    records = [rec for rec, _ in results]
-    info.downloaded = sum(1 for _, fetched in results if fetched)
-    info.unchanged = len(results) - info.downloaded
-    info.bytes_downloaded = sum(rec.size_bytes for rec, fetched in results if fetched)
-
-    keep = {rf.relative_path for rf in remote}
-    for path in [] if index_only else sorted(mirror.rglob("*"), reverse=True):
-        rel = path.relative_to(mirror).as_posix()
-        if path.is_file() and rel not in keep:
-            path.unlink()
-            info.deleted += 1
-        elif path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
+    records = [rec for rec, _, _ in results if rec is not None]
+    for rf, (rec, _, why) in zip(remote, results, strict=True):
+        if rec is None:
+            skips.append({"file": shown(rf.relative_path), "reason": why})
+            if not index_only:
+                with contextlib.suppress(OSError, UnsafePath):
+                    contained(mirror, rf.relative_path).unlink(missing_ok=True)
+    info.files = len(records)
+    info.downloaded = sum(1 for rec, fetched, _ in results if rec is not None and fetched)
+    info.unchanged = len(records) - info.downloaded
+    info.bytes_downloaded = sum(rec.size_bytes for rec, fetched, _ in results if rec is not None and fetched)
+    info.skipped = len(skips)
+    info.skips = skips[:MAX_REPORTED]
     reporter.finish(label)
     write_source_index(index_path, records)
     summary = summarize_source(
