@@ -29,6 +29,7 @@ HOSTILE_PATHS = [
     "x" * 2000,
     "a/" + "y" * 300,
     "dir/",
+    "caf\udce9.md",
 ]
 
 

@@ -35,6 +35,10 @@ def path_problem(rel: object) -> str | None:
         return f"is longer than {MAX_PATH_CHARS} characters"
     if "\\" in rel:
         return "contains a backslash"
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: how Python spells a file name that is not UTF-8
+        return "is not valid UTF-8"
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in rel):
         return "contains a NUL or control character"
     if rel.startswith("/"):
