@@ -56,12 +56,10 @@ def shown(key: str, limit: int = 200) -> str:
 def _key_problem(rel: str) -> str | None:
     """Why a listed key cannot become a file of the mirror, or None."""
     problem = path_problem(rel)
+    if problem == "is not valid UTF-8":  # only a local file name can be (an S3 key always is UTF-8)
+        return "name is not valid UTF-8; rename the file"
     if problem is not None:
         return f"key {problem}; only plain relative paths are mirrored, rename the object"
-    try:
-        rel.encode("utf-8")
-    except UnicodeEncodeError:
-        return "name is not valid UTF-8; rename the file"
     return None
 
 
