@@ -3,10 +3,11 @@
 What it sets up, in a temporary folder (deleted at the end unless ``--keep``):
 
 * kbrelease's embedded store: a ``milvus-lite server`` on 127.0.0.1 (``kbrelease.store.lite``);
-* releases ``v1`` and ``v2`` of ``--rows`` rows each, with kbrelease's own schema and
-  ``MilvusStore.seal``; the vectors are random unit vectors (search cost does not depend
-  on what the vectors mean) but the releases are registered as built with the local
-  MiniLM, so the service embeds every query with the real model, as in production;
+* releases ``v1`` and ``v2`` of ``--rows`` rows each (20 per file), written and verified
+  by ``tests/synthetic.py`` with kbrelease's own schema, ``MilvusStore.seal`` and a data
+  index; the vectors are random unit vectors (search cost does not depend on what the
+  vectors mean) but the releases are stamped with the local MiniLM's identity, so the
+  service embeds every query with the real model, as in production;
 * ``kbrelease serve`` as a real uvicorn process (``--replicas N`` starts N of them
   behind nginx, for the switch measurement).
 
@@ -55,9 +56,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
-from _common import add_smoke, emit, free_port, loadavg, milvus, percentile, write_config  # bench/ is the script's folder, first on sys.path
-from search_bench import rows_for, unit_vectors, wait_until_idle
+from _common import add_smoke, emit, free_port, loadavg, milvus, percentile, tests_on_path, write_config  # bench/ is the script's folder, first on sys.path
+from search_bench import wait_until_idle
 
 QUERIES = [
     "how do I connect to the VPN from home",
@@ -143,30 +143,13 @@ def bench_config(folder: Path, uri: str, query_threads: int = 1, prefix: str = "
     return write_config(folder, {"milvus": milvus_cfg, "service": {"query_threads": query_threads}})
 
 
-def make_release(kb: Any, name: str, rows: int, seed: int, batch: int = 2000) -> None:
-    """A verified release of ``rows`` random rows in one text source, registered as built by the local MiniLM."""
-    from kbrelease.release.registry import ReleaseRecord, SourceCounts
+def make_release(kb: Any, name: str, rows: int, seed: int) -> None:
+    """A verified release of ``rows`` random rows (20 per file) in one text source, stamped with the configured
+    text model's identity: ``tests/synthetic.py``, the package bench's and the import tests' releases."""
+    tests_on_path()
+    from synthetic import make_release as synthetic_release
 
-    db = f"{kb.cfg.milvus.db_prefix}{name}"
-    identity = kb.text_embedder.identity
-    kb.store.drop_database(db)
-    kb.store.ensure_database(db)
-    kb.store.ensure_collection(db, "docs", identity.dim, description=f"serve bench {name}")
-    rng = np.random.default_rng(seed)
-    for offset in range(0, rows, batch):
-        n = min(batch, rows - offset)
-        kb.store.upsert(db, "docs", rows_for(unit_vectors(n, identity.dim, rng), offset, 600))
-    kb.store.seal(db, "docs")
-    record = ReleaseRecord(
-        name=name,
-        environment=kb.cfg.environment,
-        database=db,
-        state="verified",
-        sources={"docs": SourceCounts(collection="docs", modality="text", files=rows // 20, rows=rows, embedded=rows)},
-        embedders={"text": asdict(identity)},
-        tool_version="bench",
-    )
-    kb.registry.put(record)
+    synthetic_release(kb, name, files=max(1, rows // 20), chunks_per_file=20, seed=seed, text_chars=600)
 
 
 @contextlib.contextmanager
@@ -366,7 +349,7 @@ def switch_under_load(kb: Any, url: str, replicas: list[str], concurrency: int, 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--rows", type=int, default=10_000, help="rows per release (default 10,000)")
+    ap.add_argument("--rows", type=int, default=10_000, help="rows per release, rounded down to whole files of 20 (default 10,000)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8], help="client threads (default: 1 8)")
     ap.add_argument("--queries", type=int, default=240, help="queries per side and concurrency (default 240)")
     ap.add_argument("--rounds", type=int, default=4, help="alternating direct/service rounds (default 4)")

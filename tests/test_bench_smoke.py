@@ -24,20 +24,32 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 TIMEOUT_S = 300
+#: What libraries leave in the temp dir on purpose: torch's compile cache (``torchinductor_<user>``).
+THIRD_PARTY_CACHES = ("torchinductor_",)
 
 
 def run_smoke(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``python bench/<script> --smoke ARGS`` in ``cwd``; fails the test with the script's output unless it exits 0."""
+    """``python bench/<script> --smoke ARGS`` in ``cwd``; fails the test with the script's output unless it exits 0
+    and leaves its temporary folders behind (its TMPDIR is a folder of its own, empty again afterwards) or writes
+    into ``cwd`` beyond what ARGS name."""
+    tmp = cwd / "tmpdir"
+    tmp.mkdir()
+    before = set(cwd.iterdir())
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(BENCH)]),
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
+        "TMPDIR": str(tmp),
     }
     done = subprocess.run(
         [sys.executable, str(BENCH / script), "--smoke", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
     )
     assert done.returncode == 0, f"{script} --smoke exited {done.returncode}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-5000:]}"
+    left = sorted(p.name for p in tmp.iterdir() if not p.name.startswith(THIRD_PARTY_CACHES))
+    assert left == [], f"{script} --smoke left these in its temp dir"
+    named = {cwd / Path(a).name for a in args if Path(a).parent == cwd}
+    assert set(cwd.iterdir()) - before <= named, f"{script} --smoke wrote into the working directory"
     return done
 
 
