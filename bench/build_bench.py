@@ -41,7 +41,6 @@ import os
 import platform
 import pstats
 import resource
-import shutil
 import tempfile
 import threading
 import time
@@ -54,8 +53,22 @@ from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-import yaml
-from report import emit  # bench/ is the script's folder, first on sys.path
+from _common import (  # bench/ is the script's folder, first on sys.path
+    add_smoke,
+    cpu_seconds,
+    emit,
+    finish_run_folder,
+    lite_pid,
+    loadavg,
+    maxrss_mb,
+    parse_sets,
+    rss_kb,
+    smoke_corpus,
+    smoke_folder,
+    smoke_sets,
+    source_entries,
+    write_config,
+)
 
 from kbrelease import KbRelease, load_config
 from kbrelease.config import Config
@@ -139,28 +152,36 @@ class TimedImageEmbedder:
         return out
 
 
+#: The MilvusStore methods a build calls, timed one by one. A name the store no longer has fails
+#: the run (and tests/test_bench_smoke.py) instead of silently timing nothing.
+STORE_METHODS = (
+    "upsert",
+    "seal",
+    "ensure_loaded",
+    "count",
+    "file_rows",
+    "iter_rows",
+    "ensure_collection",
+    "delete_files",
+    "drop_database",
+    "ensure_database",
+    "search",
+    "sample",
+)
+#: Groups of STORE_METHODS in the per-source breakdown.
+SETUP_METHODS = ("ensure_collection", "file_rows", "delete_files")
+SEAL_METHODS = ("seal", "ensure_loaded", "count")
+
+
 def instrument(kb: KbRelease, timers: Timers) -> Callable[[], None]:
     """Time kbrelease's store calls, its per-source build and its worker pipeline; return an undo."""
     from kbrelease.release import build as build_mod
 
     store = kb.store
-    for name in (
-        "upsert",
-        "seal",
-        "flush",
-        "load",
-        "count",
-        "file_rows",
-        "ensure_collection",
-        "delete_files",
-        "drop_database",
-        "ensure_database",
-        "search",
-        "sample",
-    ):
+    for name in STORE_METHODS:
         original = getattr(store, name, None)
-        if original is None:  # a MilvusStore without this method: nothing to time
-            continue
+        if not callable(original):
+            raise SystemExit(f"build_bench: MilvusStore has no method {name!r} any more; update STORE_METHODS in {__file__}")
 
         def wrapped(*args: Any, _original: Callable[..., Any] = original, _name: str = name, **kwargs: Any) -> Any:
             with timers.timed(f"store.{_name}"):
@@ -237,25 +258,6 @@ def instrument(kb: KbRelease, timers: Timers) -> Callable[[], None]:
 
 
 # --- memory -------------------------------------------------------------------
-
-
-def rss_kb(pid: int, field: str = "VmRSS") -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of ``pid`` so far (all its threads)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 @dataclass
@@ -336,39 +338,14 @@ class RssSampler(threading.Thread):
         return out
 
 
-def maxrss_mb(who: int) -> float:
-    return round(resource.getrusage(who).ru_maxrss / 1024, 1)  # Linux: KiB
-
-
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 # --- the run ------------------------------------------------------------------
 
 
-def write_config(run_dir: Path, args: argparse.Namespace) -> Path:
-    sources = []
-    if args.text:
-        sources.append({"name": "docs", "path": str(args.text.resolve()), "modality": "text"})
-    if args.images:
-        sources.append({"name": "pictures", "path": str(args.images.resolve()), "modality": "image"})
-    data: dict[str, Any] = {"workspace": str(run_dir / "ws"), "sources": sources}
+def bench_config(run_dir: Path, args: argparse.Namespace) -> Path:
+    data: dict[str, Any] = {"sources": source_entries(args.text, args.images)}
     if args.milvus_uri:
         data["milvus"] = {"uri": args.milvus_uri}
-    path = run_dir / "kbrelease.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE, e.g. text.batch_size=128")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    return write_config(run_dir, data)
 
 
 def source_report(record: Any, name: str, timers: Timers) -> dict[str, Any]:
@@ -380,8 +357,8 @@ def source_report(record: Any, name: str, timers: Timers) -> dict[str, Any]:
         "embed": embed_s,
         "wait_for_prepare": t.get("wait_for_prepare", {}).get("seconds", 0.0),
         "store.upsert": t.get("store.upsert", {}).get("seconds", 0.0),
-        "store.setup": sum(t.get(f"store.{n}", {}).get("seconds", 0.0) for n in ("ensure_collection", "file_rows", "delete_files")),
-        "store.seal+count": sum(t.get(f"store.{n}", {}).get("seconds", 0.0) for n in ("seal", "flush", "load", "count")),
+        "store.setup": sum(t.get(f"store.{n}", {}).get("seconds", 0.0) for n in SETUP_METHODS),
+        "store.seal+count": sum(t.get(f"store.{n}", {}).get("seconds", 0.0) for n in SEAL_METHODS),
     }
     accounted["other (row building, tolist, loop)"] = round(build_s - sum(accounted.values()), 3)
     rows = counts.rows
@@ -405,7 +382,7 @@ def source_report(record: Any, name: str, timers: Timers) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     base = Path(tempfile.mkdtemp(prefix="kbbuild-", dir=args.workdir))
-    cfg_path = write_config(base, args)
+    cfg_path = bench_config(base, args)
     cfg: Config = load_config(cfg_path, env={}, overrides=parse_sets(args.set))
     timers = Timers()
     text_emb: TimedTextEmbedder | None = None
@@ -435,11 +412,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _ = kb.store  # starts (or connects to) Milvus
         result["store_start_seconds"] = round(time.perf_counter() - started, 3)
         if not cfg.milvus.uri:
-            from kbrelease.store.lite import running_server
-
             server_dir = Path(cfg.milvus_uri)
-            found = running_server(server_dir.resolve())
-            sampler.server_pid = found["pid"] if found else None
+            sampler.server_pid = lite_pid(server_dir)
         undo = instrument(kb, timers)
         profiler = cProfile.Profile() if args.profile else None
         if args.tracemalloc:
@@ -490,14 +464,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             from kbrelease.store.lite import stop_server
 
             stop_server(server_dir)
-        if args.keep:
-            result["workspace"] = str(base)
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+        finish_run_folder(base, args.keep, result, "workspace")
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     result["wall_seconds"] = round(time.perf_counter() - wall0, 3)
     result["cpu_seconds_python"] = round((cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime), 2)
-    result["peak_rss_mb"] = maxrss_mb(resource.RUSAGE_SELF)
+    result["peak_rss_mb"] = maxrss_mb()
     result["peak_rss_sampled_mb"] = sampler.peak("python_rss_mb")
     result["server_peak_rss_sampled_mb"] = sampler.peak("server_rss_mb")
     result["by_phase"] = sampler.by_phase()
@@ -550,8 +521,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="FRAMES",
         help="trace Python heap allocations during the publish (frames per trace, e.g. 1): peak Python heap and the lines that grew most",
     )
+    add_smoke(parser)
     args = parser.parse_args(argv)
-    if not args.text and not args.images:
+    if not args.smoke and not args.text and not args.images:
         parser.error("give --text and/or --images")
     for name in ("text", "images"):
         path = getattr(args, name)
@@ -564,7 +536,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    result = run(args)
+    with smoke_folder(args.smoke, "kbbuild-smoke-") as tmp:
+        if tmp is not None:
+            corpus = smoke_corpus(tmp / "corpus")
+            args.text, args.images, args.label, args.sample_interval = corpus / "text", corpus / "images", "smoke", 0.1
+            args.workdir, args.keep = tmp, False
+            args.set += smoke_sets("build")
+        result = run(args)
     emit(result, args.json_out)
     print()
     print(MARKDOWN_HEADER)

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import add_smoke, emit, free_port, percentile, rss_mb, src_env  # bench/ is the script's folder, first on sys.path
 
 SOURCES = (("images", 0.6, ".jpg"), ("docs", 0.4, ".md"))
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
@@ -50,7 +51,7 @@ def generate(ws: Path, records: int) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from kbrelease.index.data_index import ROW_GROUP_ROWS, SourceIndex, _arrow_schema, table_checksum, write_bundle
+    from kbrelease.index.data_index import ROW_GROUP_ROWS, SourceIndex, arrow_schema, table_checksum, write_bundle
 
     folder = ws / "bundles" / "bench" / "v1"
     folder.mkdir(parents=True)
@@ -72,7 +73,7 @@ def generate(ws: Path, records: int) -> dict[str, Any]:
                 "etag": [""] * n,
                 "metadata": [json.dumps({"camera_id": ("front", "rear")[i % 2], "seq": i}) for i in range(n)],
             },
-            schema=_arrow_schema(),
+            schema=arrow_schema(),
         )
         pq.write_table(table, folder / f"{name}.parquet", compression="zstd", row_group_size=ROW_GROUP_ROWS)
         entries.append(
@@ -103,22 +104,18 @@ def serve(workspace: str, port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 class RssSampler:
+    """RSS of the service process every ``every`` seconds while a stream runs."""
+
     def __init__(self, pid: int, every: float = 0.05) -> None:
-        self.pid, self.every, self.samples = pid, every, []  # type: ignore[var-annotated]
+        self.pid, self.every = pid, every
+        self.samples: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append(rss_mb(self.pid))
+            self.samples.append(rss_mb(self.pid) or 0.0)
             self._stop.wait(self.every)
 
     def __enter__(self) -> RssSampler:
@@ -148,8 +145,7 @@ def latency(client: httpx.Client, url: str, params: dict[str, Any], queries: int
         times.append((time.perf_counter() - t) * 1000)
         assert r.status_code == 200, r.text
         assert r.json()["count"] > 0, params
-    times.sort()
-    return {"p50_ms": round(statistics.median(times), 1), "p90_ms": round(times[int(len(times) * 0.9) - 1], 1), "max_ms": round(times[-1], 1)}
+    return {"p50_ms": round(percentile(times, 50), 1), "p90_ms": round(percentile(times, 90), 1), "max_ms": round(max(times), 1)}
 
 
 def stream(client: httpx.Client, pid: int, fmt: str, batch_size: int, expected: int) -> dict[str, Any]:
@@ -218,7 +214,10 @@ def main() -> int:
     ap.add_argument("--client", action="store_true", help="also time DataIndexClient.stream_data")
     ap.add_argument("--json-out", type=Path)
     ap.add_argument("--serve", nargs=2, metavar=("WORKSPACE", "PORT"), help=argparse.SUPPRESS)
+    add_smoke(ap)
     args = ap.parse_args()
+    if args.smoke:
+        args.records, args.queries, args.batches, args.client = 200, 3, [50], True
     if args.serve:
         serve(args.serve[0], int(args.serve[1]))
         return 0
@@ -238,11 +237,8 @@ def main() -> int:
         mid = facts["images"]
         cursor = Cursor("images", mid["mid_path"], FileFilter().fingerprint(query.bundle)).encode()
 
-        from servers import free_port
-
         port = free_port()
-        env = os.environ | {"PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
-        proc = subprocess.Popen([sys.executable, __file__, "--serve", str(ws), str(port)], env=env)
+        proc = subprocess.Popen([sys.executable, __file__, "--serve", str(ws), str(port)], env=src_env())
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=120) as client:
             for _ in range(200):
@@ -251,7 +247,7 @@ def main() -> int:
                         break
                 except httpx.TransportError:
                     time.sleep(0.1)
-            idle_rss = rss_mb(proc.pid)
+            idle_rss = rss_mb(proc.pid) or 0.0
             hour_later = mid["mid_time"] + timedelta(hours=1)
             cases = {
                 "first page, no filter": {"limit": 100},
@@ -273,9 +269,7 @@ def main() -> int:
                 print(json.dumps(res), flush=True)
                 out.append(res)
         meta = {"records": args.records, "index_mb": round(index_mb, 1), "service_idle_rss_mb": round(idle_rss, 1), "loadavg": os.getloadavg()}
-        print(json.dumps(meta))
-        if args.json_out:
-            args.json_out.write_text(json.dumps({"meta": meta, "results": out}, indent=2, default=str))
+        emit({"meta": meta, "results": out}, args.json_out)
         print("\n| measure | p50 ms | p90 ms | max ms |\n|---|---|---|---|")
         for r in out:
             if "p50_ms" in r:
@@ -296,5 +290,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # servers.free_port
     sys.exit(main())

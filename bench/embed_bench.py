@@ -18,32 +18,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from report import emit  # bench/ is the script's folder, first on sys.path
+from _common import add_smoke, emit, loadavg, own_cpu, rss_mb, smoke_corpus, smoke_folder  # bench/ is the script's folder, first on sys.path
 
 from kbrelease import load_config
 
 
-def cpu_s() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
+def own_rss_mb() -> float:
+    return round(rss_mb(os.getpid()) or 0.0, 1)
 
 
 def text_bench(folder: Path, batch_sizes: Sequence[int], limit: int | None, target_tokens: int | None, passes: int = 1) -> dict[str, Any]:
@@ -53,7 +40,8 @@ def text_bench(folder: Path, batch_sizes: Sequence[int], limit: int | None, targ
     cfg = load_config(None, env={}, overrides={"sources": []})
     target = target_tokens or cfg.text.chunk_target_tokens
     started = time.perf_counter()
-    emb = LocalTextEmbedder(batch_size=batch_sizes[0])
+    emb_batch = batch_sizes[0]
+    emb = LocalTextEmbedder(batch_size=emb_batch)
     load_s = time.perf_counter() - started
     chunker = TextChunker(max_tokens=emb.max_tokens, target_tokens=target, hf_tokenizer=emb.hf_tokenizer, count_tokens=emb.count_tokens)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".md", ".txt"))
@@ -75,22 +63,26 @@ def text_bench(folder: Path, batch_sizes: Sequence[int], limit: int | None, targ
         "runs": [],
     }
     for bs in batch_sizes:
-        emb._batch_size = bs  # the knob text.batch_size sets
+        if bs != emb_batch:
+            # text.batch_size sets the call size (4 x batch_size texts) and, through the embedder's
+            # constructor, its forward batch: a new embedder, as a build with that setting has.
+            emb, emb_batch = LocalTextEmbedder(batch_size=bs), bs
         call = 4 * bs
         load_before = loadavg()
-        cpu0, started = cpu_s(), time.perf_counter()
+        cpu0, started = own_cpu(), time.perf_counter()
         rss_per_pass = []  # RSS after each call, max and last per pass: does the model's memory settle?
         for _ in range(passes):
             seen = []
             for lo in range(0, len(texts), call):
                 emb.embed_texts(texts[lo : lo + call])
-                seen.append(rss_mb())
+                seen.append(own_rss_mb())
             rss_per_pass.append({"max_mb": max(seen), "last_mb": seen[-1]})
         secs = (time.perf_counter() - started) / passes
-        cpu = (cpu_s() - cpu0) / passes
+        cpu = (own_cpu() - cpu0) / passes
         out["runs"].append(
             {
                 "batch_size": bs,
+                "forward_batch": emb.forward_batch,
                 "seconds": round(secs, 2),
                 "chunks_per_s": round(len(texts) / secs, 2),
                 "tokens_per_s": round(float(tokens.sum()) / secs, 1),
@@ -115,12 +107,12 @@ def image_bench(folder: Path, limit: int | None) -> dict[str, Any]:
     arrays = [preprocess_image(p.read_bytes(), emb.input_size, emb.mean, emb.std, cfg.image.max_pixels) for p in files]
     prep_s = time.perf_counter() - started
     load_before = loadavg()
-    cpu0, started = cpu_s(), time.perf_counter()
+    cpu0, started = own_cpu(), time.perf_counter()
     bs = cfg.image.batch_size
     for lo in range(0, len(arrays), bs):
         emb.embed_arrays(np.stack(arrays[lo : lo + bs]))
     secs = time.perf_counter() - started
-    cpu = cpu_s() - cpu0
+    cpu = own_cpu() - cpu0
     return {
         "images": len(files),
         "model_load_seconds": round(load_s, 2),
@@ -142,14 +134,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="at most this many chunks / images")
     parser.add_argument("--passes", type=int, default=1, help="embed the text chunks this many times (RSS is reported per pass)")
     parser.add_argument("--json-out", type=Path, default=None)
+    add_smoke(parser)
     args = parser.parse_args(argv)
-    if not args.text and not args.images:
-        parser.error("give --text and/or --images")
-    result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores"}
-    if args.text:
-        result["text"] = text_bench(args.text, args.batch_size, args.limit, args.target_tokens, args.passes)
-    if args.images:
-        result["images"] = image_bench(args.images, args.limit)
+    with smoke_folder(args.smoke, "kbembed-smoke-") as tmp:
+        if tmp is not None:
+            corpus = smoke_corpus(tmp / "corpus")
+            args.text, args.images, args.limit, args.passes, args.batch_size = corpus / "text", corpus / "images", 8, 1, [4]
+        if not args.text and not args.images:
+            parser.error("give --text and/or --images")
+        result: dict[str, Any] = {"machine": f"{os.cpu_count()} cores"}
+        if args.text:
+            result["text"] = text_bench(args.text, args.batch_size, args.limit, args.target_tokens, args.passes)
+        if args.images:
+            result["images"] = image_bench(args.images, args.limit)
     emit(result, args.json_out)
     return 0
 

@@ -29,57 +29,46 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import importlib
 import io
 import os
 import pstats
-import resource
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-import yaml
-from report import emit  # bench/ is the script's folder, first on sys.path
+import build_bench  # bench/ is the script's folder, first on sys.path
+import make_corpus
+from _common import (
+    add_smoke,
+    check_corpus,
+    cpu_seconds,
+    emit,
+    finish_run_folder,
+    lite_pid,
+    loadavg,
+    own_cpu,
+    parse_sets,
+    smoke_corpus,
+    smoke_folder,
+    smoke_sets,
+    source_entries,
+    write_config,
+)
 
 from kbrelease import KbRelease, load_config
 from kbrelease.config import Config
 from kbrelease.release.registry import ReleaseRecord
 
-BENCH = Path(__file__).resolve().parent
 QUERY_LIMIT = 16384
-
-
-def bench_module(name: str) -> ModuleType:
-    """Import a sibling script (``build_bench``, ``make_corpus``) as a module."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    return importlib.import_module(name)
-
-
-build_bench = bench_module("build_bench")
-make_corpus = bench_module("make_corpus")
-
-
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def cpu_now(server_pid: int | None) -> tuple[float, float]:
     """CPU seconds (user + system) so far of this process and of the Lite server."""
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    server = build_bench.cpu_seconds(server_pid) if server_pid else None
-    return ru.ru_utime + ru.ru_stime, server or 0.0
-
-
-# --- the change ---------------------------------------------------------------
-
-# Shared with llamaindex_bench.py, so both systems get the same change.
-change_corpus = make_corpus.change_text
+    return own_cpu(), cpu_seconds(server_pid) or 0.0
 
 
 # --- release contents ----------------------------------------------------------
@@ -117,21 +106,25 @@ def store_timers(timers: Any) -> dict[str, dict[str, float]]:
 # --- the run ------------------------------------------------------------------
 
 
-def write_config(run_dir: Path, corpus: Path, sets: dict[str, Any]) -> Config:
-    data: dict[str, Any] = {
-        "workspace": str(run_dir / "ws"),
-        "sources": [{"name": "docs", "path": str((corpus / "text").resolve()), "modality": "text"}],
-    }
-    if (corpus / "images").is_dir():
-        data["sources"].append({"name": "pictures", "path": str((corpus / "images").resolve()), "modality": "image"})
-    path = run_dir / "kbrelease.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return load_config(path, env={}, overrides=sets)
+def bench_config(run_dir: Path, corpus: Path, sets: dict[str, Any], milvus_uri: str | None) -> Config:
+    images = corpus / "images"
+    data: dict[str, Any] = {"sources": source_entries(corpus / "text", images if images.is_dir() else None)}
+    if milvus_uri:
+        data["milvus"] = {"uri": milvus_uri}
+    return load_config(write_config(run_dir, data), env={}, overrides=sets)
 
 
-def wrappers(text_model: Any, image_model: Any, timers: Any) -> tuple[Any, Any]:
+def project(
+    cfg: Config, text_model: Any, image_model: Any
+) -> tuple[KbRelease, build_bench.Timers, build_bench.TimedTextEmbedder, build_bench.TimedImageEmbedder | None, float]:
+    """A KbRelease with timing wrappers around the shared models, its store connected: (kb, timers, text, image, connect seconds)."""
+    timers = build_bench.Timers()
     image = build_bench.TimedImageEmbedder(image_model, timers) if image_model is not None else None
-    return build_bench.TimedTextEmbedder(text_model, timers), image
+    text = build_bench.TimedTextEmbedder(text_model, timers)
+    kb = KbRelease(cfg, text_embedder=text, image_embedder=image)
+    started = time.perf_counter()
+    _ = kb.store
+    return kb, timers, text, image, time.perf_counter() - started
 
 
 def embed_counts(timers: Any, text_emb: Any, image_emb: Any) -> dict[str, Any]:
@@ -153,8 +146,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.copytree(args.corpus / "text", corpus / "text")
         if (args.corpus / "images").is_dir():
             shutil.copytree(args.corpus / "images", corpus / "images")
-        cfg = write_config(base, corpus, build_bench.parse_sets(args.set))
-        server_dir = Path(cfg.milvus_uri)
+        cfg = bench_config(base, corpus, parse_sets(args.set), args.milvus_uri)
+        server_dir = None if args.milvus_uri else Path(cfg.milvus_uri)
 
         started = time.perf_counter()
         text_model = make_text_embedder(cfg)
@@ -162,17 +155,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["model_load_seconds"] = round(time.perf_counter() - started, 3)
 
         # 1. full build
-        timers = build_bench.Timers()
-        text_emb, image_emb = wrappers(text_model, image_model, timers)
-        kb = KbRelease(cfg, text_embedder=text_emb, image_embedder=image_emb)
+        kb, timers, text_emb, image_emb, connect_s = project(cfg, text_model, image_model)
         kbs.append(kb)
-        started = time.perf_counter()
-        _ = kb.store
-        result["store_start_seconds"] = round(time.perf_counter() - started, 3)
-        from kbrelease.store.lite import running_server
-
-        found = running_server(server_dir.resolve())
-        server_pid = found["pid"] if found else None
+        result["store_start_seconds"] = round(connect_s, 3)
+        server_pid = lite_pid(server_dir) if server_dir is not None else None
         undo = build_bench.instrument(kb, timers)
         load_before = loadavg()
         cpu_before = cpu_now(server_pid)
@@ -197,16 +183,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"full publish: {info.seconds:.1f} s", file=sys.stderr)
 
         # 2. the change
-        result["change"] = change_corpus(corpus, args.edit_share, args.add_share, args.delete_share, args.seed)
+        result["change"] = make_corpus.change_text(corpus, args.edit_share, args.add_share, args.delete_share, args.seed)
 
         # 3. incremental build, same workspace (warm cache), same server
-        timers = build_bench.Timers()
-        text_emb, image_emb = wrappers(text_model, image_model, timers)
-        kb = KbRelease(cfg, text_embedder=text_emb, image_embedder=image_emb)
+        kb, timers, text_emb, image_emb, connect_s = project(cfg, text_model, image_model)
         kbs.append(kb)
-        started = time.perf_counter()
-        _ = kb.store
-        connect_s = time.perf_counter() - started
         undo = build_bench.instrument(kb, timers)
         profiler = cProfile.Profile() if args.profile else None
         load_before = loadavg()
@@ -284,10 +265,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             kb.close()
         if server_dir is not None:
             stop_server(server_dir)
-        if args.keep:
-            result["workdir"] = str(base)
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+        finish_run_folder(base, args.keep, result)
     result["load_end"] = loadavg()
     return result
 
@@ -317,7 +295,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Full publish, ~1 % of text files changed, incremental publish: seconds, embeds, ratio.")
-    parser.add_argument("--corpus", type=Path, required=True, help="make_corpus.py output folder (text/, and images/ if any); copied, not changed")
+    parser.add_argument("--corpus", type=Path, default=None, help="make_corpus.py output folder (text/, and images/ if any); copied, not changed")
     parser.add_argument("--edit-share", type=float, default=0.005, help="share of text files with one paragraph rewritten")
     parser.add_argument("--add-share", type=float, default=0.0025, help="share of text files added (new files)")
     parser.add_argument("--delete-share", type=float, default=0.0025, help="share of text files deleted")
@@ -328,10 +306,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", type=Path, default=None, help="cProfile the incremental steps (main thread); write the top functions here")
     parser.add_argument("--profile-sort", default="cumulative", help="pstats sort key for --profile")
     parser.add_argument("--profile-top", type=int, default=40, help="functions in the --profile summary")
+    parser.add_argument("--milvus-uri", default=None, help="http://host:port of a running Milvus (default: a fresh embedded Lite server)")
     parser.add_argument("--json-out", type=Path, default=None, help="write the JSON report here too")
+    add_smoke(parser)
     args = parser.parse_args(argv)
-    if not (args.corpus / "text").is_dir():
-        parser.error(f"{args.corpus / 'text'} is not a folder (generate the corpus with make_corpus.py; images/ is optional)")
+    if not args.smoke:
+        check_corpus(parser, args.corpus)
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
     return args
@@ -339,7 +319,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    result = run(args)
+    with smoke_folder(args.smoke, "kbincr-smoke-") as tmp:
+        if tmp is not None:
+            args.corpus = smoke_corpus(tmp / "corpus", images=0)
+            args.edit_share = args.add_share = args.delete_share = 0.25
+            args.workdir, args.keep = tmp, False
+            args.set += smoke_sets("incremental")
+        result = run(args)
     emit(result, args.json_out)
     print()
     for line in markdown(result):

@@ -18,16 +18,14 @@ import cProfile
 import io
 import pstats
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from search_bench import COLLECTION, DB, OUTPUT_FIELDS, rows_for, unit_vectors  # bench/ is not a package
+from _common import add_smoke, percentile  # bench/ is the script's folder, first on sys.path
+from search_bench import COLLECTION, DB, OUTPUT_FIELDS, rows_for, unit_vectors
 
 
 def fill(data: Path, rows: int, dim: int, batch: int) -> None:
@@ -55,7 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--top", type=int, default=20, help="functions listed")
     parser.add_argument("--out", type=Path, default=None, help="write the summary here too")
+    add_smoke(parser)
     args = parser.parse_args(argv)
+    if args.smoke:  # the server is its own: the data folder is opened in-process afterwards
+        args.rows, args.dim, args.queries, args.top = 60, 8, 3, 5
 
     from milvus_lite.db import MilvusLite
 
@@ -85,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         db.close()
         buf = io.StringIO()
         buf.write(f"rows={args.rows} dim={args.dim}: in-process load {load_s:.1f}s, ")
-        buf.write(f"search p50 {np.percentile(times, 50):.1f} ms, p90 {np.percentile(times, 90):.1f} ms over {args.queries} queries (no profiler)\n")
+        buf.write(f"search p50 {percentile(times, 50):.1f} ms, p90 {percentile(times, 90):.1f} ms over {args.queries} queries (no profiler)\n")
         buf.write(f"segments: {len(list((data / 'databases' / DB / 'collections' / COLLECTION).rglob('data_*.parquet')))} data files\n\n")
         pstats.Stats(profiler, stream=buf).sort_stats("tottime").print_stats(args.top)
         text = buf.getvalue()

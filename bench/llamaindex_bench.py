@@ -50,12 +50,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
+import importlib.util
 import json
 import os
 import random
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -66,12 +65,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from report import emit  # bench/ is the script's folder, first on sys.path (standard library only)
+# bench/ is the script's folder, first on sys.path; _common and make_corpus are standard library only.
+from _common import add_smoke, check_corpus, cpu_seconds, emit, finish_run_folder, free_port, loadavg, own_cpu, smoke_corpus
 
-BENCH = Path(__file__).resolve().parent
 TOP_K = 5
 #: SentenceSplitter sizes that give about as many chunks as kbrelease's
 #: text.chunk_target_tokens 160 on make_corpus.py corpora (5,257 vs 5,045 at
@@ -81,34 +79,12 @@ CHUNK_SIZE = 200
 CHUNK_OVERLAP = 20
 
 
-def bench_module(name: str) -> ModuleType:
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    return importlib.import_module(name)
-
-
 # --- shared helpers (standard library only) -------------------------------------
-
-
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def own_cpu() -> float:
-    """User + system CPU seconds of this process and of its waited-for children."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def pid_cpu(pid: int | None) -> float:
     """User + system CPU seconds of ``pid`` so far (0 when unknown)."""
-    if not pid:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(pid) or 0.0
 
 
 class Meter:
@@ -119,10 +95,10 @@ class Meter:
 
     def start(self) -> None:
         self.load_before = loadavg()
-        self.t0, self.c0, self.s0 = time.perf_counter(), own_cpu(), pid_cpu(self.server_pid)
+        self.t0, self.c0, self.s0 = time.perf_counter(), own_cpu(children=True), pid_cpu(self.server_pid)
 
     def stop(self) -> dict[str, Any]:
-        wall, cpu, server = time.perf_counter() - self.t0, own_cpu() - self.c0, pid_cpu(self.server_pid) - self.s0
+        wall, cpu, server = time.perf_counter() - self.t0, own_cpu(children=True) - self.c0, pid_cpu(self.server_pid) - self.s0
         return {
             "wall_seconds": round(wall, 2),
             "cpu_seconds": {"process": round(cpu, 2), "server": round(server, 2), "total": round(cpu + server, 2)},
@@ -251,21 +227,18 @@ def per_query(queries: Sequence[Query], results: Sequence[Sequence[tuple[str, st
     return out
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def lite_server(data_dir: Path, timeout: float = 60.0) -> Iterator[tuple[str, int]]:
-    """``milvus-lite server`` on 127.0.0.1 (as kbrelease starts it); yields (uri, pid), kills it after."""
+    """``milvus-lite server`` on 127.0.0.1 (as kbrelease starts it); yields (uri, pid), kills it after.
+
+    Not ``_common.milvus``: this runs in LlamaIndex's virtualenv, without kbrelease.
+    """
     binary = Path(sys.executable).parent / "milvus-lite"
     found = str(binary) if binary.exists() else shutil.which("milvus-lite")
     if not found:
         raise SystemExit("the milvus-lite command is missing in this virtualenv; pip install 'milvus-lite==3.2.2'")
     data_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     log = (data_dir.parent / "milvus-lite.log").open("ab")
     proc = subprocess.Popen(
         [found, "server", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", str(port)],
@@ -403,7 +376,8 @@ def run_llamaindex(args: argparse.Namespace) -> dict[str, Any]:
         splitter = SentenceSplitter(chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap, tokenizer=tokenize)
 
         def read() -> list[Document]:
-            return SimpleDirectoryReader(str(text_dir), recursive=True, filename_as_id=True, required_exts=[".md", ".txt"]).load_data()
+            docs: list[Document] = SimpleDirectoryReader(str(text_dir), recursive=True, filename_as_id=True, required_exts=[".md", ".txt"]).load_data()
+            return docs
 
         def retriever(store: Any) -> Any:
             return VectorStoreIndex.from_vector_store(store, embed_model=embed_model).as_retriever(similarity_top_k=TOP_K)
@@ -481,7 +455,9 @@ def run_llamaindex(args: argparse.Namespace) -> dict[str, Any]:
 
             if incremental:
                 corpus = text_dir.parent
-                result["change"] = bench_module("make_corpus").change_text(corpus, args.edit_share, args.add_share, args.delete_share, args.seed_change)
+                import make_corpus
+
+                result["change"] = make_corpus.change_text(corpus, args.edit_share, args.add_share, args.delete_share, args.seed_change)
                 kv_after_full = embed_model.embeddings_cache.to_dict()
                 runs: dict[str, Any] = {}
 
@@ -506,17 +482,48 @@ def run_llamaindex(args: argparse.Namespace) -> dict[str, Any]:
                     run["ratio_cpu"] = round(run["cpu_seconds"]["total"] / full["cpu_seconds"]["total"], 4)
                 result["incremental"] = runs
     finally:
-        if args.keep:
-            result["workdir"] = str(base)
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+        finish_run_folder(base, args.keep, result)
     result["load_end"] = loadavg()
     return result
 
 
+#: Why ``--smoke`` runs only the standard-library part, or None when LlamaIndex is importable.
+def missing_llamaindex() -> str | None:
+    if importlib.util.find_spec("llama_index") is None:
+        return "llama_index is not installed in this virtualenv (see bench/README.md, 'Against LlamaIndex'): only the standard-library helpers ran"
+    return None
+
+
+def smoke(args: argparse.Namespace) -> dict[str, Any]:
+    """A tiny corpus: the LlamaIndex run when LlamaIndex is importable, else the helpers that need only the
+    standard library (queries, recall@5, the meter, the Lite server), in the report's shape."""
+    with tempfile.TemporaryDirectory(prefix="kbli-smoke-") as tmp:
+        args.corpus, args.queries, args.workdir, args.keep = smoke_corpus(Path(tmp) / "corpus", images=0), 3, Path(tmp), False
+        reason = missing_llamaindex()
+        if reason is None:
+            return run_llamaindex(args)
+        queries = make_queries(args.corpus / "text", args.queries, args.seed)
+        answers = [[(f, q.sentence) for f in q.files] for q in queries]  # a perfect retriever
+        with lite_server(Path(tmp) / "milvus") as (uri, pid):
+            meter = Meter(pid)
+            meter.start()
+            full = meter.stop()
+        return {
+            "system": "llamaindex",
+            "mode": "smoke",
+            "skipped": reason,
+            "corpus": str(args.corpus),
+            "milvus_uri": uri,
+            "load_start": loadavg(),
+            "full": full,
+            "recall": recall_at_k(queries, answers),
+            "per_query": per_query(queries, answers),
+        }
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="LlamaIndex IngestionPipeline + MilvusVectorStore on a make_corpus.py corpus: time, CPU, recall@5.")
-    parser.add_argument("--corpus", type=Path, required=True, help="make_corpus.py output folder (its text/ is used; not changed)")
+    parser.add_argument("--corpus", type=Path, default=None, help="make_corpus.py output folder (its text/ is used; not changed); required unless --smoke")
     parser.add_argument("--mode", choices=("full", "incremental"), default="full", help="full: plain pipeline; incremental: docstore + caches, then the change")
     parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE, help="SentenceSplitter chunk_size (MiniLM word pieces)")
     parser.add_argument("--chunk-overlap", type=int, default=CHUNK_OVERLAP, help="SentenceSplitter chunk_overlap")
@@ -531,15 +538,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the temporary run folder")
     parser.add_argument("--keep", action="store_true", help="keep the run folder")
     parser.add_argument("--json-out", type=Path, default=None, help="write the JSON report here too")
+    add_smoke(parser)
     args = parser.parse_args(argv)
-    if not (args.corpus / "text").is_dir():
-        parser.error(f"{args.corpus / 'text'} is not a folder (generate it with bench/make_corpus.py)")
+    if not args.smoke:
+        check_corpus(parser, args.corpus)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    result = run_llamaindex(args)
+    result = smoke(args) if args.smoke else run_llamaindex(args)
     emit(result, args.json_out)
     return 0
 

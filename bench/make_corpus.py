@@ -33,13 +33,15 @@ import math
 import random
 import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import REPO, SMOKE_FILES, SMOKE_IMAGES, SMOKE_PARAGRAPHS, add_smoke  # bench/ is the script's folder, first on sys.path
+
 IMAGES_MODULE = REPO / "examples" / "make_images.py"
 
 MIN_WORDS = 40
@@ -377,7 +379,7 @@ def change_text(corpus: Path, edit_share: float, add_share: float, delete_share:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Generate (or mutate) a synthetic benchmark corpus for kbrelease.")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (required unless --smoke)")
     parser.add_argument("--paragraphs", type=int, default=10_000, help="text paragraphs")
     parser.add_argument("--files", type=int, default=500, help="text files (.md/.txt), at most --paragraphs")
     parser.add_argument("--images", type=int, default=500, help="procedural images")
@@ -401,7 +403,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="delete OUT/text and OUT/images before generating",
     )
+    add_smoke(parser)
     args = parser.parse_args(argv)
+    if args.out is None and not args.smoke:
+        parser.error("--out is required")
     for name in ("paragraphs", "files", "images"):
         if getattr(args, name) < 0:
             parser.error(f"--{name} must not be negative")
@@ -410,8 +415,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def smoke() -> dict[str, object]:
+    """Generate a tiny corpus, mutate it and change it as the incremental benches do, in a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="kbcorpus-smoke-") as tmp:
+        out = Path(tmp)
+        summary = generate(out, SMOKE_PARAGRAPHS, SMOKE_FILES, SMOKE_IMAGES, seed=0)
+        mutated = mutate(out, 0.5, 0, 1)
+        changed = change_text(out, 0.25, 0.25, 0.25, seed=7)
+    return summary | {"smoke": {"mutated_files": mutated["files"], "changed_files": changed["changed_files"]}}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.smoke:
+        print(json.dumps(smoke(), ensure_ascii=False))
+        return 0
     out: Path = args.out
     if args.mutate_share > 0:
         summary = mutate(out, args.mutate_share, args.seed, args.round_)

@@ -25,32 +25,37 @@ The machine is shared: the load average is recorded before and after each step.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+from _common import (  # bench/ is the script's folder, first on sys.path
+    add_smoke,
+    cpu_seconds,
+    emit,
+    loadavg,
+    maxrss_mb,
+    own_cpu,
+    per_second,
+    smoke_corpus,
+    source_entries,
+    src_env,
+    tests_on_path,
+    write_config,
+)
 
-from kbrelease import KbRelease, load_config  # noqa: E402
+from kbrelease import KbRelease, load_config
+
+tests_on_path()
 from synthetic import make_release  # noqa: E402
 
 from servers import MilvusLiteServer, MilvusServer  # noqa: E402
-
-
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 @contextmanager
@@ -60,7 +65,7 @@ def step(results: dict[str, Any], name: str) -> Iterator[dict[str, Any]]:
     yield entry
     entry["seconds"] = round(time.monotonic() - started, 2)
     entry["load_after"] = loadavg()
-    entry["peak_rss_mb"] = peak_rss_mb()
+    entry["peak_rss_mb"] = maxrss_mb()
     results[name] = entry
     print(f"{name}: {entry['seconds']} s (load {entry['load_after']})", flush=True)
 
@@ -70,111 +75,108 @@ def project(workspace: Path, uri: str, env: str, prefix: str, environ: dict[str,
     return KbRelease(load_config(None, env=environ or {}, overrides=overrides))
 
 
-def cpu_seconds(pids: list[int]) -> float:
+def pids_cpu(pids: list[int]) -> float:
     """User + system CPU seconds of these processes so far (from /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+    return sum(cpu_seconds(pid) or 0.0 for pid in pids)
 
 
-def own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def lite(stack: ExitStack, folder: Path, uri: str | None) -> tuple[str, Callable[[], list[int]]]:
+    """(uri, its server's pids): ``uri`` when given (a server someone else runs: no pids), else a Lite server of its own."""
+    if uri:
+        return uri, list
+    server = stack.enter_context(MilvusLiteServer(folder))
+    return server.uri, server.pids
 
 
 def timed_import(kb: KbRelease, package: Path, results: dict[str, Any], name: str, rows: int, server_pids: list[int]) -> None:
     """Import ``package``: seconds per phase, and CPU seconds of this process and of the target server."""
-    cpu_self, cpu_server = own_cpu(), cpu_seconds(server_pids)
+    cpu_self, cpu_server = own_cpu(), pids_cpu(server_pids)
     with step(results, name) as entry:
         info = kb.package_import(package)
     entry["phases"] = info.phases
-    entry["load_rows_per_s"] = round(rows / info.phases["load"])
-    entry["rows_per_s"] = round(rows / info.seconds)
+    entry["load_rows_per_s"] = per_second(rows, info.phases["load"])
+    entry["rows_per_s"] = per_second(rows, info.seconds)
     entry["cpu_seconds_importer"] = round(own_cpu() - cpu_self, 1)
-    entry["cpu_seconds_milvus"] = round(cpu_seconds(server_pids) - cpu_server, 1)
+    entry["cpu_seconds_milvus"] = round(pids_cpu(server_pids) - cpu_server, 1)
     entry["state"] = info.state
 
 
 def synthetic(args: argparse.Namespace, tmp: Path, results: dict[str, Any], stack: ExitStack) -> None:
-    src = stack.enter_context(MilvusLiteServer(tmp / "lite-dev"))
-    dst = stack.enter_context(MilvusLiteServer(tmp / "lite-prod"))
-    dev = stack.enter_context(project(tmp / "ws", src.uri, "dev", "bench_"))
+    p = args.db_prefix
+    src_uri, src_pids = lite(stack, tmp / "lite-dev", args.milvus_uri)
+    dst_uri, dst_pids = lite(stack, tmp / "lite-prod", args.milvus_uri)
+    dev = stack.enter_context(project(tmp / "ws", src_uri, "dev", f"{p}bench_"))
     with step(results, "make synthetic release (setup, not a figure)"):
         make_release(dev, "v1", files=args.rows // 10, chunks_per_file=10, text_chars=args.text_chars)
     for label, compress in (("export plain", False), ("export zstd", True)):
         out = tmp / f"v1.tar{'.zst' if compress else ''}"
-        cpu_self, cpu_server = own_cpu(), cpu_seconds(src.pids())
+        cpu_self, cpu_server = own_cpu(), pids_cpu(src_pids())
         with step(results, label) as entry:
             info = dev.package_export("v1", out, compress=compress, part_mb=args.part_mb)
         entry |= {"rows": info.rows, "parts": info.parts, "bytes": info.bytes, "bytes_per_row": round(info.bytes / info.rows)}
-        entry["rows_per_s"] = round(info.rows / entry["seconds"])
+        entry["rows_per_s"] = per_second(info.rows, entry["seconds"])
         entry["cpu_seconds_exporter"] = round(own_cpu() - cpu_self, 1)
-        entry["cpu_seconds_milvus"] = round(cpu_seconds(src.pids()) - cpu_server, 1)
-    export_in_subprocess(tmp, src.uri, results, args.part_mb)
+        entry["cpu_seconds_milvus"] = round(pids_cpu(src_pids()) - cpu_server, 1)
+    export_in_subprocess(tmp, src_uri, results, args.part_mb, p)
     if args.export_only:
         return
-    prod = stack.enter_context(project(tmp / "ws-prod", dst.uri, "prod", "bench_"))
-    timed_import(prod, tmp / "v1.tar", results, "import lite → lite", args.rows, dst.pids())
+    prod = stack.enter_context(project(tmp / "ws-prod", dst_uri, "prod", f"{p}bench_"))
+    timed_import(prod, tmp / "v1.tar", results, "import lite → lite", args.rows, dst_pids())
     if args.promote:
-        target = stack.enter_context(project(tmp / "ws-prod2", dst.uri, "prod2", "bench2_"))
+        target = stack.enter_context(project(tmp / "ws-prod2", dst_uri, "prod2", f"{p}bench2_"))
         with step(results, "promote lite → lite") as entry:
             promoted = dev.promote("v1", target)
-        entry |= {"rows_per_s": round(promoted.rows / entry["seconds"]), "phases": promoted.phases, "state": promoted.state}
+        entry |= {"rows_per_s": per_second(promoted.rows, entry["seconds"]), "phases": promoted.phases, "state": promoted.state}
     if args.server:
         server = stack.enter_context(MilvusServer(tmp / "milvus-server"))
-        remote = stack.enter_context(project(tmp / "ws-server", server.uri, "prod", "bench_", {"MILVUS_TOKEN": "root:Milvus"}))
+        remote = stack.enter_context(project(tmp / "ws-server", server.uri, "prod", f"{p}bench_", {"MILVUS_TOKEN": "root:Milvus"}))
         timed_import(remote, tmp / "v1.tar", results, "import lite → server", args.rows, server.pids())
 
 
-def export_in_subprocess(tmp: Path, uri: str, results: dict[str, Any], part_mb: float) -> None:
+def export_in_subprocess(tmp: Path, uri: str, results: dict[str, Any], part_mb: float, prefix: str) -> None:
     """``kbrelease package export`` as its own process: its peak RSS is the memory an export needs."""
     import subprocess
 
     config = tmp / "dev.yaml"
     config.write_text(
-        f"workspace: {tmp / 'ws'}\ndefault_environment: dev\nenvironments:\n  dev: {{milvus_uri: '{uri}', db_prefix: bench_, registry_db: bench_registry}}\n",
+        f"workspace: {tmp / 'ws'}\ndefault_environment: dev\nenvironments:\n"
+        f"  dev: {{milvus_uri: '{uri}', db_prefix: {prefix}bench_, registry_db: {prefix}bench_registry}}\n",
         encoding="utf-8",
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     # /usr/bin/time forks from its own small process: a child forked from this one would
     # count this process's pages in its peak RSS until it execs.
     rss_file = tmp / "cli.rss"
     command = [sys.executable, "-m", "kbrelease.cli", "-c", str(config), "package", "export", "v1", "-o", str(tmp / "cli.tar"), "--part-mb", str(part_mb)]
+    gnu_time = shutil.which("time", path="/usr/bin")
     with step(results, "export plain (kbrelease CLI process)") as entry:
-        subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(rss_file), *command], env=env, check=True)
-    entry["cli_peak_rss_mb"] = round(int(rss_file.read_text().split()[-1]) / 1024, 1)
+        subprocess.run([gnu_time, "-f", "%M", "-o", str(rss_file), *command] if gnu_time else command, env=src_env(), check=True)
+    entry["cli_peak_rss_mb"] = round(int(rss_file.read_text().split()[-1]) / 1024, 1) if gnu_time else None
     (tmp / "cli.tar").unlink()
 
 
 def rebuild(args: argparse.Namespace, tmp: Path, results: dict[str, Any], stack: ExitStack) -> None:
     from kbrelease.embedding.local_text import LocalTextEmbedder
 
-    server = stack.enter_context(MilvusLiteServer(tmp / "lite-rebuild"))
-    config = tmp / "rebuild.yaml"
-    config.write_text(f"workspace: {tmp / 'ws-rebuild'}\nsources:\n  - {{name: docs, path: {args.rebuild_text}, modality: text}}\n", encoding="utf-8")
-    overrides = {"milvus.uri": server.uri, "milvus.db_prefix": "rb_", "milvus.registry_db": "rb_registry", "cache.enabled": False, "environment": "dev"}
+    p = args.db_prefix
+    uri, pids = lite(stack, tmp / "lite-rebuild", args.milvus_uri)
+    config = write_config(tmp / "rebuild", {"workspace": str(tmp / "ws-rebuild"), "sources": source_entries(args.rebuild_text, None)})
+    overrides = {"milvus.uri": uri, "milvus.db_prefix": f"{p}rb_", "milvus.registry_db": f"{p}rb_registry", "cache.enabled": False, "environment": "dev"}
     with step(results, "load local text model (rebuild only)"):
         model = LocalTextEmbedder()
     dev = stack.enter_context(KbRelease(load_config(config, env={}, overrides=overrides), text_embedder=model))
     dev.sync()
     name = "rebuild: build + verify with the local embedder"
-    cpu_self, cpu_server = own_cpu(), cpu_seconds(server.pids())
+    cpu_self, cpu_server = own_cpu(), pids_cpu(pids())
     with step(results, name) as entry:
         record = dev.verify(dev.build("v1").name)
     rows = sum(c.rows for c in record.sources.values())
-    entry |= {"rows": rows, "rows_per_s": round(rows / entry["seconds"], 1)}
+    entry |= {"rows": rows, "rows_per_s": per_second(rows, entry["seconds"], 1)}
     entry["cpu_seconds_builder"] = round(own_cpu() - cpu_self, 1)
-    entry["cpu_seconds_milvus"] = round(cpu_seconds(server.pids()) - cpu_server, 1)
+    entry["cpu_seconds_milvus"] = round(pids_cpu(pids()) - cpu_server, 1)
     exported = dev.package_export("v1", tmp / "rebuilt.tar")
     results["package of the real release"] = {"rows": rows, "bytes": exported.bytes, "bytes_per_row": round(exported.bytes / rows)}
-    prod = stack.enter_context(project(tmp / "ws-rebuild-prod", server.uri, "prod", "rbp_"))
-    timed_import(prod, tmp / "rebuilt.tar", results, "import of the same release", rows, server.pids())
+    prod = stack.enter_context(project(tmp / "ws-rebuild-prod", uri, "prod", f"{p}rbp_"))
+    timed_import(prod, tmp / "rebuilt.tar", results, "import of the same release", rows, pids())
     imported = results["import of the same release"]
     wall = results[name]["seconds"] / imported["seconds"]
     cpu = (entry["cpu_seconds_builder"] + entry["cpu_seconds_milvus"]) / max(0.1, imported["cpu_seconds_importer"] + imported["cpu_seconds_milvus"])
@@ -193,18 +195,23 @@ def main() -> int:
     parser.add_argument("--export-only", action="store_true", help="stop after the exports (memory runs)")
     parser.add_argument("--part-mb", type=float, default=64, help="part size of the exports")
     parser.add_argument("--json-out", type=Path, help="write the results here")
+    parser.add_argument("--milvus-uri", default=None, help="http://host:port of a running Milvus for every environment (default: Lite servers of its own)")
+    parser.add_argument("--db-prefix", default="", help="put before every database name (to share a Milvus)")
+    add_smoke(parser)
     args = parser.parse_args()
+    if args.smoke:  # no Milvus 2.3.5 (--server): CI's milvus_server tests cover that import
+        args.rows, args.text_chars, args.promote, args.server, args.part_mb = 20, 50, True, False, 1
+        args.db_prefix = f"smoke_pkg_{os.getpid()}_"
     results: dict[str, Any] = {"rows": args.rows, "cpus": os.cpu_count(), "load_at_start": loadavg()}
     with tempfile.TemporaryDirectory(prefix="kbpkg-") as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
+        if args.smoke:
+            args.rebuild_text = smoke_corpus(tmp / "corpus", images=0) / "text"
         if not args.skip_synthetic:
             synthetic(args, tmp, results, stack)
         if args.rebuild_text:
             rebuild(args, tmp, results, stack)
-    print(json.dumps(results, indent=2, ensure_ascii=False))
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    emit(results, args.json_out)
     return 0
 
 

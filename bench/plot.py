@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from _common import add_smoke, emit  # bench/ is the script's folder, first on sys.path
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # after the backend is chosen
+MISSING = "matplotlib is not installed (pip install matplotlib; not a kbrelease dependency): no plot drawn"
 
 ENGINE_LABELS = {
     "server": "Milvus Lite 3.2.2, server\n(kbrelease default)",
@@ -31,7 +32,18 @@ ENGINE_LABELS = {
 PHASE_COLORS = ["#f2f2f2", "#e3eefa", "#fdf0dc", "#e6f5e6", "#f5e6f5", "#eeeeee"]
 
 
+def pyplot() -> Any:
+    """matplotlib.pyplot with the Agg backend (imported here: the rest of the script runs without matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after the backend is chosen
+
+    return plt
+
+
 def plot_rss(csv_path: Path, out: Path, title: str) -> None:
+    plt = pyplot()
     with csv_path.open() as fh:
         rows = list(csv.DictReader(fh))
     t = [float(r["seconds"]) for r in rows]
@@ -67,6 +79,7 @@ def plot_rss(csv_path: Path, out: Path, title: str) -> None:
 
 
 def plot_peaks(paths: Sequence[Path], out: Path, names: Sequence[str] | None = None) -> None:
+    plt = pyplot()
     runs = [json.loads(p.read_text()) for p in paths]
     names = list(names) if names else [r["label"] for r in runs]
     labels = [f"{name}\n({sum(s['rows'] for s in r['sources'].values()):,} rows)" for name, r in zip(names, runs, strict=True)]
@@ -89,6 +102,7 @@ def plot_peaks(paths: Sequence[Path], out: Path, names: Sequence[str] | None = N
 
 
 def plot_latency(paths: Sequence[Path], out: Path, target_ms: float) -> None:
+    plt = pyplot()
     results: list[dict[str, Any]] = []
     for p in paths:
         results.extend(json.loads(p.read_text()))
@@ -119,9 +133,39 @@ def plot_latency(paths: Sequence[Path], out: Path, target_ms: float) -> None:
     plt.close(fig)
 
 
+def smoke_inputs(folder: Path) -> dict[str, Path]:
+    """Tiny inputs of the shape build_bench.py (--rss-csv, --json-out) and search_bench.py (--json-out) write."""
+    rss = folder / "rss.csv"
+    rss.write_text(
+        "seconds,python_rss_mb,server_rss_mb,embedded_items,phase,python_cpu_s,server_cpu_s\n"
+        "0.0,100.0,50.0,0,load models,0.1,0.0\n0.5,300.0,60.0,0,build docs,0.6,0.1\n1.0,320.0,,40,build docs,1.1,0.2\n"
+    )
+    build = folder / "build.json"
+    build.write_text(json.dumps({"label": "smoke", "sources": {"docs": {"rows": 40}}, "peak_rss_mb": 320.0, "server_peak_rss_sampled_mb": 60.0}))
+    search = folder / "search.json"
+    search.write_text(
+        json.dumps([{"engine": e, "rows": 60, "dim": 8, "k": 5, "queries": 5, "warmup": 1, "p50_ms": 1.2, "p99_ms": 2.5} for e in ("server", "direct")])
+    )
+    return {"rss": rss, "build": build, "search": search}
+
+
+def smoke() -> dict[str, Any]:
+    """Draw each kind of plot from tiny inputs in a temporary folder; skipped, with the reason, without matplotlib."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return {"skipped": MISSING, "plots": []}
+    with tempfile.TemporaryDirectory(prefix="kbplot-smoke-") as tmp:
+        folder = Path(tmp)
+        inputs = smoke_inputs(folder)
+        plot_rss(inputs["rss"], folder / "rss.png", "smoke")
+        plot_peaks([inputs["build"]], folder / "peaks.png")
+        plot_latency([inputs["search"]], folder / "latency.png", 25.0)
+        return {"skipped": None, "plots": sorted(p.name for p in folder.glob("*.png") if p.stat().st_size > 0)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Draw the benchmark plots (needs matplotlib).")
-    sub = parser.add_subparsers(dest="kind", required=True)
+    add_smoke(parser)
+    sub = parser.add_subparsers(dest="kind")
     rss = sub.add_parser("rss", help="RSS over time from build_bench.py --rss-csv")
     rss.add_argument("csv", type=Path)
     rss.add_argument("--title", default="RSS during publish")
@@ -134,6 +178,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for p in (rss, peaks, lat):
         p.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args(argv)
+    if args.smoke:
+        emit(smoke(), None)
+        return 0
+    if args.kind is None:
+        parser.error("give a plot kind: rss, peaks, latency (or --smoke)")
+    if importlib.util.find_spec("matplotlib") is None:
+        raise SystemExit(MISSING)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.kind == "rss":
         plot_rss(args.csv, args.out, args.title)

@@ -21,26 +21,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from report import emit  # bench/ is the script's folder, first on sys.path
+import numpy.typing as npt
+from _common import add_smoke, emit, loadavg, own_cpu, percentile, smoke_corpus, smoke_folder  # bench/ is the script's folder, first on sys.path
 
 from kbrelease import load_config
 
-
-def cpu_s() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+Matrix = npt.NDArray[np.float32]
 
 
 def chunks_of(folder: Path, emb: Any, target: int, encoding: str) -> list[str]:
@@ -54,11 +46,11 @@ def chunks_of(folder: Path, emb: Any, target: int, encoding: str) -> list[str]:
     return texts
 
 
-def embed_all(emb: Any, texts: Sequence[str], call: int) -> tuple[np.ndarray, dict[str, Any]]:
+def embed_all(emb: Any, texts: Sequence[str], call: int) -> tuple[Matrix, dict[str, Any]]:
     load_before = loadavg()
-    c0, t0 = cpu_s(), time.perf_counter()
+    c0, t0 = own_cpu(), time.perf_counter()
     parts = [emb.embed_texts(texts[i : i + call]) for i in range(0, len(texts), call)]
-    cpu, wall = cpu_s() - c0, time.perf_counter() - t0
+    cpu, wall = own_cpu() - c0, time.perf_counter() - t0
     stats = {
         "wall_seconds": round(wall, 2),
         "cpu_seconds": round(cpu, 2),
@@ -70,15 +62,15 @@ def embed_all(emb: Any, texts: Sequence[str], call: int) -> tuple[np.ndarray, di
     return np.concatenate(parts), stats
 
 
-def cosine_stats(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+def cosine_stats(a: Matrix, b: Matrix) -> dict[str, float]:
     cos = (a * b).sum(axis=1)
-    return {"min": round(float(cos.min()), 4), "p1": round(float(np.percentile(cos, 1)), 4), "mean": round(float(cos.mean()), 4)}
+    return {"min": round(float(cos.min()), 4), "p1": round(percentile(cos.tolist(), 1), 4), "mean": round(float(cos.mean()), 4)}
 
 
-def top_overlap(a: np.ndarray, b: np.ndarray, k: int = 5) -> float:
+def top_overlap(a: Matrix, b: Matrix, k: int = 5) -> float:
     """Mean share of each row's k nearest rows (itself excluded) that both matrices agree on."""
 
-    def top(m: np.ndarray) -> np.ndarray:
+    def top(m: Matrix) -> npt.NDArray[np.intp]:
         sims = m @ m.T
         np.fill_diagonal(sims, -2.0)
         return np.argsort(-sims, axis=1)[:, :k]
@@ -108,7 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "models_load_seconds": round(load_s, 2),
         "passes": [],
     }
-    vectors: dict[str, np.ndarray] = {}
+    vectors: dict[str, Matrix] = {}
     for i in range(args.passes):
         for name, emb in (("none", fp32), (mode, low)) if i % 2 == 0 else ((mode, low), ("none", fp32)):
             vecs, stats = embed_all(emb, texts, call)
@@ -130,18 +122,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="float32 vs int8/bf16 local text model: CPU per chunk and vector closeness.")
-    parser.add_argument("--text", type=Path, required=True, help="a text folder (.md/.txt)")
+    parser.add_argument("--text", type=Path, default=None, help="a text folder (.md/.txt); required unless --smoke")
     parser.add_argument("--mode", choices=("int8", "bf16"), default="int8", help="the reduced precision to compare with float32")
     parser.add_argument("--limit", type=int, default=1024, help="chunks to embed (0: all)")
     parser.add_argument("--passes", type=int, default=2, help="passes per mode, alternating")
     parser.add_argument("--alone", type=int, default=64, help="chunks also embedded one per call (batch dependence)")
     parser.add_argument("--json-out", type=Path, default=None, help="write the JSON report here too")
-    return parser.parse_args(argv)
+    add_smoke(parser)
+    args = parser.parse_args(argv)
+    if args.text is None and not args.smoke:
+        parser.error("--text is required")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    result = run(args)
+    with smoke_folder(args.smoke, "kbquant-smoke-") as tmp:
+        if tmp is not None:
+            args.text, args.limit, args.passes, args.alone = smoke_corpus(tmp / "corpus", images=0) / "text", 8, 1, 2
+        result = run(args)
     emit(result, args.json_out)
     return 0
 

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from _common import add_smoke, cpu_seconds, loadavg, milvus, percentile, rss_mb  # bench/ is the script's folder, first on sys.path
 
 ENGINES = ("server", "direct", "lite25")
 DB = "kbbench"
@@ -105,10 +106,6 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def unit_vectors(n: int, dim: int, rng: np.random.Generator) -> npt.NDArray[np.float32]:
     v = rng.standard_normal((n, dim), dtype=np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
@@ -140,15 +137,6 @@ def rows_for(vectors: npt.NDArray[np.float32], offset: int, text_chars: int) -> 
     return out
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of ``pid`` so far (all its threads)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def wait_until_idle(pid: int | None, timeout: float, window: float = 2.0, busy: float = 0.05) -> float | None:
     """Seconds until ``pid`` uses under ``busy`` of a core over ``window`` (background index builds done)."""
     if pid is None or cpu_seconds(pid) is None:
@@ -162,64 +150,60 @@ def wait_until_idle(pid: int | None, timeout: float, window: float = 2.0, busy: 
     return time.perf_counter() - started
 
 
-def rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
 # --- engines ----------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def kbrelease_engine(kind: str, workdir: Path, dim: int) -> Iterator[tuple[UpsertFn, Callable[[], None], SearchFn, dict[str, Any]]]:
-    """Milvus Lite 3.x through kbrelease's MilvusStore, as a server or in-process."""
+def kbrelease_engine(
+    kind: str, workdir: Path, dim: int, milvus_uri: str | None = None, db: str = DB
+) -> Iterator[tuple[UpsertFn, Callable[[], None], SearchFn, dict[str, Any]]]:
+    """Milvus Lite 3.x through kbrelease's MilvusStore, as a server (``milvus_uri``, or one of its own) or in-process."""
     import milvus_lite
     import pymilvus
 
-    from kbrelease.store.lite import ensure_server, running_server, stop_server
     from kbrelease.store.milvus import MilvusStore
 
-    data = workdir / "milvus"
     info: dict[str, Any] = {"versions": {"milvus_lite": milvus_lite.__version__, "pymilvus": pymilvus.__version__}}
-    if kind == "server":
-        uri = ensure_server(data)
-        found = running_server(data.resolve())
-        info["server_pid"] = found["pid"] if found else None
-    else:
-        uri = str(workdir / "milvus.db")
-        info["server_pid"] = os.getpid()
-    store = MilvusStore(uri, timeout=120.0)
+    with contextlib.ExitStack() as stack:
+        if kind == "server":
+            uri, info["server_pid"] = stack.enter_context(milvus(workdir / "milvus", milvus_uri))
+        else:
+            uri = str(workdir / "milvus.db")
+            info["server_pid"] = os.getpid()
+        store = MilvusStore(uri, timeout=120.0)
+        try:
+            yield from _store_engine(store, db, dim, info, drop=milvus_uri is not None)
+        finally:
+            store.close()
+            if kind != "server":
+                # pymilvus keeps the in-process Lite server until exit; stop it before the folder is deleted.
+                from milvus_lite.server_manager import server_manager_instance
+
+                server_manager_instance.release_server(uri)
+
+
+def _store_engine(store: Any, db: str, dim: int, info: dict[str, Any], drop: bool) -> Iterator[tuple[UpsertFn, Callable[[], None], SearchFn, dict[str, Any]]]:
+    store.ensure_database(db)
+    store.ensure_collection(db, COLLECTION, dim, description="kbrelease search bench")
+
+    def upsert(rows: list[dict[str, Any]]) -> None:
+        store.upsert(db, COLLECTION, rows)
+
+    def ready() -> None:
+        # What kbrelease does after a source's last insert: flush, release, load (index built).
+        store.seal(db, COLLECTION)
+
+    info["ready"] = "MilvusStore.seal"
+
+    def search(vec: list[float]) -> list[list[dict[str, Any]]]:
+        hits: list[list[dict[str, Any]]] = store.search(db, COLLECTION, [vec], k=info["k"])
+        return hits
+
     try:
-        store.ensure_database(DB)
-        store.ensure_collection(DB, COLLECTION, dim, description="kbrelease search bench")
-
-        def upsert(rows: list[dict[str, Any]]) -> None:
-            store.upsert(DB, COLLECTION, rows)
-
-        def ready() -> None:
-            # What kbrelease does after a source's last insert: flush, release, load (index built).
-            store.seal(DB, COLLECTION)
-
-        info["ready"] = "MilvusStore.seal"
-
-        def search(vec: list[float]) -> list[list[dict[str, Any]]]:
-            return store.search(DB, COLLECTION, [vec], k=info["k"])
-
         yield upsert, ready, search, info
     finally:
-        store.close()
-        if kind == "server":
-            stop_server(data)
-        else:
-            # pymilvus keeps the in-process Lite server until exit; stop it before the folder is deleted.
-            from milvus_lite.server_manager import server_manager_instance
-
-            server_manager_instance.release_server(uri)
+        if drop:
+            store.drop_database(db)  # a server someone else runs keeps no bench data
 
 
 @contextlib.contextmanager
@@ -296,7 +280,7 @@ def run_one(engine: str, rows: int, args: argparse.Namespace) -> Result:
     rng = np.random.default_rng(args.seed)
     workdir = Path(tempfile.mkdtemp(prefix=f"kbsearch-{engine}-{rows}-", dir=args.workdir))
     try:
-        cm = lite25_engine(workdir, args.dim) if engine == "lite25" else kbrelease_engine(engine, workdir, args.dim)
+        cm = lite25_engine(workdir, args.dim) if engine == "lite25" else kbrelease_engine(engine, workdir, args.dim, args.milvus_uri, args.db)
         with cm as (upsert, ready, search, info):
             info["k"] = args.k
             vectors = unit_vectors(rows, args.dim, rng)
@@ -332,7 +316,7 @@ def run_one(engine: str, rows: int, args: argparse.Namespace) -> Result:
                 times.append((time.perf_counter() - t) * 1000)
                 if len(res[0]) != args.k:
                     raise SystemExit(f"{engine}: a search returned {len(res[0])} hits, expected {args.k}")
-            ms = np.asarray(times)
+            ms = np.asarray(times)  # mean, min, max
             return Result(
                 engine=engine,
                 rows=rows,
@@ -343,12 +327,12 @@ def run_one(engine: str, rows: int, args: argparse.Namespace) -> Result:
                 insert_seconds=round(insert_s, 2),
                 insert_rows_per_s=round(rows / insert_s, 1),
                 flush_load_seconds=round(ready_s, 2),
-                cold_p50_ms=round(float(np.percentile(cold, 50)), 2) if cold else None,
-                cold_p90_ms=round(float(np.percentile(cold, 90)), 2) if cold else None,
+                cold_p50_ms=round(percentile(cold, 50), 2) if cold else None,
+                cold_p90_ms=round(percentile(cold, 90), 2) if cold else None,
                 settle_seconds=round(settle_s, 1) if settle_s is not None else None,
-                p50_ms=round(float(np.percentile(ms, 50)), 2),
-                p90_ms=round(float(np.percentile(ms, 90)), 2),
-                p99_ms=round(float(np.percentile(ms, 99)), 2),
+                p50_ms=round(percentile(times, 50), 2),
+                p90_ms=round(percentile(times, 90), 2),
+                p99_ms=round(percentile(times, 99), 2),
                 mean_ms=round(float(ms.mean()), 2),
                 min_ms=round(float(ms.min()), 2),
                 max_ms=round(float(ms.max()), 2),
@@ -385,7 +369,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=None, help="parent folder for the temporary data (default: the system temp dir)")
     parser.add_argument("--json-out", type=Path, default=None, help="also write every result here as a JSON list")
-    return parser.parse_args(argv)
+    parser.add_argument("--milvus-uri", default=None, help="engine server: http://host:port of a running Milvus (default: a fresh embedded Lite server)")
+    parser.add_argument("--db", default=DB, help="database of the bench collection (dropped at the end on --milvus-uri)")
+    add_smoke(parser)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.rows, args.dim, args.queries, args.warmup, args.cold_queries, args.settle_timeout = [60], 8, 5, 1, 2, 0.0
+        args.engines = [e for e in args.engines if e != "lite25"]
+        args.db = f"{DB}_smoke_{os.getpid()}"
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

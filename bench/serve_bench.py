@@ -3,10 +3,11 @@
 What it sets up, in a temporary folder (deleted at the end unless ``--keep``):
 
 * kbrelease's embedded store: a ``milvus-lite server`` on 127.0.0.1 (``kbrelease.store.lite``);
-* releases ``v1`` and ``v2`` of ``--rows`` rows each, with kbrelease's own schema and
-  ``MilvusStore.seal``; the vectors are random unit vectors (search cost does not depend
-  on what the vectors mean) but the releases are registered as built with the local
-  MiniLM, so the service embeds every query with the real model, as in production;
+* releases ``v1`` and ``v2`` of ``--rows`` rows each (20 per file), written and verified
+  by ``tests/synthetic.py`` with kbrelease's own schema, ``MilvusStore.seal`` and a data
+  index; the vectors are random unit vectors (search cost does not depend on what the
+  vectors mean) but the releases are stamped with the local MiniLM's identity, so the
+  service embeds every query with the real model, as in production;
 * ``kbrelease serve`` as a real uvicorn process (``--replicas N`` starts N of them
   behind nginx, for the switch measurement).
 
@@ -55,10 +56,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).parent))
-from search_bench import loadavg, rows_for, unit_vectors, wait_until_idle
+from _common import add_smoke, emit, free_port, loadavg, milvus, percentile, tests_on_path, write_config  # bench/ is the script's folder, first on sys.path
+from search_bench import wait_until_idle
 
 QUERIES = [
     "how do I connect to the VPN from home",
@@ -81,17 +80,6 @@ QUERIES = [
 OUTPUT_FIELDS = ["file", "file_id", "chunk_index", "heading", "text", "start"]
 
 
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] if ordered else float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Stats:
     side: str
@@ -107,7 +95,7 @@ class Stats:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, side: str, concurrency: int, latencies: list[float], failed: int, seconds: float, **extra: Any) -> Stats:
+    def of(cls, side: str, concurrency: int, latencies: list[float], failed: int, seconds: float, extra: dict[str, Any]) -> Stats:
         ms = [x * 1000 for x in latencies]
         return cls(
             side,
@@ -116,9 +104,9 @@ class Stats:
             failed,
             round(seconds, 2),
             round(len(ms) / seconds, 1) if seconds else 0.0,
-            round(pct(ms, 50), 2),
-            round(pct(ms, 95), 2),
-            round(pct(ms, 99), 2),
+            round(percentile(ms, 50), 2),
+            round(percentile(ms, 95), 2),
+            round(percentile(ms, 99), 2),
             round(statistics.fmean(ms), 2) if ms else float("nan"),
             extra,
         )
@@ -150,40 +138,18 @@ def closed_loop(concurrency: int, per_thread: int, one: Callable[[int, int], flo
 
 
 # --- setup ---------------------------------------------------------------------------
-def write_config(folder: Path, uri: str, query_threads: int = 1) -> Path:
-    cfg = folder / "kbrelease.yaml"
-    cfg.write_text(
-        f"workspace: {folder / 'ws'}\nmilvus:\n  uri: {uri}\n  db_prefix: kbserve_\n  registry_db: kbserve_registry\n"
-        f"service:\n  query_threads: {query_threads}\n",
-        encoding="utf-8",
-    )
-    return cfg
+def bench_config(folder: Path, uri: str, query_threads: int = 1, prefix: str = "kbserve_") -> Path:
+    milvus_cfg = {"uri": uri, "db_prefix": prefix, "registry_db": f"{prefix}registry"}
+    return write_config(folder, {"milvus": milvus_cfg, "service": {"query_threads": query_threads}})
 
 
-def make_release(kb: Any, name: str, rows: int, seed: int, batch: int = 2000) -> None:
-    """A verified release of ``rows`` random rows in one text source, registered as built by the local MiniLM."""
-    from kbrelease.release.registry import ReleaseRecord, SourceCounts
+def make_release(kb: Any, name: str, rows: int, seed: int) -> None:
+    """A verified release of ``rows`` random rows (20 per file) in one text source, stamped with the configured
+    text model's identity: ``tests/synthetic.py``, the package bench's and the import tests' releases."""
+    tests_on_path()
+    from synthetic import make_release as synthetic_release
 
-    db = f"{kb.cfg.milvus.db_prefix}{name}"
-    identity = kb.text_embedder.identity
-    kb.store.drop_database(db)
-    kb.store.ensure_database(db)
-    kb.store.ensure_collection(db, "docs", identity.dim, description=f"serve bench {name}")
-    rng = np.random.default_rng(seed)
-    for offset in range(0, rows, batch):
-        n = min(batch, rows - offset)
-        kb.store.upsert(db, "docs", rows_for(unit_vectors(n, identity.dim, rng), offset, 600))
-    kb.store.seal(db, "docs")
-    record = ReleaseRecord(
-        name=name,
-        environment=kb.cfg.environment,
-        database=db,
-        state="verified",
-        sources={"docs": SourceCounts(collection="docs", modality="text", files=rows // 20, rows=rows, embedded=rows)},
-        embedders={"text": asdict(identity)},
-        tool_version="bench",
-    )
-    kb.registry.put(record)
+    synthetic_release(kb, name, files=max(1, rows // 20), chunks_per_file=20, seed=seed, text_chars=600)
 
 
 @contextlib.contextmanager
@@ -305,16 +271,16 @@ def overhead(kb: Any, url: str, concurrency: int, queries: int, rounds: int) -> 
     client.close()
     emb, srch, took, rest = (sorted(x[i] for x in server_side) for i in range(4))
     inside = {
-        "service_embed_p50_ms": round(pct(emb, 50), 2),
-        "service_search_p50_ms": round(pct(srch, 50), 2),
-        "service_took_p50_ms": round(pct(took, 50), 2),
+        "service_embed_p50_ms": round(percentile(emb, 50), 2),
+        "service_search_p50_ms": round(percentile(srch, 50), 2),
+        "service_took_p50_ms": round(percentile(took, 50), 2),
         # Everything but the model and Milvus: HTTP, routing, validation, release resolution, JSON, log, metrics.
-        "service_rest_p50_ms": round(pct(rest, 50), 2),
-        "service_rest_p99_ms": round(pct(rest, 99), 2),
+        "service_rest_p50_ms": round(percentile(rest, 50), 2),
+        "service_rest_p99_ms": round(percentile(rest, 99), 2),
     }
     return [
-        Stats.of("direct", concurrency, *results["direct"], direct_search_p50_ms=round(pct(direct_search, 50), 2)),
-        Stats.of("service", concurrency, *results["service"], **inside),
+        Stats.of("direct", concurrency, *results["direct"], extra={"direct_search_p50_ms": round(percentile(direct_search, 50), 2)}),
+        Stats.of("service", concurrency, *results["service"], extra=inside),
     ]
 
 
@@ -373,17 +339,17 @@ def switch_under_load(kb: Any, url: str, replicas: list[str], concurrency: int, 
         "last_old_release_answer_after_s": round(max(old_after), 3) if old_after else 0.0,
         # A request resolves its release when it starts: this is how stale the replicas were.
         "last_old_release_request_started_after_s": round(max(old_started), 3) if old_started else 0.0,
-        "p50_ms_steady": round(pct(before, 50), 1),
-        "p99_ms_steady": round(pct(before, 99), 1),
-        "p50_ms_switch_window": round(pct(during, 50), 1),
-        "p99_ms_switch_window": round(pct(during, 99), 1),
+        "p50_ms_steady": round(percentile(before, 50), 1),
+        "p99_ms_steady": round(percentile(before, 99), 1),
+        "p50_ms_switch_window": round(percentile(during, 50), 1),
+        "p99_ms_switch_window": round(percentile(during, 99), 1),
         "qps": round(len(outcomes) / (time.monotonic() - t0), 1),
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--rows", type=int, default=10_000, help="rows per release (default 10,000)")
+    ap.add_argument("--rows", type=int, default=10_000, help="rows per release, rounded down to whole files of 20 (default 10,000)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8], help="client threads (default: 1 8)")
     ap.add_argument("--queries", type=int, default=240, help="queries per side and concurrency (default 240)")
     ap.add_argument("--rounds", type=int, default=4, help="alternating direct/service rounds (default 4)")
@@ -394,25 +360,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--query-threads", type=int, default=1, help="service.query_threads of the service and the direct side (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--json-out", type=Path)
+    ap.add_argument("--milvus-uri", default=None, help="http://host:port of a running Milvus (default: a fresh embedded Lite server)")
+    ap.add_argument("--db-prefix", default="kbserve_", help="prefix of the bench's databases (to share a Milvus)")
+    add_smoke(ap)
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.rows, args.concurrency, args.queries, args.rounds, args.replicas = 40, [1], 4, 1, 1
+        args.switch_seconds, args.switch_concurrency, args.keep = 2.0, 1, False
+        args.db_prefix = f"smoke_serve_{os.getpid()}_"
 
     from kbrelease import KbRelease, load_config
-    from kbrelease.store.lite import ensure_server, running_server, stop_server
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     folder = Path(tempfile.mkdtemp(prefix="kbserve-bench-"))
-    data_dir = folder / "milvus"
     results: list[dict[str, Any]] = []
     try:
-        uri = ensure_server(data_dir)
-        cfg_path = write_config(folder, uri, args.query_threads)
-        with KbRelease(load_config(cfg_path, env={})) as kb:
+        with (
+            milvus(folder / "milvus", args.milvus_uri) as (uri, server_pid),
+            KbRelease(load_config(bench_config(folder, uri, args.query_threads, args.db_prefix), env={})) as kb,
+        ):
+            cfg_path = folder / "kbrelease.yaml"
             started = time.monotonic()
             make_release(kb, "v1", args.rows, seed=1)
             make_release(kb, "v2", args.rows, seed=2)
             kb.switch("v1")
-            server = running_server(data_dir)
-            settle = wait_until_idle(server["pid"] if server else None, timeout=600)
+            settle = wait_until_idle(server_pid, timeout=0 if args.smoke else 600)
             print(f"# {args.rows:,} rows x 2 releases ready in {time.monotonic() - started:.0f}s (settled {settle}s); load {loadavg()}", file=sys.stderr)
             with serve_processes(cfg_path, args.replicas) as urls:
                 front = contextlib.nullcontext(urls[0]) if len(urls) == 1 else nginx_in_front(folder, urls)
@@ -427,11 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(json.dumps(sw), flush=True)
                     results.append(sw)
     finally:
-        stop_server(data_dir)
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
-    if args.json_out:
-        args.json_out.write_text(json.dumps(results, indent=2))
+    emit(results, args.json_out)
     print("\n| rows | concurrency | side | QPS | p50 ms | p95 ms | p99 ms | failed | load avg |\n|---:|---:|---|---:|---:|---:|---:|---:|---|")
     for r in results:
         if r["measure"] == "overhead":
@@ -443,10 +413,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             by_conc.setdefault(r["concurrency"], {})[r["side"]] = r
     for conc, sides in sorted(by_conc.items()):
         if {"direct", "service"} <= sides.keys():
-            d, s = sides["direct"], sides["service"]
-            x = s["extra"]
+            d, sv = sides["direct"], sides["service"]
+            x = sv["extra"]
             print(
-                f"concurrency {conc}: service - direct p50 {s['p50_ms'] - d['p50_ms']:+.2f} ms, p99 {s['p99_ms'] - d['p99_ms']:+.2f} ms; "
+                f"concurrency {conc}: service - direct p50 {sv['p50_ms'] - d['p50_ms']:+.2f} ms, p99 {sv['p99_ms'] - d['p99_ms']:+.2f} ms; "
                 f"service time outside model and Milvus p50 {x['service_rest_p50_ms']} ms, p99 {x['service_rest_p99_ms']} ms; "
                 f"Milvus search p50 direct {d['extra']['direct_search_p50_ms']} ms, in the service {x['service_search_p50_ms']} ms"
             )

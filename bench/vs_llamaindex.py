@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,13 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-
-import llamaindex_bench as li  # noqa: E402  (standard-library helpers only)
-from report import emit  # noqa: E402
+import llamaindex_bench as li  # bench/ is the script's folder, first on sys.path (standard-library helpers only)
+from _common import BENCH, add_smoke, emit, finish_run_folder, lite_pid, loadavg, parse_sets, smoke_corpus, smoke_prefix, source_entries, write_config
 
 
 class KeepingTextEmbedder:
@@ -69,26 +63,22 @@ def run_kbrelease(args: argparse.Namespace) -> dict[str, Any]:
 
     from kbrelease import KbRelease, load_config
     from kbrelease.embedding.factory import make_text_embedder
-    from kbrelease.store.lite import running_server, stop_server
+    from kbrelease.store.lite import stop_server
 
     base = Path(tempfile.mkdtemp(prefix="kbvs-", dir=args.workdir))
     text_dir = (args.corpus / "text").resolve()
-    data = {"workspace": str(base / "ws"), "sources": [{"name": "docs", "path": str(text_dir), "modality": "text"}]}
-    (base / "kbrelease.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    overrides: dict[str, Any] = {}
-    for pair in args.set:
-        key, _, value = pair.partition("=")
-        overrides[key.strip()] = yaml.safe_load(value)
-    cfg = load_config(base / "kbrelease.yaml", env={}, overrides=overrides)
+    overrides = parse_sets(args.set)
+    milvus = {"milvus.uri": args.milvus_uri} if args.milvus_uri else {}
+    cfg = load_config(write_config(base, {"sources": source_entries(text_dir, None)}), env={}, overrides=overrides | milvus)
     result: dict[str, Any] = {
         "system": "kbrelease",
         "mode": "full",
         "corpus": str(args.corpus),
         "settings": overrides,
         "versions": {"torch": torch.__version__, "python": sys.version.split()[0]},
-        "load_start": li.loadavg(),
+        "load_start": loadavg(),
     }
-    server_dir = Path(cfg.milvus_uri)
+    server_dir = None if args.milvus_uri else Path(cfg.milvus_uri)
     kb = None
     try:
         queries = li.make_queries(text_dir, args.queries, args.seed)
@@ -102,8 +92,7 @@ def run_kbrelease(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         _ = kb.store
         result["store_start_seconds"] = round(time.perf_counter() - started, 2)
-        found = running_server(server_dir.resolve())
-        meter = li.Meter(found["pid"] if found else None)
+        meter = li.Meter(lite_pid(server_dir) if server_dir is not None else None)
 
         meter.start()
         info = kb.publish()
@@ -139,12 +128,10 @@ def run_kbrelease(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if kb is not None:
             kb.close()
-        stop_server(server_dir)
-        if args.keep:
-            result["workdir"] = str(base)
-        else:
-            shutil.rmtree(base, ignore_errors=True)
-    result["load_end"] = li.loadavg()
+        if server_dir is not None:
+            stop_server(server_dir)
+        finish_run_folder(base, args.keep, result)
+    result["load_end"] = loadavg()
     return result
 
 
@@ -222,7 +209,7 @@ def compare(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="kbrelease against LlamaIndex: full build time, CPU seconds, recall@5.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command")
     one = sub.add_parser("kbrelease", help="one kbrelease publish of CORPUS/text, then recall@5")
     one.add_argument("--corpus", type=Path, required=True, help="make_corpus.py output folder")
     one.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. text.quantize=int8 (repeatable)")
@@ -231,6 +218,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     one.add_argument("--workdir", type=Path, default=None, help="parent of the temporary workspace")
     one.add_argument("--keep", action="store_true", help="keep the workspace")
     one.add_argument("--json-out", type=Path, default=None, help="write the JSON report here too")
+    one.add_argument("--milvus-uri", default=None, help="http://host:port of a running Milvus (default: a fresh embedded Lite server)")
     both = sub.add_parser("compare", help="alternate runs of kbrelease and LlamaIndex, then print the table")
     both.add_argument("--corpus", type=Path, required=True, help="make_corpus.py output folder")
     both.add_argument("--llama-python", required=True, help="python of the LlamaIndex virtualenv, e.g. /work/llamavenv/bin/python")
@@ -241,7 +229,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     both.add_argument("--out-dir", type=Path, required=True, help="folder for the JSON reports (one per run)")
     tab = sub.add_parser("table", help="print the table from JSON reports")
     tab.add_argument("reports", type=Path, nargs="+", help="JSON files written by either bench")
-    return parser.parse_args(argv)
+    # --smoke: `kbrelease` on a tiny corpus, then `table` of it beside a LlamaIndex-shaped copy; `compare` needs LlamaIndex, not run.
+    add_smoke(parser)
+    parser.add_argument("--milvus-uri", dest="smoke_milvus_uri", default=None, help="with --smoke: http://host:port of a running Milvus")
+    parser.add_argument("--json-out", dest="smoke_json_out", type=Path, default=None, help="with --smoke: write the kbrelease report here too")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.command = "smoke"
+    elif args.command is None:
+        parser.error("give a command: kbrelease, compare, table (or --smoke)")
+    return args
+
+
+def smoke(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``kbrelease`` on a tiny corpus, then the table of it beside a LlamaIndex-shaped report made from it."""
+    with tempfile.TemporaryDirectory(prefix="kbvs-smoke-") as tmp:
+        one = argparse.Namespace(
+            corpus=smoke_corpus(Path(tmp) / "corpus", images=0),
+            set=[f"{k}={v}" for k, v in smoke_prefix("vs").items()],
+            queries=3,
+            seed=0,
+            workdir=Path(tmp),
+            keep=False,
+            milvus_uri=args.smoke_milvus_uri,
+        )
+        result = run_kbrelease(one)
+    fixture = json.loads(json.dumps(result)) | {"system": "llamaindex", "mode": "full", "embed_batch_size": 10, "chunk_size": li.CHUNK_SIZE}
+    fixture["chunk_overlap"] = li.CHUNK_OVERLAP
+    return [result, fixture]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -249,6 +264,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "kbrelease":
         result = run_kbrelease(args)
         emit(result, args.json_out)
+        return 0
+    if args.command == "smoke":
+        results = smoke(args)
+        emit(results[0], args.smoke_json_out)
+        for line in table(results):
+            print(line)
         return 0
     results = compare(args) if args.command == "compare" else [json.loads(p.read_text()) for p in args.reports]
     for line in table(results):
