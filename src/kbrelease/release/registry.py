@@ -20,16 +20,18 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from kbrelease.errors import ConfigError, UnknownRelease
+from kbrelease.errors import UnknownRelease
 from kbrelease.release.schema import MANIFEST_SCHEMA_VERSION as MANIFEST_SCHEMA_VERSION
 from kbrelease.release.schema import migrate_manifest
 from kbrelease.store.milvus import MilvusStore, create_indexed
+from kbrelease.trust.filters import eq
+from kbrelease.trust.names import check_name
 
-StoredState = Literal["registered", "importing", "building", "built", "verified", "failed", "dropped"]
-"""``registered → importing → built`` for a release imported from a package, ``building → built`` for one built here."""
-State = Literal["registered", "importing", "building", "built", "verified", "live", "retired", "failed", "dropped"]
+StoredState = Literal["registered", "importing", "building", "built", "verified", "failed", "dropping", "dropped"]
+"""``registered → importing → built`` for a release imported from a package, ``building → built`` for one built here.
+``dropping`` is written by gc before it drops the database, so a gc killed half-way is finished by the next command."""
+State = Literal["registered", "importing", "building", "built", "verified", "live", "retired", "failed", "dropping", "dropped"]
 REGISTRY_COLLECTION = "releases"
-_NAME = re.compile(r"^[A-Za-z0-9_]{1,48}$")
 
 
 def now_iso() -> str:
@@ -37,9 +39,8 @@ def now_iso() -> str:
 
 
 def check_release_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise ConfigError(f"release name {name!r} is invalid; use 1-48 letters, digits or underscores (it becomes part of a database name)")
-    return name
+    """``name`` if it is a valid release name (:func:`kbrelease.trust.names.check_name`), else InvalidName."""
+    return check_name("release", name)
 
 
 @dataclass
@@ -97,11 +98,13 @@ class ReleaseRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def display_state(self, pointer: Pointer) -> State:
-        if self.state == "dropped":
-            return "dropped"
+        if self.state in ("dropped", "dropping"):
+            return self.state
         if pointer.live == self.name:
             return "live"
-        if self.went_live_at:
+        # The pointer's history is the truth; went_live_at is written after the pointer
+        # (a switch killed in between leaves it unset until the next switch repairs it).
+        if self.went_live_at or pointer.went_live(self.name):
             return "retired"
         return self.state
 
@@ -115,6 +118,10 @@ class Pointer:
     previous: str | None = None
     switched_at: str | None = None
     history: list[dict[str, str]] = field(default_factory=list)
+
+    def went_live(self, name: str) -> bool:
+        """Whether ``name`` was live at some point the pointer remembers."""
+        return name == self.live or name == self.previous or any(h.get("live") == name for h in self.history)
 
 
 class Registry:
@@ -169,10 +176,17 @@ class Registry:
     # --- releases --------------------------------------------------------
     def put(self, record: ReleaseRecord) -> None:
         record.updated_at = now_iso()
-        self._upsert(f"{self.env}/release/{record.name}", "release", record.asdict())
+        self._upsert(self._key("release", check_name("release", record.name)), "release", record.asdict())
+
+    def _key(self, *parts: str) -> str:
+        return "/".join((self.env, *parts))
+
+    def _env_kind(self, kind: str) -> str:
+        return f"{eq('env', self.env)} and {eq('kind', kind)}"
 
     def get(self, name: str) -> ReleaseRecord | None:
-        rows = self._query(f'key == "{self.env}/release/{name}"')
+        check_name("release", name)
+        rows = self._query(eq("key", self._key("release", name)))
         return ReleaseRecord.from_dict(rows[0]["body"]) if rows else None
 
     def require(self, name: str) -> ReleaseRecord:
@@ -183,13 +197,17 @@ class Registry:
         return found
 
     def list(self) -> list[ReleaseRecord]:
-        rows = self._query(f'env == "{self.env}" and kind == "release"')
+        rows = self._query(self._env_kind("release"))
         records = [ReleaseRecord.from_dict(r["body"]) for r in rows]
         return sorted(records, key=lambda r: (r.created_at, r.name))
 
     def list_raw(self) -> builtins.list[dict[str, Any]]:
         """The stored release manifests as written, unmigrated (``kbrelease check`` reads their versions)."""
-        return [r["body"] for r in self._query(f'env == "{self.env}" and kind == "release"')]
+        return [r["body"] for r in self._query(self._env_kind("release"))]
+
+    def known_databases(self) -> set[str]:
+        """The databases named by any release record of ANY environment in this registry (gc never reaps those)."""
+        return {str(r["body"].get("database")) for r in self._query(eq("kind", "release")) if isinstance(r.get("body"), dict)}
 
     def exists(self) -> bool:
         """Whether the registry database exists (asking creates nothing)."""
@@ -201,7 +219,7 @@ class Registry:
 
     # --- pointer ---------------------------------------------------------
     def pointer(self) -> Pointer:
-        rows = self._query(f'key == "{self.env}/pointer"')
+        rows = self._query(eq("key", self._key("pointer")))
         if not rows:
             return Pointer(environment=self.env)
         body = rows[0]["body"]
@@ -209,4 +227,18 @@ class Registry:
 
     def set_pointer(self, pointer: Pointer) -> None:
         """The atomic switch: one upsert of one row."""
-        self._upsert(f"{self.env}/pointer", "pointer", asdict(pointer))
+        self._upsert(self._key("pointer"), "pointer", asdict(pointer))
+
+    # --- lease locks (kbrelease.trust.lock) ------------------------------
+    def lock_claims(self) -> builtins.list[dict[str, Any]]:
+        """Every lock claim row of this environment (live or expired)."""
+        return [r["body"] for r in self._query(self._env_kind("lock"))]
+
+    def put_lock_claim(self, holder: str, body: dict[str, Any]) -> None:
+        self._upsert(self._key("lock", holder), "lock", body)
+
+    def delete_lock_claim(self, holder: str) -> None:
+        try:
+            self._client().delete(REGISTRY_COLLECTION, filter=eq("key", self._key("lock", holder)))
+        except Exception as exc:
+            raise self.store.translate(exc, "write registry", (self.db,)) from exc
