@@ -154,9 +154,8 @@ class KbRelease:
                 self.cfg.milvus_uri, Workspace.of(self.cfg).state_dir, self.cfg.environment, self.registry, self.wait_for_lock, self._on_lock_wait
             )
         self._lock.wait = self.wait_for_lock
-        first = not self._lock.held
         with self._lock.hold(operation):
-            if first:
+            if self._lock.depth == 1:
                 from kbrelease.release.lifecycle import repair
 
                 repair(self.store, self.registry)

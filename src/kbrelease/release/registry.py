@@ -237,6 +237,21 @@ class Registry:
     def put_lock_claim(self, holder: str, body: dict[str, Any]) -> None:
         self._upsert(self._key("lock", holder), "lock", body)
 
+    def drop_if_empty(self) -> bool:
+        """Drop the registry database if it holds no row of any environment (a lock taken by a command that then
+        wrote nothing, e.g. a refused package import, leaves no trace). True if dropped."""
+        if not self.exists():
+            return False
+        try:
+            rows = self._client().query(REGISTRY_COLLECTION, filter='key != ""', output_fields=["key"], limit=1)
+        except Exception as exc:
+            raise self.store.translate(exc, "read registry", (self.db,)) from exc
+        if rows:
+            return False
+        self.store.drop_database(self.db)
+        self._ready = False
+        return True
+
     def delete_lock_claim(self, holder: str) -> None:
         try:
             self._client().delete(REGISTRY_COLLECTION, filter=eq("key", self._key("lock", holder)))

@@ -148,11 +148,14 @@ class LeaseBackend:
         self.lease = lease
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._created: bool | None = None
 
     def _claims(self) -> list[Holder]:
         return [h for h in (Holder.parse(b) for b in self.registry.lock_claims()) if h is not None]
 
     def try_acquire(self, me: Holder) -> Holder | None:
+        if self._created is None:
+            self._created = not self.registry.exists()
         me.expires_at = time.time() + self.lease
         self.registry.put_lock_claim(me.id, asdict(me))
         now = time.time()
@@ -191,6 +194,10 @@ class LeaseBackend:
             self._renewer.join(timeout=5)
             self._renewer = None
         self.registry.delete_lock_claim(me.id)
+        created, self._created = self._created, None
+        if created:
+            # The lock created the registry and the command wrote nothing (a refused import): leave no trace.
+            self.registry.drop_if_empty()
 
 
 class EnvLock:
@@ -216,6 +223,11 @@ class EnvLock:
     @property
     def held(self) -> bool:
         return self._depth > 0
+
+    @property
+    def depth(self) -> int:
+        """How many nested holds this object has now (1 inside the outermost)."""
+        return self._depth
 
     @contextlib.contextmanager
     def hold(self, operation: str) -> Iterator[None]:
