@@ -16,9 +16,10 @@ from __future__ import annotations
 import builtins
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from kbrelease.errors import UnknownRelease
 from kbrelease.release.schema import MANIFEST_SCHEMA_VERSION as MANIFEST_SCHEMA_VERSION
@@ -32,6 +33,7 @@ StoredState = Literal["registered", "importing", "building", "built", "verified"
 ``dropping`` is written by gc before it drops the database, so a gc killed half-way is finished by the next command."""
 State = Literal["registered", "importing", "building", "built", "verified", "live", "retired", "failed", "dropping", "dropped"]
 REGISTRY_COLLECTION = "releases"
+T = TypeVar("T")
 
 
 def now_iso() -> str:
@@ -159,18 +161,31 @@ class Registry:
             raise self.store.translate(exc, "open registry", (self.db,)) from exc
         self._ready = True
 
+    def _call(self, op: str, fn: Callable[[Any], T]) -> T:
+        """``fn(client)``; if the registry database vanished meanwhile (dropped by another process's
+        lock cleanup, see :meth:`drop_if_empty`), create it again and retry once."""
+        try:
+            return fn(self._client())
+        except Exception as exc:  # noqa: BLE001 - translated below, after one retry if the database vanished
+            first = exc
+        try:
+            vanished = self._ready and not self.exists()
+        except Exception:  # noqa: BLE001 - report the first error
+            vanished = False
+        if not vanished:
+            raise self.store.translate(first, op, (self.db,)) from first
+        self._ready = False
+        try:
+            return fn(self._client())
+        except Exception as exc:
+            raise self.store.translate(exc, op, (self.db,)) from exc
+
     def _upsert(self, key: str, kind: str, body: dict[str, Any]) -> None:
         row = {"key": key, "env": self.env, "kind": kind, "body": json.loads(json.dumps(body)), "vector": [1.0, 0.0]}
-        try:
-            self._client().upsert(REGISTRY_COLLECTION, [row])
-        except Exception as exc:
-            raise self.store.translate(exc, "write registry", (self.db,)) from exc
+        self._call("write registry", lambda c: c.upsert(REGISTRY_COLLECTION, [row]))
 
     def _query(self, expr: str) -> list[dict[str, Any]]:
-        try:
-            rows = self._client().query(REGISTRY_COLLECTION, filter=expr, output_fields=["key", "kind", "body"], limit=16384)
-        except Exception as exc:
-            raise self.store.translate(exc, "read registry", (self.db,)) from exc
+        rows = self._call("read registry", lambda c: c.query(REGISTRY_COLLECTION, filter=expr, output_fields=["key", "kind", "body"], limit=16384))
         return [dict(r) for r in rows]
 
     # --- releases --------------------------------------------------------
@@ -242,18 +257,11 @@ class Registry:
         wrote nothing, e.g. a refused package import, leaves no trace). True if dropped."""
         if not self.exists():
             return False
-        try:
-            rows = self._client().query(REGISTRY_COLLECTION, filter='key != ""', output_fields=["key"], limit=1)
-        except Exception as exc:
-            raise self.store.translate(exc, "read registry", (self.db,)) from exc
-        if rows:
+        if self._query('key != ""'):
             return False
         self.store.drop_database(self.db)
         self._ready = False
         return True
 
     def delete_lock_claim(self, holder: str) -> None:
-        try:
-            self._client().delete(REGISTRY_COLLECTION, filter=eq("key", self._key("lock", holder)))
-        except Exception as exc:
-            raise self.store.translate(exc, "write registry", (self.db,)) from exc
+        self._call("write registry", lambda c: c.delete(REGISTRY_COLLECTION, filter=eq("key", self._key("lock", holder))))

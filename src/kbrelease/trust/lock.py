@@ -160,7 +160,10 @@ class LeaseBackend:
         self.registry.put_lock_claim(me.id, asdict(me))
         now = time.time()
         others = []
-        for claim in self._claims():
+        claims = self._claims()
+        if all(claim.id != me.id for claim in claims):
+            return me  # our claim is gone (the registry was dropped and created again meanwhile): try again
+        for claim in claims:
             if claim.id == me.id:
                 continue
             if claim.expires_at < now:
