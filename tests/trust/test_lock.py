@@ -294,3 +294,17 @@ def test_start_helper_runs_the_cli(config: Path) -> None:
     proc = start(config, "--help")
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "--no-wait" in out
+
+
+@pytest.mark.milvus_server
+def test_the_lease_holds_on_a_real_milvus_server(milvus_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KBRELEASE_LOCK_LEASE_S", "2")
+    milvus = {"milvus.uri": milvus_server, "milvus.token": "root:Milvus", "milvus.db_prefix": "lease_", "milvus.registry_db": "lease_registry"}
+    cfg = load_config(write_config(tmp_path, text_corpus(tmp_path / "corpus"), None), env={}, overrides=milvus)
+    with KbRelease(cfg) as first, KbRelease(cfg, wait_for_lock=False) as second:
+        with first.locked("publish"):
+            time.sleep(3)  # past one lease: renewed, so still held
+            with pytest.raises(LockBusy, match=r"\(publish\)"):
+                second.gc(keep=1)
+        assert second.gc(keep=1) == []
+        assert first.registry.lock_claims() == []
