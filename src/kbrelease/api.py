@@ -83,6 +83,8 @@ class KbRelease:
         self.wait_for_lock = wait_for_lock
         self._on_lock_wait = on_lock_wait
         self._lock: EnvLock | None = None
+        self._repaired: list[str] = []
+        """Releases the last lock acquisition found half dropped (a killed gc) and finished dropping."""
         self.reporter = reporter or Quiet()
         self._text = text_embedder
         self._image = image_embedder
@@ -158,7 +160,7 @@ class KbRelease:
             if self._lock.depth == 1:
                 from kbrelease.release.lifecycle import repair
 
-                repair(self.store, self.registry)
+                self._repaired = repair(self.store, self.registry)
             yield
 
     def close(self) -> None:
@@ -421,7 +423,9 @@ class KbRelease:
             parallel = {r.name for r in self.registry.list() if r.state == "building" and (ws.release_dir(r.name) / "plan.json").is_file()}
             prefix = database_name(self.cfg, "")
             foreign = tuple(f"{prefix}{e}_" for e in self.cfg.environments if e != self.cfg.environment) if self.cfg.environment == "default" else ()
-            return gc(self.store, self.registry, keep or self.cfg.keep_releases, prefix, parallel, foreign)
+            report = gc(self.store, self.registry, keep or self.cfg.keep_releases, prefix, parallel, foreign)
+            report.finished = self._repaired + report.finished
+            return report
 
     def _require_cache(self) -> EmbeddingCache:
         if self.cache is None:
