@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from kbrelease.errors import ReleaseError
 from kbrelease.trust import faults
+from kbrelease.trust.names import check_name
 
 if TYPE_CHECKING:
     from kbrelease.release.registry import Registry
@@ -219,6 +220,7 @@ class EnvLock:
     def for_config(
         cls, milvus_uri: str, state_dir: Path, environment: str, registry: Registry, wait: bool = True, on_wait: Callable[[str], None] | None = None
     ) -> EnvLock:
+        check_name("environment", environment)  # it names the lock file
         embedded = "://" not in milvus_uri
         backend: _Backend = FileBackend(state_dir / "locks" / f"{environment}.lock") if embedded else LeaseBackend(registry, lease_seconds())
         return cls(backend, environment, wait, on_wait)
