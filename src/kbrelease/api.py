@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -21,6 +23,7 @@ from kbrelease.release.registry import Pointer, Registry, ReleaseRecord
 from kbrelease.search import Hit, SearchResult
 from kbrelease.sources.sync import SyncInfo
 from kbrelease.store.milvus import MilvusStore
+from kbrelease.trust.names import check_name
 
 if TYPE_CHECKING:
     from kbrelease.deploy.render import RenderInfo
@@ -34,8 +37,10 @@ if TYPE_CHECKING:
     from kbrelease.release.check import CheckReport
     from kbrelease.release.files import ReleaseFiles
     from kbrelease.release.follow import LiveFollower
+    from kbrelease.release.lifecycle import GcReport
     from kbrelease.release.quality import GoldenQuery, QualityReport
     from kbrelease.release.shards import BuildPlan, ShardResult
+    from kbrelease.trust.lock import EnvLock
 
 
 @dataclass
@@ -70,8 +75,17 @@ class KbRelease:
         reporter: Reporter | None = None,
         text_embedder: TextEmbedder | None = None,
         image_embedder: ImageEmbedder | None = None,
+        wait_for_lock: bool = True,
+        on_lock_wait: Callable[[str], None] | None = None,
     ) -> None:
+        """``wait_for_lock``: when another command holds the environment lock, wait for it (default) or raise
+        :class:`~kbrelease.trust.lock.LockBusy` at once; ``on_lock_wait`` receives the "waiting for ..." message."""
         self.cfg = cfg
+        self.wait_for_lock = wait_for_lock
+        self._on_lock_wait = on_lock_wait
+        self._lock: EnvLock | None = None
+        self._repaired: list[str] = []
+        """Releases the last lock acquisition found half dropped (a killed gc) and finished dropping."""
         self.reporter = reporter or Quiet()
         self._text = text_embedder
         self._image = image_embedder
@@ -146,6 +160,27 @@ class KbRelease:
             self._identities[kind] = configured_identity(self.cfg, kind)
         return self._identities[kind]
 
+    @contextmanager
+    def locked(self, operation: str) -> Iterator[None]:
+        """Hold this environment's lock (:mod:`kbrelease.trust.lock`) for ``operation``; nested calls share it.
+
+        Taking it first finishes what a killed command left half done (a gc's ``dropping`` releases).
+        """
+        if self._lock is None:
+            from kbrelease.trust.lock import EnvLock
+            from kbrelease.workspace import Workspace
+
+            self._lock = EnvLock.for_config(
+                self.cfg.milvus_uri, Workspace.of(self.cfg).state_dir, self.cfg.environment, self.registry, self.wait_for_lock, self._on_lock_wait
+            )
+        self._lock.wait = self.wait_for_lock
+        with self._lock.hold(operation):
+            if self._lock.depth == 1:
+                from kbrelease.release.lifecycle import repair
+
+                self._repaired = repair(self.store, self.registry)
+            yield
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
@@ -176,12 +211,15 @@ class KbRelease:
 
     def build(self, release: str | None = None, bundle: str | None = None, bundle_version: str | None = None) -> ReleaseRecord:
         """Build a release from the current data index, or from a resolved bundle (its latest version by default)."""
-        index_dir = self._bundle_index(bundle, bundle_version) if bundle is not None else None
-        builder = self._builder()
-        try:
-            return builder.run(release, index_dir)
-        finally:
-            self._keep_models(builder)
+        if release is not None:
+            check_name("release", release)
+        with self.locked("build"):
+            index_dir = self._bundle_index(bundle, bundle_version) if bundle is not None else None
+            builder = self._builder()
+            try:
+                return builder.run(release, index_dir)
+            finally:
+                self._keep_models(builder)
 
     def _bundle_index(self, bundle: str, version: str | None) -> Path:
         from kbrelease.index.bundles import bundle_versions, locate_index
@@ -201,24 +239,28 @@ class KbRelease:
         """Open a release for a parallel build: freeze the data index (or a resolved bundle's), create the database, plan shards per source."""
         from kbrelease.release.shards import prepare
 
-        index_dir = self._bundle_index(bundle, bundle_version) if bundle is not None else None
-        builder = self._builder()
-        try:
-            return prepare(builder, release, shard_files or self.cfg.deploy.shard_files, index_dir)
-        finally:
-            self._keep_models(builder)
+        if release is not None:
+            check_name("release", release)
+        with self.locked("build --prepare"):
+            index_dir = self._bundle_index(bundle, bundle_version) if bundle is not None else None
+            builder = self._builder()
+            try:
+                return prepare(builder, release, shard_files or self.cfg.deploy.shard_files, index_dir)
+            finally:
+                self._keep_models(builder)
 
     def build_plan(self, release: str) -> BuildPlan:
         """The shard plan of a prepared release."""
         from kbrelease.release.shards import read_plan
         from kbrelease.workspace import Workspace
 
-        return read_plan(Workspace.of(self.cfg).release_dir(release), release)
+        return read_plan(Workspace.of(self.cfg).release_dir(check_name("release", release)), release)
 
     def build_shard(self, release: str, source: str, shard: str | None = None) -> list[ShardResult]:
         """Build one shard (``"2/3"``) of one source of a prepared release, or all its shards in turn."""
         from kbrelease.release.shards import Shard, build_shard
 
+        check_name("release", release)
         shards = [shard] if shard else self.build_plan(release).shards(source)
         builder = self._builder()
         try:
@@ -230,16 +272,20 @@ class KbRelease:
         """Merge the shard results of a parallel build into the release record (state ``built``)."""
         from kbrelease.release.shards import finalize
 
-        return finalize(self._builder(), release)
+        check_name("release", release)
+        with self.locked("build --finalize"):
+            return finalize(self._builder(), release)
 
     def verify(self, release: str) -> ReleaseRecord:
         """Check a built release is complete; with golden queries, also measure its answers against the live release's."""
         from kbrelease.release.verify import verify
 
-        record = verify(self.cfg, self.store, self.registry, release)
-        if self.cfg.quality.golden_queries is not None:
-            record = self._measure_quality(record)
-        return record
+        check_name("release", release)
+        with self.locked("verify"):
+            record = verify(self.cfg, self.store, self.registry, release)
+            if self.cfg.quality.golden_queries is not None:
+                record = self._measure_quality(record)
+            return record
 
     # --- quality gate (kbrelease.release.quality) ----------------------------------
     def golden_queries(self, path: Path | None = None) -> list[GoldenQuery]:
@@ -302,16 +348,22 @@ class KbRelease:
         return note
 
     def switch(self, release: str, skip_quality: bool = False, reason: str | None = None) -> Pointer:
-        """Make a verified release live; one that failed its quality gate only with ``skip_quality`` (recorded in the history)."""
+        """Make a verified release live; one that failed its quality gate only with ``skip_quality`` (recorded in the history).
+
+        Under the lock: two switches at once cannot lose ``previous``.
+        """
         from kbrelease.release.lifecycle import switch
 
-        note = self._check_gate(self.registry.require(release), skip_quality, reason)
-        return switch(self.registry, release, note)
+        check_name("release", release)
+        with self.locked(f"switch {release}"):
+            note = self._check_gate(self.registry.require(release), skip_quality, reason)
+            return switch(self.registry, release, note)
 
     def rollback(self, reason: str | None = None) -> Pointer:
         from kbrelease.release.lifecycle import rollback
 
-        return rollback(self.registry, {"reason": reason})
+        with self.locked("rollback"):
+            return rollback(self.registry, {"reason": reason})
 
     def history(self) -> list[dict[str, Any]]:
         """Every switch, rollback and refused quality gate of this environment, oldest first."""
@@ -333,7 +385,15 @@ class KbRelease:
         When the live release was built from the same data index with the same
         models and chunking, nothing is built (``unchanged=True``) unless ``force``.
         """
+        if release is not None:
+            check_name("release", release)
+        with self.locked("publish"):
+            return self._publish(release, force, bundle, skip_quality, reason)
+
+    def _publish(self, release: str | None, force: bool, bundle: Path | None, skip_quality: bool, reason: str | None) -> PublishInfo:
         import time
+
+        from kbrelease.trust import faults
 
         started = time.monotonic()
         resolved = None
@@ -361,7 +421,9 @@ class KbRelease:
             self._text, self._image = builder._text, builder._image
         else:
             record = self.build(release)
+        faults.point("after:publish.build")
         record = self.verify(record.name)
+        faults.point("after:publish.verify")
         self._prepare_query_runtime()
         pointer = self.switch(record.name, skip_quality, reason)
         return PublishInfo(synced, record, pointer.live, pointer.previous, time.monotonic() - started)
@@ -462,12 +524,27 @@ class KbRelease:
         return self.registry.list()
 
     def release(self, name: str) -> ReleaseRecord:
-        return self.registry.require(name)
+        return self.registry.require(check_name("release", name))
 
     def gc(self, keep: int | None = None) -> list[str]:
-        from kbrelease.release.lifecycle import gc
+        """Drop old releases (see :meth:`gc_report`); the names of the releases dropped."""
+        report = self.gc_report(keep)
+        return report.dropped + report.interrupted
 
-        return gc(self.store, self.registry, keep or self.cfg.keep_releases)
+    def gc_report(self, keep: int | None = None) -> GcReport:
+        """Drop all but the newest ``keep`` releases (never live or previous), interrupted builds, and orphan databases."""
+        from kbrelease.release.build import database_name
+        from kbrelease.release.lifecycle import gc
+        from kbrelease.workspace import Workspace
+
+        with self.locked("gc"):
+            ws = Workspace.of(self.cfg)
+            parallel = {r.name for r in self.registry.list() if r.state == "building" and (ws.release_dir(r.name) / "plan.json").is_file()}
+            prefix = database_name(self.cfg, "")
+            foreign = tuple(f"{prefix}{e}_" for e in self.cfg.environments if e != self.cfg.environment) if self.cfg.environment == "default" else ()
+            report = gc(self.store, self.registry, keep or self.cfg.keep_releases, prefix, parallel, foreign)
+            report.finished = self._repaired + report.finished
+            return report
 
     def _require_cache(self) -> EmbeddingCache:
         if self.cache is None:
@@ -488,7 +565,7 @@ class KbRelease:
         from kbrelease.release.file_packages import export_packages
         from kbrelease.search import resolve_release
 
-        return export_packages(self.store, resolve_release(self.registry, release), out, files)
+        return export_packages(self.store, resolve_release(self.registry, check_name("release", release) if release else None), out, files)
 
     def cache_import(self, folder: Path) -> PackageInfo:
         """Load per-file content packages into the embedding cache (checksums and models checked)."""
@@ -603,7 +680,7 @@ class KbRelease:
         """Write release ``release`` as one package: a file (atomically) or any writable stream."""
         from kbrelease.package.export import export_to_file, write_package
 
-        record = self.registry.require(release)
+        record = self.registry.require(check_name("release", release))
         part_bytes = int(part_mb * (1 << 20))
         if isinstance(out, Path):
             return export_to_file(self.store, record, self._release_dir(release), out, compress, part_bytes, self.reporter)
@@ -615,8 +692,16 @@ class KbRelease:
         A stream (stdin) is first copied to the workspace's tmp folder, because
         checking every member before writing anything takes a first pass.
         """
-        from kbrelease.package.importer import import_file
+        if name is not None:
+            check_name("release", name)
+        with self.locked("package import"):
+            return self._package_import(package, switch, name)
 
+    def _package_import(self, package: Path | IO[bytes], switch: bool, name: str | None) -> ImportInfo:
+        from kbrelease.package.importer import import_file
+        from kbrelease.trust import faults
+
+        faults.point("after:import.lock")
         if isinstance(package, Path):
             return import_file(package, self._import_target(), name, switch)
         import shutil
@@ -638,8 +723,11 @@ class KbRelease:
 
         if target.cfg.environment == self.cfg.environment and target.cfg.milvus_uri == self.cfg.milvus_uri:
             raise ConfigError(f"--from and --to are both environment {self.cfg.environment!r}; promote copies between two environments")
-        record = self.registry.require(release)
-        return promote(self.store, record, self._release_dir(release), target._import_target(), name, switch, int(part_mb * (1 << 20)))
+        record = self.registry.require(check_name("release", release))
+        if name is not None:
+            check_name("release", name)
+        with target.locked(f"promote {self.cfg.environment}/{release}"):
+            return promote(self.store, record, self._release_dir(release), target._import_target(), name, switch, int(part_mb * (1 << 20)))
 
     def check(self, service_url: str | None = None, timeout: float = 5.0) -> CheckReport:
         """Report incompatibilities between the configured models, the data index, the releases and a service."""

@@ -17,8 +17,11 @@ from kbrelease.embedding.base import EmbedderIdentity
 from kbrelease.errors import IncompatibleRelease, NoLiveRelease, QueryError, ReleaseError
 from kbrelease.release.registry import Registry, ReleaseRecord
 from kbrelease.store.milvus import MilvusStore
+from kbrelease.trust.names import check_name
 
-UNSEARCHABLE_STATES = ("registered", "importing", "building", "dropped")
+SEARCHABLE_STATES = ("verified",)
+"""Only verified releases (live and retired ones are verified too) may be searched or pinned: pinning one that
+is building, failed or dropped would let any reader load half-written or unchecked collections into memory."""
 
 
 @dataclass
@@ -60,16 +63,16 @@ class SearchResult:
 
 
 def check_searchable(record: ReleaseRecord) -> ReleaseRecord:
-    """Refuse a release whose databases are incomplete or gone."""
-    if record.state in UNSEARCHABLE_STATES:
-        raise ReleaseError(f"release {record.name!r} is {record.state} and cannot be searched; pick a built, verified or live release (see `kbrelease list`)")
+    """Refuse a release that is not verified (building, failed, being dropped or gone)."""
+    if record.state not in SEARCHABLE_STATES:
+        raise ReleaseError(f"release {record.name!r} is {record.state} and cannot be searched; pick a verified, live or retired release (see `kbrelease list`)")
     return record
 
 
 def resolve_release(registry: Registry, pinned: str | None) -> ReleaseRecord:
-    """The pinned release, or the live one; read from the registry now (no cache)."""
+    """The pinned release (its name checked first), or the live one; read from the registry now (no cache)."""
     if pinned:
-        return check_searchable(registry.require(pinned))
+        return check_searchable(registry.require(check_name("release", pinned, "release=")))
     live = registry.pointer().live
     if not live:
         raise NoLiveRelease(f"nothing is live in environment {registry.env!r}; run `kbrelease publish` (or pin a release with --release)")

@@ -48,8 +48,11 @@ def _root(
         str | None, typer.Option("--env", "-e", help="Environment (default: $KBRELEASE_ENV, else default_environment of the config, else 'default').")
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    no_wait: Annotated[
+        bool, typer.Option("--no-wait", help="If another command holds the environment lock, fail at once (exit 75) instead of waiting for it.")
+    ] = False,
 ) -> None:
-    ctx.obj = Options(config, workspace, env, debug)
+    ctx.obj = Options(config, workspace, env, debug, no_wait)
 
 
 def _return_freed_memory() -> None:

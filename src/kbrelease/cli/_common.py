@@ -45,6 +45,7 @@ class Options:
     workspace: Path | None
     env: str | None
     debug: bool
+    no_wait: bool = False
 
 
 def echo_json(data: Any) -> None:
@@ -91,12 +92,13 @@ def project(ctx: typer.Context, json_output: bool = False) -> Iterator[KbRelease
         from kbrelease.progress import RichReporter, wants_bars
 
         cfg = load(ctx)
+        lock_opts: dict[str, Any] = {"wait_for_lock": not opts.no_wait, "on_lock_wait": lambda message: typer.echo(message, err=True)}
         if wants_bars(json_output):
             reporter = RichReporter()
-            with reporter.live(), KbRelease(cfg, reporter) as kb:
+            with reporter.live(), KbRelease(cfg, reporter, **lock_opts) as kb:
                 yield kb
         else:
-            with KbRelease(cfg) as kb:
+            with KbRelease(cfg, **lock_opts) as kb:
                 yield kb
     except KbReleaseError as exc:
         if opts.debug:

@@ -205,10 +205,19 @@ def gc(
     keep: Annotated[int | None, typer.Option("--keep", "-k", help="Releases to keep (default: keep_releases).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Drop old release databases (never the live or the previous one)."""
+    """Drop old release databases (never the live or the previous one), interrupted builds and orphan databases."""
     with project(ctx, json_output) as kb:
-        dropped = kb.gc(keep)
-    echo_json({"dropped": dropped}) if json_output else typer.echo(f"dropped: {', '.join(dropped) or 'nothing'}")
+        report = kb.gc_report(keep)
+    if json_output:
+        echo_json(report.asdict())
+        return
+    typer.echo(f"dropped: {', '.join(report.dropped) or 'nothing'}")
+    if report.interrupted:
+        typer.echo(f"dropped interrupted builds: {', '.join(report.interrupted)}")
+    if report.orphans:
+        typer.echo(f"dropped orphan databases (no release record): {', '.join(report.orphans)}")
+    if report.finished:
+        typer.echo(f"finished dropping (a previous gc was interrupted): {', '.join(report.finished)}")
 
 
 def search(

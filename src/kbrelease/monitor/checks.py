@@ -5,8 +5,14 @@ Each check returns :class:`CheckResult` items, one per target (a source, or
 
 - ``ok`` — checked, fine;
 - ``problem`` — checked, wrong: opens an incident (one alert until it is fixed);
-- ``unknown`` — could not be checked (for example Milvus is down, which the
-  storage check reports): open incidents stay open, none is opened.
+- ``unknown`` — could not be checked because something another check reports
+  is down (Milvus unreachable: ``storage:milvus`` is the problem) or there is
+  nothing to check: open incidents stay open, none is opened.
+
+A check that cannot be evaluated while what it needs answers (the live
+release's collection cannot be read, its record or index cannot be read) is a
+``problem`` whose message starts with "cannot evaluate": it alerts like any
+other, instead of hiding as ``unknown``.
 """
 
 from __future__ import annotations
@@ -110,12 +116,12 @@ def completeness(cfg: Config, store: MilvusStore, registry: Registry, live: str 
     try:
         record = registry.require(live)
     except KbReleaseError as exc:
-        return [CheckResult("completeness", "live", "unknown", f"cannot read the live release {live!r}: {exc}")]
+        return [CheckResult("completeness", "live", "problem", f"cannot evaluate: cannot read the live release {live!r}: {exc}")]
     folder = Workspace.of(cfg).release_dir(live) / "index"
     try:
         bundle = read_bundle(folder)
     except KbReleaseError as exc:
-        return [CheckResult("completeness", "live", "unknown", str(exc))]
+        return [CheckResult("completeness", "live", "problem", f"cannot evaluate: {exc}")]
     out = []
     for src in bundle.data_manifest:
         counts = record.sources.get(src.channel)
@@ -126,7 +132,7 @@ def completeness(cfg: Config, store: MilvusStore, registry: Registry, live: str 
             present = store.file_rows(record.database, counts.collection)
             n_indexed, complete = _count_indexed(folder / src.index_file, [f for f, (have, n) in present.items() if have == n])
         except (KbReleaseError, OSError) as exc:
-            out.append(CheckResult("completeness", src.channel, "unknown", f"cannot count rows: {exc}"))
+            out.append(CheckResult("completeness", src.channel, "problem", f"cannot evaluate: cannot count the rows of live release {live}: {exc}"))
             continue
         expected = max(n_indexed - counts.skipped, 0)
         ratio = complete / expected if expected else 1.0

@@ -67,16 +67,18 @@ class Monitor:
         results: list[CheckResult] = storage(self.cfg, self.kb.store)
         milvus_up = any(r.key == "storage:milvus" and r.status == "ok" for r in results)
         live = None
+        checked: list[CheckResult] = []
         if milvus_up:
             try:
                 live = self.kb.registry.pointer().live
             except KbReleaseError as exc:
                 milvus_up = False
                 log.warning("cannot read the live pointer: %s", exc)
-        checked: list[CheckResult] = []
+                # Milvus answers but the registry does not: alert, do not hide it as unknown.
+                checked.append(CheckResult("completeness", "live", "problem", f"cannot evaluate: cannot read the live pointer: {exc}"))
         if milvus_up:
             checked += completeness(self.cfg, self.kb.store, self.kb.registry, live)
-        else:
+        elif not checked:
             checked.append(CheckResult("completeness", "live", "unknown", "Milvus cannot be reached (see storage:milvus)"))
         folder = self.ws.release_dir(live) / "index" if live else self.ws.index_dir
         index_name = f"release {live}" if live else "current (last sync)"

@@ -31,6 +31,7 @@ from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.manifest import write_manifest
 from kbrelease.release.registry import Registry, ReleaseRecord, SourceCounts, check_release_name
 from kbrelease.store.milvus import PATH_MAX, TEXT_MAX, MilvusStore, clip_utf8
+from kbrelease.trust import faults
 from kbrelease.workspace import Workspace
 
 A = TypeVar("A")
@@ -372,6 +373,7 @@ class Builder:
     def run(self, name: str | None, index_dir: Path | None = None) -> ReleaseRecord:
         """Build release ``name`` from ``index_dir`` (default: the current data index, i.e. the last sync)."""
         record = self.begin(name, index_dir)
+        faults.point("after:build.begin")
         release, db = record.name, record.database
         started = time.monotonic()
         try:
@@ -380,6 +382,7 @@ class Builder:
                 counts = SourceCounts(collection=src.collection, modality=src.modality)
                 self.build_source(db, src, counts)
                 record.sources[src.channel] = counts
+                faults.point("after:build.source")
             record.state = "built"
             record.error = None
         except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised (KeyboardInterrupt too)

@@ -26,6 +26,7 @@ from kbrelease.errors import KbReleaseError, NoLiveRelease
 from kbrelease.release.registry import Pointer, Registry, ReleaseRecord
 from kbrelease.search import check_searchable
 from kbrelease.store.milvus import MilvusStore
+from kbrelease.trust.names import check_name
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,6 @@ class LiveFollower:
         found = self._pinned.get(name)
         if found is not None and now - found[1] < self.refresh_seconds:
             return found[0]
-        record = check_searchable(self.registry.require(name))
+        record = check_searchable(self.registry.require(check_name("release", name, "release=")))
         self._pinned[name] = (record, now)
         return record

@@ -16,20 +16,24 @@ from __future__ import annotations
 import builtins
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from kbrelease.errors import ConfigError, UnknownRelease
+from kbrelease.errors import UnknownRelease
 from kbrelease.release.schema import MANIFEST_SCHEMA_VERSION as MANIFEST_SCHEMA_VERSION
 from kbrelease.release.schema import migrate_manifest
 from kbrelease.store.milvus import MilvusStore, create_indexed
+from kbrelease.trust.filters import eq
+from kbrelease.trust.names import check_name
 
-StoredState = Literal["registered", "importing", "building", "built", "verified", "failed", "dropped"]
-"""``registered → importing → built`` for a release imported from a package, ``building → built`` for one built here."""
-State = Literal["registered", "importing", "building", "built", "verified", "live", "retired", "failed", "dropped"]
+StoredState = Literal["registered", "importing", "building", "built", "verified", "failed", "dropping", "dropped"]
+"""``registered → importing → built`` for a release imported from a package, ``building → built`` for one built here.
+``dropping`` is written by gc before it drops the database, so a gc killed half-way is finished by the next command."""
+State = Literal["registered", "importing", "building", "built", "verified", "live", "retired", "failed", "dropping", "dropped"]
 REGISTRY_COLLECTION = "releases"
-_NAME = re.compile(r"^[A-Za-z0-9_]{1,48}$")
+T = TypeVar("T")
 
 
 def now_iso() -> str:
@@ -37,9 +41,8 @@ def now_iso() -> str:
 
 
 def check_release_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise ConfigError(f"release name {name!r} is invalid; use 1-48 letters, digits or underscores (it becomes part of a database name)")
-    return name
+    """``name`` if it is a valid release name (:func:`kbrelease.trust.names.check_name`), else InvalidName."""
+    return check_name("release", name)
 
 
 @dataclass
@@ -97,11 +100,13 @@ class ReleaseRecord:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def display_state(self, pointer: Pointer) -> State:
-        if self.state == "dropped":
-            return "dropped"
+        if self.state in ("dropped", "dropping"):
+            return self.state
         if pointer.live == self.name:
             return "live"
-        if self.went_live_at:
+        # The pointer's history is the truth; went_live_at is written after the pointer
+        # (a switch killed in between leaves it unset until the next switch repairs it).
+        if self.went_live_at or pointer.went_live(self.name):
             return "retired"
         return self.state
 
@@ -116,6 +121,10 @@ class Pointer:
     switched_at: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     """Switches, rollbacks and refused quality gates, oldest first: live/to, from, at, action, by, reason, recall, skip_quality."""
+
+    def went_live(self, name: str) -> bool:
+        """Whether ``name`` was live at some point the pointer remembers."""
+        return name == self.live or name == self.previous or any(h.get("live") == name for h in self.history)
 
 
 class Registry:
@@ -153,27 +162,47 @@ class Registry:
             raise self.store.translate(exc, "open registry", (self.db,)) from exc
         self._ready = True
 
+    def _call(self, op: str, fn: Callable[[Any], T]) -> T:
+        """``fn(client)``; if the registry database vanished meanwhile (dropped by another process's
+        lock cleanup, see :meth:`drop_if_empty`), create it again and retry once."""
+        try:
+            return fn(self._client())
+        except Exception as exc:  # noqa: BLE001 - translated below, after one retry if the database vanished
+            first = exc
+        try:
+            vanished = self._ready and not self.exists()
+        except Exception:  # noqa: BLE001 - report the first error
+            vanished = False
+        if not vanished:
+            raise self.store.translate(first, op, (self.db,)) from first
+        self._ready = False
+        try:
+            return fn(self._client())
+        except Exception as exc:
+            raise self.store.translate(exc, op, (self.db,)) from exc
+
     def _upsert(self, key: str, kind: str, body: dict[str, Any]) -> None:
         row = {"key": key, "env": self.env, "kind": kind, "body": json.loads(json.dumps(body)), "vector": [1.0, 0.0]}
-        try:
-            self._client().upsert(REGISTRY_COLLECTION, [row])
-        except Exception as exc:
-            raise self.store.translate(exc, "write registry", (self.db,)) from exc
+        self._call("write registry", lambda c: c.upsert(REGISTRY_COLLECTION, [row]))
 
     def _query(self, expr: str) -> list[dict[str, Any]]:
-        try:
-            rows = self._client().query(REGISTRY_COLLECTION, filter=expr, output_fields=["key", "kind", "body"], limit=16384)
-        except Exception as exc:
-            raise self.store.translate(exc, "read registry", (self.db,)) from exc
+        rows = self._call("read registry", lambda c: c.query(REGISTRY_COLLECTION, filter=expr, output_fields=["key", "kind", "body"], limit=16384))
         return [dict(r) for r in rows]
 
     # --- releases --------------------------------------------------------
     def put(self, record: ReleaseRecord) -> None:
         record.updated_at = now_iso()
-        self._upsert(f"{self.env}/release/{record.name}", "release", record.asdict())
+        self._upsert(self._key("release", check_name("release", record.name)), "release", record.asdict())
+
+    def _key(self, *parts: str) -> str:
+        return "/".join((self.env, *parts))
+
+    def _env_kind(self, kind: str) -> str:
+        return f"{eq('env', self.env)} and {eq('kind', kind)}"
 
     def get(self, name: str) -> ReleaseRecord | None:
-        rows = self._query(f'key == "{self.env}/release/{name}"')
+        check_name("release", name)
+        rows = self._query(eq("key", self._key("release", name)))
         return ReleaseRecord.from_dict(rows[0]["body"]) if rows else None
 
     def require(self, name: str) -> ReleaseRecord:
@@ -184,13 +213,17 @@ class Registry:
         return found
 
     def list(self) -> list[ReleaseRecord]:
-        rows = self._query(f'env == "{self.env}" and kind == "release"')
+        rows = self._query(self._env_kind("release"))
         records = [ReleaseRecord.from_dict(r["body"]) for r in rows]
         return sorted(records, key=lambda r: (r.created_at, r.name))
 
     def list_raw(self) -> builtins.list[dict[str, Any]]:
         """The stored release manifests as written, unmigrated (``kbrelease check`` reads their versions)."""
-        return [r["body"] for r in self._query(f'env == "{self.env}" and kind == "release"')]
+        return [r["body"] for r in self._query(self._env_kind("release"))]
+
+    def known_databases(self) -> set[str]:
+        """The databases named by any release record of ANY environment in this registry (gc never reaps those)."""
+        return {str(r["body"].get("database")) for r in self._query(eq("kind", "release")) if isinstance(r.get("body"), dict)}
 
     def exists(self) -> bool:
         """Whether the registry database exists (asking creates nothing)."""
@@ -202,7 +235,7 @@ class Registry:
 
     # --- pointer ---------------------------------------------------------
     def pointer(self) -> Pointer:
-        rows = self._query(f'key == "{self.env}/pointer"')
+        rows = self._query(eq("key", self._key("pointer")))
         if not rows:
             return Pointer(environment=self.env)
         body = rows[0]["body"]
@@ -210,4 +243,26 @@ class Registry:
 
     def set_pointer(self, pointer: Pointer) -> None:
         """The atomic switch: one upsert of one row."""
-        self._upsert(f"{self.env}/pointer", "pointer", asdict(pointer))
+        self._upsert(self._key("pointer"), "pointer", asdict(pointer))
+
+    # --- lease locks (kbrelease.trust.lock) ------------------------------
+    def lock_claims(self) -> builtins.list[dict[str, Any]]:
+        """Every lock claim row of this environment (live or expired)."""
+        return [r["body"] for r in self._query(self._env_kind("lock"))]
+
+    def put_lock_claim(self, holder: str, body: dict[str, Any]) -> None:
+        self._upsert(self._key("lock", holder), "lock", body)
+
+    def drop_if_empty(self) -> bool:
+        """Drop the registry database if it holds no row of any environment (a lock taken by a command that then
+        wrote nothing, e.g. a refused package import, leaves no trace). True if dropped."""
+        if not self.exists():
+            return False
+        if self._query('key != ""'):
+            return False
+        self.store.drop_database(self.db)
+        self._ready = False
+        return True
+
+    def delete_lock_claim(self, holder: str) -> None:
+        self._call("write registry", lambda c: c.delete(REGISTRY_COLLECTION, filter=eq("key", self._key("lock", holder))))

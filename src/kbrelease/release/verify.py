@@ -55,6 +55,8 @@ def _check_source(cfg: Config, store: MilvusStore, record: ReleaseRecord, name: 
 def verify(cfg: Config, store: MilvusStore, registry: Registry, name: str) -> ReleaseRecord:
     """Verify release ``name``; raises :class:`VerificationError` listing every problem."""
     record = registry.require(name)
+    if record.state == "dropping":
+        raise ReleaseError(f"release {name!r} is being dropped by gc; it cannot be verified")
     if record.state == "building":
         raise ReleaseError(f"release {name!r} is still building (or its build was interrupted); run `kbrelease build --release {name}`")
     if record.state in ("registered", "importing"):

@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 
 from kbrelease.config import Config
 from kbrelease.errors import StoreError, StoreUnreachable
+from kbrelease.trust.filters import str_literal
 from kbrelease.trust.redact import redact_url
 
 T = TypeVar("T")
@@ -77,10 +78,26 @@ def create_indexed(client: Any, name: str, schema: Any, index: Any) -> None:
     client.load_collection(name)
 
 
-def _not_loaded(exc: Exception) -> bool:
-    """Milvus's "collection not loaded" (code 101; Lite says "in state 'released'; call load()")."""
-    text = str(exc).lower()
-    return getattr(exc, "code", None) == 101 or "not loaded" in text or "call load()" in text
+COLLECTION_NOT_LOADED = 101
+"""Milvus's error code (merr ``ErrCollectionNotLoaded``) for a read of a released collection; Milvus Lite uses it too
+("Collection 'c' is in state 'released'; call load() ...", e.g. after the embedded server restarted)."""
+
+
+def _not_loaded(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it was raised from) is Milvus's "collection not loaded", by its error code."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if getattr(seen, "code", None) == COLLECTION_NOT_LOADED or getattr(seen, "compatible_code", None) == COLLECTION_NOT_LOADED:
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def _in_list(field: str, values: Sequence[str]) -> str:
+    """``field in ["a", "b"]`` with every value an escaped literal (file ids come from data indexes and packages)."""
+    return f"{field} in [" + ", ".join(str_literal(v) for v in values) + "]"
 
 
 def _translated(op: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -158,6 +175,17 @@ class MilvusStore:
                 with contextlib.suppress(Exception):  # closing is best effort
                     c.close()
             self._clients.clear()
+
+    def _reloading(self, db: str, name: str, read: Callable[[], T]) -> T:
+        """``read()``; if Milvus says the collection is not loaded (a store restart, an operator freeing
+        memory), load it and try once more instead of failing every read from now on."""
+        try:
+            return read()
+        except Exception as exc:
+            if not _not_loaded(exc):
+                raise
+        self.client(db).load_collection(name)
+        return read()
 
     # --- databases -------------------------------------------------------
     @_translated("list databases")
@@ -248,7 +276,7 @@ class MilvusStore:
 
     @_translated("count")
     def count(self, db: str, name: str) -> int:
-        res = self.client(db).query(name, filter="", output_fields=["count(*)"])
+        res = self._reloading(db, name, lambda: self.client(db).query(name, filter="", output_fields=["count(*)"]))
         return int(res[0]["count(*)"])
 
     @_translated("scan")
@@ -258,13 +286,16 @@ class MilvusStore:
         A shard of a parallel build asks for its own files only, so its cost
         does not grow with the size of the whole collection.
         """
+        return self._reloading(db, name, lambda: self._file_rows(db, name, file_ids))
+
+    def _file_rows(self, db: str, name: str, file_ids: Sequence[str] | None) -> dict[str, tuple[int, int]]:
         c = self.client(db)
         out: dict[str, tuple[int, int]] = {}
         if file_ids is None:
             filters = [""]
         else:
             ids = sorted(set(file_ids))
-            filters = ["file_id in [" + ", ".join(f'"{f}"' for f in ids[i : i + 1000]) + "]" for i in range(0, len(ids), 1000)]
+            filters = [_in_list("file_id", ids[i : i + 1000]) for i in range(0, len(ids), 1000)]
         for expr in filters:
             it = c.query_iterator(name, batch_size=4096, filter=expr, output_fields=["file_id", "n_chunks"])
             try:
@@ -281,19 +312,30 @@ class MilvusStore:
 
     def iter_rows(self, db: str, name: str, fields: Sequence[str], batch_size: int = 2048) -> Iterator[list[dict[str, Any]]]:
         """Every row of a collection in batches, with a server-side cursor (memory stays flat)."""
-        try:
+
+        def first() -> tuple[Any, list[Any]]:
             it = self.client(db).query_iterator(name, batch_size=batch_size, filter="", output_fields=list(fields))
+            try:
+                return it, it.next()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    it.close()
+                raise
+
+        try:
+            # Only the first batch is retried after a reload: a later failure cannot restart without repeating rows.
+            it, batch = self._reloading(db, name, first)
         except Exception as exc:
             raise self.translate(exc, "scan", (db, name)) from exc
         try:
             while True:
+                if not batch:
+                    return
+                yield [dict(r) for r in batch]
                 try:
                     batch = it.next()
                 except Exception as exc:
                     raise self.translate(exc, "scan", (db, name)) from exc
-                if not batch:
-                    return
-                yield [dict(r) for r in batch]
         finally:
             with contextlib.suppress(Exception):  # closing is best effort
                 it.close()
@@ -311,12 +353,11 @@ class MilvusStore:
     def delete_files(self, db: str, name: str, file_ids: Sequence[str]) -> None:
         if not file_ids:
             return
-        quoted = ", ".join(f'"{f}"' for f in file_ids)
-        self.client(db).delete(name, filter=f"file_id in [{quoted}]")
+        self.client(db).delete(name, filter=_in_list("file_id", file_ids))
 
     @_translated("query")
     def sample(self, db: str, name: str, limit: int = 1) -> list[dict[str, Any]]:
-        rows = self.client(db).query(name, filter="", output_fields=["id", "vector"], limit=limit)
+        rows = self._reloading(db, name, lambda: self.client(db).query(name, filter="", output_fields=["id", "vector"], limit=limit))
         return cast(list[dict[str, Any]], list(rows))
 
     @_translated("search")
@@ -337,13 +378,5 @@ class MilvusStore:
             "output_fields": list(output_fields),
             "search_params": {"metric_type": "COSINE"},
         }
-        try:
-            res = c.search(name, **kwargs)
-        except Exception as exc:
-            if not _not_loaded(exc):
-                raise
-            # Released under a long-running reader (a server restart, or an operator freeing
-            # memory): load it again once rather than failing every search from now on.
-            c.load_collection(name)
-            res = c.search(name, **kwargs)
+        res = self._reloading(db, name, lambda: c.search(name, **kwargs))
         return [[dict(hit) for hit in hits] for hits in res]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from kbrelease.errors import ConfigError
+from kbrelease.errors import QueryError
 
 NameKind = Literal["release", "source", "collection", "bundle", "channel", "environment", "database"]
 
@@ -30,8 +30,8 @@ _GRAMMAR: dict[str, tuple[re.Pattern[str], str]] = {
 }
 
 
-class InvalidName(ConfigError):
-    """A name that does not follow its grammar."""
+class InvalidName(QueryError):
+    """A name that does not follow its grammar (a ConfigError: exit code 2; over HTTP a 400, as a QueryError)."""
 
 
 def is_name(kind: NameKind, value: object) -> bool:
