@@ -473,15 +473,20 @@ class KbRelease:
 
         return Workspace.of(self.cfg).release_dir(name)
 
-    def package_export(self, release: str, out: Path | IO[bytes], compress: bool = False, part_mb: float = 64) -> ExportInfo:
-        """Write release ``release`` as one package: a file (atomically) or any writable stream."""
-        from kbrelease.package.export import export_to_file, write_package
+    def package_export(self, release: str, out: Path | IO[bytes], compress: bool = False, part_mb: float = 64, sign: Path | None = None) -> ExportInfo:
+        """Write release ``release`` as one package: a file (atomically) or any writable stream.
 
+        ``sign``: a PEM Ed25519 private key (``kbrelease package keygen``); the package then carries its signature.
+        """
+        from kbrelease.package.export import export_to_file, write_package
+        from kbrelease.trust.signing import SigningKey
+
+        signer = SigningKey.load(sign) if sign is not None else None
         record = self.registry.require(release)
         part_bytes = int(part_mb * (1 << 20))
         if isinstance(out, Path):
-            return export_to_file(self.store, record, self._release_dir(release), out, compress, part_bytes, self.reporter)
-        return write_package(self.store, record, self._release_dir(release), out, compress, part_bytes, self.reporter)
+            return export_to_file(self.store, record, self._release_dir(release), out, compress, part_bytes, self.reporter, signer)
+        return write_package(self.store, record, self._release_dir(release), out, compress, part_bytes, self.reporter, signer=signer)
 
     def package_import(self, package: Path | IO[bytes], switch: bool = False, name: str | None = None) -> ImportInfo:
         """Check a package completely, then load it into this environment; switch live only with ``switch``.

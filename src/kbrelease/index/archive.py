@@ -12,17 +12,18 @@ index was written aborts the stream rather than send wrong bytes.
 from __future__ import annotations
 
 import hashlib
-import re
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from kbrelease.errors import DataIndexError, NotInIndex
+from kbrelease.index.bounded import FILE_ID
 from kbrelease.index.query import IndexQuery
+from kbrelease.trust.names import is_name
+from kbrelease.trust.paths import UnsafePath, contained, is_regular_file
 from kbrelease.workspace import Workspace
 
-FILE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 MAX_FILES = 10_000
 """Most files one download request may name."""
 _BLOCK = 1 << 20
@@ -94,6 +95,22 @@ def check_file_ids(file_ids: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(file_ids))
 
 
+def mirror_file(ws: Workspace, source: str, relative_path: str, file_id: str) -> Path:
+    """The mirror copy of an index record, resolved inside the real mirror of its source.
+
+    ``source`` and ``relative_path`` come from a data index, which may have come
+    in a package: the source must be a valid source name (so the mirror folder is
+    ``<workspace>/mirror/<source>`` and nothing else), and the path must resolve
+    inside that folder, links included (:func:`kbrelease.trust.paths.contained`).
+    """
+    if not is_name("source", source):
+        raise DataIndexError(f"file {file_id} belongs to source {str(source)[:80]!r}, which is not a source name; the data index was altered — refusing it")
+    try:
+        return contained(ws.mirror(source), relative_path, f"file {file_id} of source {source!r}")
+    except UnsafePath as exc:
+        raise DataIndexError(f"{exc} (the data index was altered); refusing to send it") from None
+
+
 def plan_download(ws: Workspace, query: IndexQuery, file_ids: Sequence[str]) -> Download:
     """Check every id is in the index and its file is in the mirror, unchanged in size, before anything is sent."""
     ids = check_file_ids(file_ids)
@@ -105,13 +122,12 @@ def plan_download(ws: Workspace, query: IndexQuery, file_ids: Sequence[str]) -> 
     members = []
     for fid in ids:
         rec = found[fid]
-        root = ws.mirror(rec["source"]).resolve()
-        path = (root / rec["relative_path"]).resolve()
-        if not path.is_relative_to(root):  # an index naming '../' or a symlink out of the mirror
-            raise DataIndexError(f"file {fid} resolves outside the mirror of source {rec['source']!r}; refusing to send it")
+        path = mirror_file(ws, rec["source"], rec["relative_path"], fid)
         try:
             stat = path.stat()
         except OSError:
+            stat = None
+        if stat is None or not is_regular_file(path):
             raise NotInIndex(f"file {rec['source']}:{rec['relative_path']} is not in the workspace mirror; run `kbrelease sync`") from None
         if stat.st_size != rec["size_bytes"]:
             raise DataIndexError(
