@@ -286,7 +286,10 @@ def on_member(p: Pass, m: Member, identity: Identity, environment: str) -> tuple
     source, pf = _part_table(p, m.name, data)
     if source not in p.file_ids:
         raise PackageError(f"{where}: {m.name!r} comes before the data index of source {source!r}; the package was altered")
-    keys = pf.read(columns=["id", "file_id", "file", "chunk_index"])
+    try:
+        keys = pf.read(columns=["id", "file_id", "file", "chunk_index"])
+    except Exception as exc:
+        raise PackageError(f"{where}: {m.name!r} cannot be decoded ({str(exc)[:200]}); the package is damaged") from exc
     check_rows(keys, source, p.file_ids.get(source), f"{where}: {m.name!r}")
     p.rows[source] = p.rows.get(source, 0) + pf.metadata.num_rows
     p.parts += 1
