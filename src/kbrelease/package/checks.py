@@ -21,7 +21,8 @@ from kbrelease.index.bounded import FILE_ID, bad_values, check_parquet, decoded_
 from kbrelease.index.data_index import INDEX_SCHEMA_VERSION, Bundle, SourceIndex, index_checksum, read_source_index
 from kbrelease.package.format import INFO, MANIFEST, MAX_MEMBER_BYTES, MAX_SMALL_MEMBER_BYTES, ROW_FIELDS, Member, Reading, check_manifest
 from kbrelease.release.registry import ReleaseRecord
-from kbrelease.trust.names import check_name, is_name
+from kbrelease.trust.names import InvalidName, NameKind, is_name
+from kbrelease.trust.names import check_name as _check_name
 
 MAX_DIM = 32_768
 """Widest vector a package may declare."""
@@ -101,6 +102,14 @@ def _on_manifest(p: Pass, data: bytes, identity: Identity, environment: str) -> 
                 f"{counts.collection!r} ({counts.modality}, {counts.rows} rows) in its release record; the package was altered"
             )
     check_models(p.record, identity, environment, where)
+
+
+def check_name(kind: NameKind, value: Any, where: str) -> str:
+    """:func:`kbrelease.trust.names.check_name`, refusing the package (a :class:`PackageError`) rather than blaming the configuration."""
+    try:
+        return _check_name(kind, value, where)
+    except InvalidName as exc:
+        raise PackageError(f"{exc}; refusing the package (it was altered or made by something else)") from None
 
 
 def _is_count(value: Any, most: int) -> bool:

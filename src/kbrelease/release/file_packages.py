@@ -162,6 +162,10 @@ def export_packages(
             try:
                 _write_package(tmp, file_id, source, counts.modality, first, chunks, record, identity, signer, pa, pq)
                 _replace_folder(tmp, folder)
+            except PackageError as exc:
+                info.refused += 1
+                info.problems.append(f"{source}: {exc}")
+                continue
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp)
