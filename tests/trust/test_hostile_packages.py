@@ -228,12 +228,20 @@ def _swap_collections(manifest: dict[str, Any], bundle: dict[str, Any], rows: di
             entry["collection"] = manifest["collections"]["pictures"]["collection"]
 
 
+def _yaml_aliases(manifest: dict[str, Any], bundle: dict[str, Any], rows: dict[str, list[dict[str, Any]]], parts: dict[str, Any]) -> None:
+    """A shared object: yaml.safe_dump writes an anchor and an alias (the building block of a "billion laughs")."""
+    shared = ["lol"] * 10
+    bundle["meta"]["a"], bundle["meta"]["b"] = shared, shared
+
+
 def _rows_lie(manifest: dict[str, Any], bundle: dict[str, Any], rows: dict[str, list[dict[str, Any]]], parts: dict[str, Any]) -> None:
     manifest["collections"]["docs"]["rows"] -= 1
     manifest["release"]["sources"]["docs"]["rows"] -= 1
 
 
 FORGED: dict[str, tuple[Edit, type[KbReleaseError], str]] = {
+    "bundle.yaml with YAML aliases": (_yaml_aliases, PackageError, r"index/bundle\.yaml cannot be read \(a YAML alias"),
+    "release record without embedders": (_set("release.embedders", ["text"]), PackageError, r"embedders are not text/image model descriptions"),
     "channel ../../../../.. listing etc/passwd": (
         _passwd_row,
         PackageError,

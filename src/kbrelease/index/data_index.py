@@ -93,6 +93,27 @@ class Bundle:
         return {"meta": self.meta, "data_manifest": [asdict(s) for s in self.data_manifest]}
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """Writes a shared object twice rather than as an anchor and alias (readers refuse aliases)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Refuses YAML aliases: a few lines of anchors can stand for billions of nodes ("billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("a YAML alias (*name): a data index never uses aliases")
+        return super().compose_node(parent, index)
+
+
+def load_bundle_yaml(text: str | bytes) -> Any:
+    """``bundle.yaml`` parsed without aliases (it may come from a package)."""
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _human(size: int) -> str:
     value = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -284,7 +305,7 @@ def write_bundle(index_dir: Path, sources: list[SourceIndex], name: str = "kbrel
     )
     bundle.meta["checksum"] = bundle.checksum
     index_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(index_dir / "bundle.yaml", yaml.safe_dump(bundle.to_dict(), sort_keys=False, allow_unicode=True).encode())
+    _atomic_write_bytes(index_dir / "bundle.yaml", yaml.dump(bundle.to_dict(), Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True).encode())
     return bundle
 
 
@@ -292,5 +313,5 @@ def read_bundle(index_dir: Path) -> Bundle:
     path = index_dir / "bundle.yaml"
     if not path.is_file():
         raise ReleaseError(f"no data index at {index_dir}; run `kbrelease sync` first")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = load_bundle_yaml(path.read_text(encoding="utf-8"))
     return Bundle(meta=data["meta"], data_manifest=[SourceIndex(**s) for s in data["data_manifest"]])

@@ -90,7 +90,7 @@ def _on_manifest(p: Pass, data: bytes, identity: Identity, environment: str) -> 
         p.record = ReleaseRecord.from_dict(p.manifest["release"], f"{where} (release {raw['release'].get('name')!r})")
     except KbReleaseError:
         raise
-    except (TypeError, ValueError, AttributeError) as exc:
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
         raise PackageError(f"{where}: manifest.json's release record is malformed ({str(exc)[:200]}); the package is damaged") from None
     if set(p.record.sources) != set(p.manifest["collections"]):
         raise PackageError(f"{where}: manifest.json's collections do not match its release record; the package is damaged")
@@ -124,8 +124,11 @@ def check_fields(manifest: dict[str, Any], where: str) -> None:
     if not is_name("environment", release.get("environment")):
         check_name("environment", release.get("environment"), f"{where} (environment of the release)")
     sources = release.get("sources")
-    if not isinstance(sources, dict):
-        raise PackageError(f"{where}: the release record has no sources; the package is damaged")
+    if not isinstance(sources, dict) or not all(isinstance(v, dict) for v in sources.values()):
+        raise PackageError(f"{where}: the release record has no valid sources; the package is damaged")
+    embedders = release.get("embedders")
+    if not isinstance(embedders, dict) or not all(k in ("text", "image") and isinstance(v, dict) for k, v in embedders.items()):
+        raise PackageError(f"{where}: the release record's embedders are not text/image model descriptions; the package is damaged")
     collections_seen: set[str] = set()
     for source, col in manifest["collections"].items():
         check_name("source", source, f"{where} (collections)")
@@ -152,7 +155,7 @@ def check_fields(manifest: dict[str, Any], where: str) -> None:
 
 
 def _on_index(p: Pass, name: str, data: bytes) -> None:
-    import yaml
+    from kbrelease.index.data_index import load_bundle_yaml
 
     where = p.reading.where
     assert p.manifest is not None and p.record is not None
@@ -161,7 +164,7 @@ def _on_index(p: Pass, name: str, data: bytes) -> None:
     p.index_data[name] = data
     if name == "index/bundle.yaml":
         try:
-            loaded = yaml.safe_load(data)
+            loaded = load_bundle_yaml(data)
             p.bundle = Bundle(meta=loaded["meta"], data_manifest=[SourceIndex(**s) for s in loaded["data_manifest"]])
         except Exception as exc:
             raise PackageError(f"{where}: index/bundle.yaml cannot be read ({str(exc)[:200]}); the package is damaged") from exc
