@@ -742,3 +742,19 @@ def test_cache_import_refuses_a_package_folder_linked_from_outside(published: Kb
 
     with pytest.raises(PackageError, match=r"leads outside"):
         published.cache_import(tmp_path / "packages")
+
+
+def test_promote_streams_without_a_signature_into_an_environment_that_trusts_keys(
+    published: KbRelease, made: dict[str, Path], target: Callable[..., KbRelease]
+) -> None:
+    """promote copies between two environments of one configuration: its stream is its own export, not a file from outside."""
+    prod = target(env={"KBRELEASE_TRUSTED_KEYS": str(made["pub_a"])})
+    live = published.registry.pointer().live or ""
+
+    info = published.promote(live, prod, switch=True)
+
+    assert (info.state, info.live, info.signed) == ("verified", live, False)
+    package = prod.cfg.workspace.parent / "out.tar"
+    published.package_export(live, package)
+    with pytest.raises(SignatureError, match="is not signed"):  # the same release as a file from outside is refused
+        prod.package_import(package, name="again")
