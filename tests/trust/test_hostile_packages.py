@@ -240,6 +240,9 @@ def _rows_lie(manifest: dict[str, Any], bundle: dict[str, Any], rows: dict[str, 
 
 
 FORGED: dict[str, tuple[Edit, type[KbReleaseError], str]] = {
+    "release name of 49 characters": (_set("release.name", "v" * 49), PackageError, r"release name 'v{49}'.* is invalid"),
+    "release name with unicode": (_set("release.name", "v1é"), PackageError, r"release name 'v1é'.* is invalid"),
+    "release name with NUL": (_set("release.name", "v1\x00"), PackageError, r"release name 'v1\\x00'.* is invalid"),
     "bundle.yaml with YAML aliases": (_yaml_aliases, PackageError, r"index/bundle\.yaml cannot be read \(a YAML alias"),
     "release record without embedders": (_set("release.embedders", ["text"]), PackageError, r"embedders are not text/image model descriptions"),
     "channel ../../../../.. listing etc/passwd": (
