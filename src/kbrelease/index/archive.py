@@ -16,6 +16,7 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from kbrelease.errors import DataIndexError, NotInIndex
 from kbrelease.index.bounded import FILE_ID
@@ -67,7 +68,7 @@ class Download:
             yield m.header()
             digest = hashlib.sha256()
             left = m.size
-            with m.path.open("rb") as fh:
+            with _open_regular(m.path, m.name) as fh:
                 while left:
                     block = fh.read(min(_BLOCK, left))
                     if not block:
@@ -80,6 +81,21 @@ class Download:
             if m.size % 512:
                 yield b"\0" * (-m.size % 512)
         yield b"\0" * 1024
+
+
+def _open_regular(path: Path, name: str) -> IO[bytes]:
+    """``path`` opened for reading only if it is still a regular file (not swapped for a link, FIFO or device since it was planned)."""
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise DataIndexError(f"{name} cannot be opened in the workspace mirror ({exc.strerror}); run `kbrelease sync` and download again") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataIndexError(f"{name} is no longer a regular file in the workspace mirror; run `kbrelease sync` and download again")
+    return os.fdopen(fd, "rb")
 
 
 def check_file_ids(file_ids: Sequence[str]) -> list[str]:
