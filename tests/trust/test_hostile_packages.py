@@ -455,7 +455,7 @@ def test_a_bad_signature_is_refused(case: str, made: dict[str, Path], target: Ca
         _refused(target(env=env), bad, PackageError, match)
 
 
-def test_keygen_export_sign_and_import_on_the_command_line(made: dict[str, Path], tmp_path: Path, corpus: Path, lite_server: str) -> None:
+def test_keygen_and_an_untrusted_import_on_the_command_line(made: dict[str, Path], tmp_path: Path, corpus: Path, lite_server: str) -> None:
     from kbrelease.cli import app
 
     runner = CliRunner()
