@@ -560,20 +560,33 @@ class KbRelease:
         """Drop cache entries none of the last ``keep_builds`` builds used."""
         return self._require_cache().prune(keep_builds)
 
-    def cache_export(self, out: Path, files: list[str] | None = None, release: str | None = None) -> PackageInfo:
-        """Write per-file content packages of a release (default: the live one)."""
+    def cache_export(self, out: Path, files: list[str] | None = None, release: str | None = None, sign: Path | None = None) -> PackageInfo:
+        """Write per-file content packages of a release (default: the live one); ``sign``: a PEM Ed25519 private key."""
         from kbrelease.release.file_packages import export_packages
         from kbrelease.search import resolve_release
+        from kbrelease.trust.signing import SigningKey
 
-        return export_packages(self.store, resolve_release(self.registry, check_name("release", release) if release else None), out, files)
+        signer = SigningKey.load(sign) if sign is not None else None
+        return export_packages(self.store, resolve_release(self.registry, check_name("release", release) if release else None), out, files, signer)
 
     def cache_import(self, folder: Path) -> PackageInfo:
-        """Load per-file content packages into the embedding cache (checksums and models checked)."""
-        from kbrelease.release.file_packages import import_packages
+        """Load per-file content packages into the embedding cache: checksums and models checked, and the vectors
+        believed only on a trusted signature or after a re-embedded sample agrees (see release/file_packages.py)."""
+        from kbrelease.release.file_packages import Verifier, import_packages
+        from kbrelease.trust.signing import load_trusted_keys
+        from kbrelease.workspace import Workspace
 
         cache = self._require_cache()
-        identities = {"text": self.text_embedder.identity, "image": self.image_embedder.identity}
-        return import_packages(cache, folder, identities)
+        identities = {"text": self.identity("text"), "image": self.identity("image")}
+        verifier = Verifier(
+            environment=self.cfg.environment,
+            trusted=load_trusted_keys(self.cfg.trusted_keys),
+            text=lambda: self.text_embedder,
+            image=lambda: self.image_embedder,
+            mirror=Workspace.of(self.cfg).mirror,
+            max_pixels=self.cfg.image.max_pixels,
+        )
+        return import_packages(cache, folder, identities, verifier)
 
     # --- searching --------------------------------------------------------------
     def follow(self, refresh_seconds: float | None = None) -> LiveFollower:
@@ -676,15 +689,20 @@ class KbRelease:
 
         return Workspace.of(self.cfg).release_dir(name)
 
-    def package_export(self, release: str, out: Path | IO[bytes], compress: bool = False, part_mb: float = 64) -> ExportInfo:
-        """Write release ``release`` as one package: a file (atomically) or any writable stream."""
-        from kbrelease.package.export import export_to_file, write_package
+    def package_export(self, release: str, out: Path | IO[bytes], compress: bool = False, part_mb: float = 64, sign: Path | None = None) -> ExportInfo:
+        """Write release ``release`` as one package: a file (atomically) or any writable stream.
 
+        ``sign``: a PEM Ed25519 private key (``kbrelease package keygen``); the package then carries its signature.
+        """
+        from kbrelease.package.export import export_to_file, write_package
+        from kbrelease.trust.signing import SigningKey
+
+        signer = SigningKey.load(sign) if sign is not None else None
         record = self.registry.require(check_name("release", release))
         part_bytes = int(part_mb * (1 << 20))
         if isinstance(out, Path):
-            return export_to_file(self.store, record, self._release_dir(release), out, compress, part_bytes, self.reporter)
-        return write_package(self.store, record, self._release_dir(release), out, compress, part_bytes, self.reporter)
+            return export_to_file(self.store, record, self._release_dir(release), out, compress, part_bytes, self.reporter, signer)
+        return write_package(self.store, record, self._release_dir(release), out, compress, part_bytes, self.reporter, signer=signer)
 
     def package_import(self, package: Path | IO[bytes], switch: bool = False, name: str | None = None) -> ImportInfo:
         """Check a package completely, then load it into this environment; switch live only with ``switch``.

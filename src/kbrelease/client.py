@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -457,11 +457,16 @@ class DataIndexClient:
 
     @staticmethod
     def _unpack(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> tuple[Path, int]:
-        name = PurePosixPath(member.name)
-        if not member.isfile() or name.is_absolute() or ".." in name.parts:
-            raise ServiceError(f"the service sent an unsafe archive member {member.name!r}; refusing it")
-        target = dest.joinpath(*name.parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        from kbrelease.trust.paths import UnsafePath, contained
+
+        if not member.isfile():
+            raise ServiceError(f"the service sent an archive member {member.name!r} that is not a regular file (a link or device); refusing it")
+        try:
+            target = contained(dest, member.name, "archive member")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            contained(dest, member.name, "archive member")  # a link planted in dest while the folders were made
+        except UnsafePath as exc:
+            raise ServiceError(f"the service sent an unsafe archive member: {exc}") from None
         expected = member.pax_headers.get("KBRELEASE.sha256", "")
         tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
         digest = hashlib.sha256()

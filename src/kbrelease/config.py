@@ -176,6 +176,9 @@ class EnvironmentConfig(_Model):
         default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Database of the registry and live pointer (default: milvus.registry_db)."
     )
     service_port: int | None = Field(default=None, ge=1, le=65535, description="Port the search service of this environment listens on.")
+    trusted_keys: list[Path] | None = Field(
+        default=None, description="Public keys (PEM) whose signed packages this environment imports (default: packages.trusted_keys)."
+    )
 
     @model_validator(mode="after")
     def _one_token_source(self) -> EnvironmentConfig:
@@ -325,6 +328,16 @@ class MonitorConfig(_Model):
         return value
 
 
+class PackagesConfig(_Model):
+    """Release and content packages coming from elsewhere."""
+
+    trusted_keys: list[Path] = Field(
+        default_factory=list,
+        description="Ed25519 public keys (PEM, `kbrelease package keygen` writes NAME.pub); when any is listed, only packages signed by one "
+        "of them are imported. Env: KBRELEASE_TRUSTED_KEYS (colon-separated paths).",
+    )
+
+
 class ServiceConfig(_Model):
     """The search service (``kbrelease serve``) and its web page."""
 
@@ -390,6 +403,7 @@ class Config(_Model):
     image: ImageConfig = Field(default_factory=ImageConfig)
     milvus: MilvusConfig = Field(default_factory=MilvusConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    packages: PackagesConfig = Field(default_factory=PackagesConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
@@ -461,6 +475,12 @@ class Config(_Model):
         return self.environments.get(self.environment)
 
     @property
+    def trusted_keys(self) -> list[Path]:
+        """Public keys whose packages the selected environment imports (its own list, else packages.trusted_keys)."""
+        env = self.environment_config
+        return list(env.trusted_keys) if env is not None and env.trusted_keys is not None else list(self.packages.trusted_keys)
+
+    @property
     def environment_service_port(self) -> int | None:
         """The service port of the selected environment (``environments.<name>.service_port``), if set."""
         env = self.environment_config
@@ -517,6 +537,8 @@ OTHER_ENV: dict[str, str] = {
     "COLLECTION_NAME_TEXT": "collection of that text source",
     "COLLECTION_NAME_IMAGE": "collection of that image source",
     "TEXT_EMBEDDING_BASE_URL": "text.base_url, and selects text.embedder=openai",
+    "KBRELEASE_TRUSTED_KEYS": "packages.trusted_keys: colon-separated paths of trusted Ed25519 public keys (PEM)",
+    "KBRELEASE_LOCK_LEASE_S": "seconds of the environment lock's lease on a Milvus server (default 60; renewed every third of it)",
 }
 # The secrets have their own table: kbrelease.config_secrets.SECRETS.
 
@@ -556,6 +578,8 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
     if env.get("TEXT_EMBEDDING_BASE_URL"):
         _set(data, "text.base_url", env["TEXT_EMBEDDING_BASE_URL"])
         _set(data, "text.embedder", "openai")
+    if env.get("KBRELEASE_TRUSTED_KEYS"):
+        _set(data, "packages.trusted_keys", [str(Path(p).expanduser().resolve()) for p in env["KBRELEASE_TRUSTED_KEYS"].split(":") if p])
     _seed_source(data, "text", env.get("S3_PATH_TEXT") or None, env.get("COLLECTION_NAME_TEXT") or None)
     _seed_source(data, "image", env.get("S3_PATH_IMAGE") or None, env.get("COLLECTION_NAME_IMAGE") or None)
 
@@ -571,6 +595,14 @@ def _describe(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _local(value: Any, base: Path) -> Any:
+    """A relative path of the config file, resolved against its folder (anything else as it is, for validation to judge)."""
+    if not isinstance(value, str):
+        return value
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
 def _resolve_local_paths(data: dict[str, Any], base: Path) -> None:
     for src in data.get("sources") or []:
         if not isinstance(src, dict) or not isinstance(src.get("path"), str):
@@ -584,6 +616,11 @@ def _resolve_local_paths(data: dict[str, Any], base: Path) -> None:
         token_file = entry.get("token_file") if isinstance(entry, dict) else None
         if isinstance(token_file, str) and not Path(token_file).expanduser().is_absolute():
             entry["token_file"] = str((base / token_file).resolve())
+        if isinstance(entry, dict) and isinstance(entry.get("trusted_keys"), list):
+            entry["trusted_keys"] = [_local(k, base) for k in entry["trusted_keys"]]
+    packages = data.get("packages")
+    if isinstance(packages, dict) and isinstance(packages.get("trusted_keys"), list):
+        packages["trusted_keys"] = [_local(k, base) for k in packages["trusted_keys"]]
     quality = data.get("quality")
     if isinstance(quality, dict) and isinstance(quality.get("golden_queries"), str):
         golden = Path(quality["golden_queries"]).expanduser()

@@ -31,7 +31,8 @@ adapter that calls them, with ``raise ... from exc``.
     │   ├── AuthenticationError  missing or wrong API token (HTTP 401/403)
     │   └── ServiceUnavailable   unreachable, or 5xx/429 after retries (transient)
     ├── PackageError             a release package is damaged or unsafe (checksum,
-    │                            truncated, path outside the archive, link)
+    │   │                        truncated, path outside the archive, link)
+    │   └── SignatureError       unsigned where signatures are required, or a bad or untrusted signature
     └── CompatibilityError       a manifest, package or service of a newer version,
                                  or vectors of another embedding model
 
@@ -170,6 +171,10 @@ class PackageError(KbReleaseError):
     exit_code = 4
 
 
+class SignatureError(PackageError):
+    """A package is unsigned where trusted keys are configured, or its signature is bad or by an untrusted key."""
+
+
 class CompatibilityError(KbReleaseError):
     """A manifest, package or service this kbrelease cannot use as is (newer version, other model)."""
 
@@ -195,6 +200,7 @@ __all__ = [
     "ReleaseError",
     "ServiceError",
     "ServiceUnavailable",
+    "SignatureError",
     "SourceError",
     "SourceUnreachable",
     "StoreError",

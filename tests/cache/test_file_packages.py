@@ -37,7 +37,10 @@ def test_export_import_then_build_without_embedding(
     prod = load_config(write_config(tmp_path / "prod", corpus), env={}, overrides=prod_milvus)
     counting = CountingEmbedder(text_embedder)
     with KbRelease(prod, text_embedder=counting, image_embedder=image_embedder) as kb:
+        kb.sync()  # an unsigned image package is checked by re-embedding its image from the mirror
         imported = kb.cache_import(tmp_path / "packages")
+        assert 0 < len(counting.texts) < info.vectors  # a sample of the unsigned text vectors was re-embedded to check them
+        counting.texts.clear()
         built = kb.publish().release
         assert counting.texts == []  # nothing embedded for the build
         hits = kb.search("how do I connect to the VPN from home", k=1)

@@ -46,6 +46,7 @@ def export(
     file: Annotated[list[str] | None, typer.Option("--file", "-f", help="A file id or relative path (repeatable).")] = None,
     all_files: Annotated[bool, typer.Option("--all", help="Every file of the release.")] = False,
     release: Annotated[str | None, typer.Option("--release", "-r", help="Release to export (default: the live one).")] = None,
+    sign: Annotated[Path | None, typer.Option("--sign", help="Sign each package with this Ed25519 private key (PEM; `package keygen`).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Write per-file content packages (chunks + vectors) that another environment imports without embedding."""
@@ -53,8 +54,13 @@ def export(
         typer.echo("error: give --file PATH_OR_ID (repeatable) or --all", err=True)
         raise typer.Exit(2)
     with project(ctx, json_output) as kb:
-        info = kb.cache_export(out, None if all_files else file, release)
-    echo_json(info.asdict()) if json_output else typer.echo(f"exported {info.files} file package(s), {info.vectors} vectors, to {out}")
+        info = kb.cache_export(out, None if all_files else file, release, sign)
+    if json_output:
+        echo_json(info.asdict())
+        return
+    typer.echo(f"exported {info.files} file package(s), {info.vectors} vectors, to {out}")
+    for problem in info.problems:
+        typer.echo(f"refused: {problem}", err=True)
 
 
 @app.command("import")
@@ -66,4 +72,10 @@ def import_(
     """Load content packages into the embedding cache; the next build reuses their vectors."""
     with project(ctx, json_output) as kb:
         info = kb.cache_import(folder)
-    echo_json(info.asdict()) if json_output else typer.echo(f"imported {info.files} file package(s), {info.vectors} vectors")
+    if json_output:
+        echo_json(info.asdict())
+    else:
+        typer.echo(
+            f"imported {info.files} file package(s), {info.vectors} vectors ({info.signed} on a trusted signature, "
+            f"{info.checked} vectors re-embedded to check the others)"
+        )

@@ -34,13 +34,14 @@ def export(
     output: Annotated[str, typer.Option("--output", "-o", help="Package file to write ('-' for stdout). Written atomically.")],
     zstd: Annotated[bool, typer.Option("--zstd", help="Compress the archive with zstd (imports detect it).")] = False,
     part_mb: PartOpt = 64,
+    sign: Annotated[Path | None, typer.Option("--sign", help="Sign the package with this Ed25519 private key (PEM; see `package keygen`).")] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Export a release: rows, vectors, data index and manifest in one tar with SHA256SUMS."""
+    """Export a release: rows, vectors, data index and manifest in one tar with SHA256SUMS (and a signature with --sign)."""
     to_stdout = output == "-"
     with project(ctx, json_output) as kb:
         target = sys.stdout.buffer if to_stdout else Path(output)
-        info = kb.package_export(release, target, compress=zstd, part_mb=part_mb)
+        info = kb.package_export(release, target, compress=zstd, part_mb=part_mb, sign=sign)
     if json_output:
         echo_json(info.asdict()) if not to_stdout else typer.echo(_json_line(info.asdict()), err=True)
     else:
@@ -60,6 +61,27 @@ def import_(
         source = sys.stdin.buffer if package == "-" else Path(package)
         info = kb.package_import(source, switch=switch, name=as_name)
     echo_json(info.asdict()) if json_output else typer.echo(str(info))
+
+
+@app.command("keygen")
+def keygen(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Argument(help="Private key file to write (PEM, mode 0600); the public key goes to OUT.pub.")],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing key files.")] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """Make an Ed25519 key pair for signing packages: keep OUT secret, list OUT.pub in packages.trusted_keys where packages are imported."""
+    from kbrelease.trust.signing import generate_keypair
+
+    def go() -> dict[str, object]:
+        private, public, fingerprint = generate_keypair(out, force)
+        return {"private_key": str(private), "public_key": str(public), "fingerprint": fingerprint}
+
+    done = run(ctx, go)
+    if json_output:
+        echo_json(done)
+    else:
+        typer.echo(f"wrote {done['private_key']} (secret) and {done['public_key']} (trust it: packages.trusted_keys); key {done['fingerprint']}")
 
 
 def promote(

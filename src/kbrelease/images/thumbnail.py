@@ -13,6 +13,10 @@ def make_thumbnail(path: Path, max_side: int, max_pixels: int, quality: int = 82
     """A JPEG whose longest side is at most ``max_side``, EXIF orientation applied, alpha on white."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from kbrelease.trust.paths import is_regular_file
+
+    if not is_regular_file(path):  # never a device, FIFO or folder: /dev/zero would be read forever
+        raise InputFileError("not a regular file; no thumbnail is made for it", str(path.name))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -12,17 +12,19 @@ index was written aborts the stream rather than send wrong bytes.
 from __future__ import annotations
 
 import hashlib
-import re
 import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from kbrelease.errors import DataIndexError, NotInIndex
+from kbrelease.index.bounded import FILE_ID
 from kbrelease.index.query import IndexQuery
+from kbrelease.trust.names import is_name
+from kbrelease.trust.paths import UnsafePath, contained, is_regular_file
 from kbrelease.workspace import Workspace
 
-FILE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 MAX_FILES = 10_000
 """Most files one download request may name."""
 _BLOCK = 1 << 20
@@ -66,7 +68,7 @@ class Download:
             yield m.header()
             digest = hashlib.sha256()
             left = m.size
-            with m.path.open("rb") as fh:
+            with _open_regular(m.path, m.name) as fh:
                 while left:
                     block = fh.read(min(_BLOCK, left))
                     if not block:
@@ -79,6 +81,21 @@ class Download:
             if m.size % 512:
                 yield b"\0" * (-m.size % 512)
         yield b"\0" * 1024
+
+
+def _open_regular(path: Path, name: str) -> IO[bytes]:
+    """``path`` opened for reading only if it is still a regular file (not swapped for a link, FIFO or device since it was planned)."""
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError as exc:
+        raise DataIndexError(f"{name} cannot be opened in the workspace mirror ({exc.strerror}); run `kbrelease sync` and download again") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataIndexError(f"{name} is no longer a regular file in the workspace mirror; run `kbrelease sync` and download again")
+    return os.fdopen(fd, "rb")
 
 
 def check_file_ids(file_ids: Sequence[str]) -> list[str]:
@@ -94,6 +111,22 @@ def check_file_ids(file_ids: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(file_ids))
 
 
+def mirror_file(ws: Workspace, source: str, relative_path: str, file_id: str) -> Path:
+    """The mirror copy of an index record, resolved inside the real mirror of its source.
+
+    ``source`` and ``relative_path`` come from a data index, which may have come
+    in a package: the source must be a valid source name (so the mirror folder is
+    ``<workspace>/mirror/<source>`` and nothing else), and the path must resolve
+    inside that folder, links included (:func:`kbrelease.trust.paths.contained`).
+    """
+    if not is_name("source", source):
+        raise DataIndexError(f"file {file_id} belongs to source {str(source)[:80]!r}, which is not a source name; the data index was altered — refusing it")
+    try:
+        return contained(ws.mirror(source), relative_path, f"file {file_id} of source {source!r}")
+    except UnsafePath as exc:
+        raise DataIndexError(f"{exc} (the data index was altered); refusing to send it") from None
+
+
 def plan_download(ws: Workspace, query: IndexQuery, file_ids: Sequence[str]) -> Download:
     """Check every id is in the index and its file is in the mirror, unchanged in size, before anything is sent."""
     ids = check_file_ids(file_ids)
@@ -105,13 +138,12 @@ def plan_download(ws: Workspace, query: IndexQuery, file_ids: Sequence[str]) -> 
     members = []
     for fid in ids:
         rec = found[fid]
-        root = ws.mirror(rec["source"]).resolve()
-        path = (root / rec["relative_path"]).resolve()
-        if not path.is_relative_to(root):  # an index naming '../' or a symlink out of the mirror
-            raise DataIndexError(f"file {fid} resolves outside the mirror of source {rec['source']!r}; refusing to send it")
+        path = mirror_file(ws, rec["source"], rec["relative_path"], fid)
         try:
             stat = path.stat()
         except OSError:
+            stat = None
+        if stat is None or not is_regular_file(path):
             raise NotInIndex(f"file {rec['source']}:{rec['relative_path']} is not in the workspace mirror; run `kbrelease sync`") from None
         if stat.st_size != rec["size_bytes"]:
             raise DataIndexError(

@@ -93,6 +93,27 @@ class Bundle:
         return {"meta": self.meta, "data_manifest": [asdict(s) for s in self.data_manifest]}
 
 
+class _NoAliasDumper(yaml.SafeDumper):
+    """Writes a shared object twice rather than as an anchor and alias (readers refuse aliases)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """Refuses YAML aliases: a few lines of anchors can stand for billions of nodes ("billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("a YAML alias (*name): a data index never uses aliases")
+        return super().compose_node(parent, index)
+
+
+def load_bundle_yaml(text: str | bytes) -> Any:
+    """``bundle.yaml`` parsed without aliases (it may come from a package)."""
+    return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _human(size: int) -> str:
     value = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -174,16 +195,62 @@ def write_source_index(path: Path, records: list[FileRecord]) -> None:
     os.replace(tmp, path)
 
 
-def read_source_index(path: Path) -> list[FileRecord]:
-    """All records of one source's index, sorted by relative path."""
+def read_source_index(path: Path, expected_rows: int | None = None, where: str | None = None) -> list[FileRecord]:
+    """All records of one source's index, sorted by relative path; every field checked.
+
+    The index is untrusted input (it comes in packages, and is read by the
+    service): its size is checked from its metadata before it is decoded
+    (:mod:`kbrelease.index.bounded`), and every row must have a file id of the
+    id grammar, a safe relative path, a sha256 checksum and a size >= 0, or the
+    whole index is refused with :class:`~kbrelease.errors.DataIndexError`.
+    """
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
+
+    from kbrelease.errors import DataIndexError
+    from kbrelease.index.bounded import FILE_ID, MAX_INDEX_BYTES, MAX_INDEX_ROWS, MAX_METADATA_CHARS, bad_values, check_parquet, decoded_bytes, path_problems
 
     if not path.is_file():
         return []
-    table = pq.read_table(path)
+    where = where or f"data index {path}"
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:
+        raise DataIndexError(f"{where} is not a readable Parquet file ({str(exc)[:200]}); sync again or replace it") from exc
+    names = set(pf.schema_arrow.names)
+    missing = [c for c in ("file_id", "relative_path", "timestamp", "size_bytes", "checksum", "etag", "metadata") if c not in names]
+    if missing:
+        raise DataIndexError(f"{where} has no column(s) {', '.join(missing)}; it is not a kbrelease data index")
+    check_parquet(pf, where, MAX_INDEX_ROWS, MAX_INDEX_BYTES, expected_rows)
+    strings = ["file_id", "relative_path", "checksum", "etag", "metadata"]
+    try:
+        table = pq.read_table(path, columns=["file_id", "relative_path", "timestamp", "size_bytes", *strings[2:]], read_dictionary=strings)
+    except Exception as exc:
+        raise DataIndexError(f"{where} cannot be decoded ({str(exc)[:200]}); sync again or replace it") from exc
+    if decoded_bytes(table) > MAX_INDEX_BYTES:
+        raise DataIndexError(f"{where} expands to more than {MAX_INDEX_BYTES} bytes; refusing it (a compressed bomb or a damaged file)")
+    problems = [f"file_id {v} is not an id (letters, digits, '_' and '-')" for v in bad_values(table["file_id"], FILE_ID.pattern[1:-1])]
+    problems += [f"relative_path {p}" for p in path_problems(table["relative_path"])]
+    problems += [f"checksum {v} is not a sha256 hex digest" for v in bad_values(table["checksum"], "[0-9a-f]{64}")]
+    sizes = table["size_bytes"]
+    if sizes.null_count or (len(sizes) and pc.min(sizes).as_py() < 0):
+        problems.append("a size_bytes is negative or missing")
+    if table["timestamp"].null_count:
+        problems.append("a timestamp is missing")
+    meta = table["metadata"].combine_chunks()
+    if len(meta) and meta.dictionary is not None and len(meta.dictionary) and pc.max(pc.utf8_length(meta.dictionary)).as_py() > MAX_METADATA_CHARS:
+        problems.append(f"a metadata value is longer than {MAX_METADATA_CHARS} characters")
+    if len(table) and len(pc.unique(table["file_id"].cast("string"))) != len(table):
+        problems.append("a file_id appears twice")
+    if problems:
+        raise DataIndexError(f"{where} is invalid: {'; '.join(problems[:4])}; refusing the whole index (it was altered or damaged)")
     out = []
     for row in table.to_pylist():
         ts = row["timestamp"]
+        try:
+            metadata = json.loads(row["metadata"] or "{}")
+        except ValueError:
+            raise DataIndexError(f"{where}: the metadata of {row['relative_path']!r} is not JSON; refusing the index") from None
         out.append(
             FileRecord(
                 file_id=row["file_id"],
@@ -192,9 +259,10 @@ def read_source_index(path: Path) -> list[FileRecord]:
                 size_bytes=int(row["size_bytes"]),
                 checksum=row["checksum"],
                 etag=row["etag"] or "",
-                metadata=json.loads(row["metadata"] or "{}"),
+                metadata=metadata if isinstance(metadata, dict) else {},
             )
         )
+    out.sort(key=lambda r: r.relative_path)
     return out
 
 
@@ -237,7 +305,7 @@ def write_bundle(index_dir: Path, sources: list[SourceIndex], name: str = "kbrel
     )
     bundle.meta["checksum"] = bundle.checksum
     index_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(index_dir / "bundle.yaml", yaml.safe_dump(bundle.to_dict(), sort_keys=False, allow_unicode=True).encode())
+    _atomic_write_bytes(index_dir / "bundle.yaml", yaml.dump(bundle.to_dict(), Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True).encode())
     return bundle
 
 
@@ -245,5 +313,5 @@ def read_bundle(index_dir: Path) -> Bundle:
     path = index_dir / "bundle.yaml"
     if not path.is_file():
         raise ReleaseError(f"no data index at {index_dir}; run `kbrelease sync` first")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    data = load_bundle_yaml(path.read_text(encoding="utf-8"))
     return Bundle(meta=data["meta"], data_manifest=[SourceIndex(**s) for s in data["data_manifest"]])

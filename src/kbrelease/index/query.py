@@ -25,6 +25,7 @@ from typing import Any
 
 from kbrelease.errors import DataIndexError
 from kbrelease.index.data_index import Bundle, arrow_schema, read_bundle
+from kbrelease.trust.names import is_name
 
 MAX_PAGE = 10_000
 """Most records one page of ``files`` may ask for."""
@@ -150,7 +151,14 @@ class IndexQuery:
 
     def __post_init__(self) -> None:
         self.bundle = read_bundle(self.folder)
-        self._files = {s.channel: self.folder / s.index_file for s in self.bundle.data_manifest}
+        self._files: dict[str, Path] = {}
+        for s in self.bundle.data_manifest:  # the index may have come in a package: its names become paths
+            if not is_name("source", s.channel) or s.index_file != f"{s.channel}.parquet" or s.channel in self._files:
+                raise DataIndexError(
+                    f"the data index in {self.folder} lists source {str(s.channel)[:80]!r} with index file {str(s.index_file)[:80]!r}; "
+                    "a source is listed once, with a valid name and <source>.parquet — the index was altered, refusing it"
+                )
+            self._files[s.channel] = self.folder / s.index_file
 
     @property
     def sources(self) -> list[str]:

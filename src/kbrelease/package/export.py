@@ -21,11 +21,25 @@ from typing import IO, Any
 
 from kbrelease.errors import PackageError, ReleaseError
 from kbrelease.index.data_index import read_bundle
-from kbrelease.package.format import INFO, MANIFEST, METRIC, PACKAGE_FORMAT, PACKAGE_VERSION, ROW_FIELDS, SUMS, dumps, format_sums, part_name, sha256_hex
+from kbrelease.package.format import (
+    INFO,
+    MANIFEST,
+    METRIC,
+    PACKAGE_FORMAT,
+    PACKAGE_VERSION,
+    ROW_FIELDS,
+    SIGNATURE,
+    SUMS,
+    dumps,
+    format_sums,
+    part_name,
+    sha256_hex,
+)
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.manifest import release_info_text
 from kbrelease.release.registry import ReleaseRecord, now_iso
 from kbrelease.store.milvus import MilvusStore
+from kbrelease.trust.signing import SigningKey
 
 DEFAULT_PART_BYTES = 64 << 20
 EXPORTABLE = ("built", "verified")
@@ -43,6 +57,8 @@ class ExportInfo:
     bytes: int = 0
     sha256: str = ""
     compression: str = "none"
+    signer: str | None = None
+    """Fingerprint of the key that signed the package (``--sign``), if any."""
     seconds: float = 0.0
 
     def asdict(self) -> dict[str, Any]:
@@ -53,6 +69,7 @@ class ExportInfo:
         return (
             f"exported release {self.release} ({self.environment}) to {self.output}: {self.rows} rows in {self.parts} parts, "
             f"{self.bytes / 1e6:.1f} MB ({self.compression}), {self.seconds:.1f}s ({rate:,.0f} rows/s)\nsha256 {self.sha256}"
+            + (f"\nsigned by {self.signer}" if self.signer else "")
         )
 
 
@@ -181,8 +198,12 @@ def write_package(
     part_bytes: int = DEFAULT_PART_BYTES,
     reporter: Reporter | None = None,
     output_name: str = "-",
+    signer: SigningKey | None = None,
 ) -> ExportInfo:
-    """Write the package of ``record`` to ``out`` (a stream; nothing is seeked or read back)."""
+    """Write the package of ``record`` to ``out`` (a stream; nothing is seeked or read back).
+
+    With ``signer``, a ``SIGNATURE`` member (Ed25519 over ``SHA256SUMS``) follows the checksums.
+    """
     reporter = reporter or Quiet()
     if record.state not in EXPORTABLE:
         raise ReleaseError(f"release {record.name!r} is {record.state}; only a built or verified release can be exported")
@@ -218,7 +239,7 @@ def write_package(
         member = tarfile.TarInfo(name)
         member.size, member.mtime, member.mode = len(data), mtime, 0o644
         tar.addfile(member, io.BytesIO(data))
-        if name != SUMS:
+        if name not in (SUMS, SIGNATURE):
             sums.append((name, sha256_hex(data)))
 
     add(INFO, _info_text(record, manifest).encode())
@@ -241,7 +262,11 @@ def write_package(
                 f"run `kbrelease verify {record.name}`"
             )
         info.rows += rows
-    add(SUMS, format_sums(sums))
+    sums_bytes = format_sums(sums)
+    add(SUMS, sums_bytes)
+    if signer is not None:
+        add(SIGNATURE, signer.sign(sums_bytes).to_bytes())
+        info.signer = signer.fingerprint
     tar.close()
     if compressor is not None:
         compressor.close()  # ends the frame; closefd=False leaves ``out`` open
@@ -261,6 +286,7 @@ def export_to_file(
     compress: bool = False,
     part_bytes: int = DEFAULT_PART_BYTES,
     reporter: Reporter | None = None,
+    signer: SigningKey | None = None,
 ) -> ExportInfo:
     """Write the package to ``path`` atomically: a half-written file never has the final name."""
     import os
@@ -269,7 +295,7 @@ def export_to_file(
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
         with tmp.open("wb") as fh:
-            info = write_package(store, record, release_dir, fh, compress, part_bytes, reporter, str(path))
+            info = write_package(store, record, release_dir, fh, compress, part_bytes, reporter, str(path), signer)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

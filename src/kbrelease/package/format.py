@@ -12,6 +12,8 @@ Members, in this order (an importer reads them front to back)::
     ...
     SHA256SUMS                             sha256 of every member above; written last,
                                            so a truncated archive never has one
+    SIGNATURE                              optional, after SHA256SUMS: an Ed25519 signature
+                                           of SHA256SUMS (:mod:`kbrelease.trust.signing`)
 
 ``manifest.json`` comes second, so an importer refuses a newer format or
 another model before it reads the rows. Only regular files with names of this
@@ -31,6 +33,7 @@ from pathlib import PurePosixPath
 from typing import IO, Any
 
 from kbrelease.errors import CompatibilityError, PackageError
+from kbrelease.trust.signing import MAX_SIGNATURE_BYTES
 
 PACKAGE_FORMAT = "kbrelease-release-package"
 PACKAGE_VERSION = 1
@@ -43,9 +46,9 @@ MAX_MEMBER_BYTES = 1 << 30
 """No member is read into memory beyond this (parts are 64 MiB by default)."""
 MAX_SMALL_MEMBER_BYTES = 64 << 20
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-INFO, MANIFEST, SUMS = "RELEASE_INFO.txt", "manifest.json", "SHA256SUMS"
+INFO, MANIFEST, SUMS, SIGNATURE = "RELEASE_INFO.txt", "manifest.json", "SHA256SUMS", "SIGNATURE"
 _NAMES = re.compile(
-    r"^(RELEASE_INFO\.txt|manifest\.json|SHA256SUMS|index/bundle\.yaml|index/[A-Za-z0-9_][A-Za-z0-9_.-]*\.parquet"
+    r"^(RELEASE_INFO\.txt|manifest\.json|SHA256SUMS|SIGNATURE|index/bundle\.yaml|index/[A-Za-z0-9_][A-Za-z0-9_.-]*\.parquet"
     r"|collections/[A-Za-z_][A-Za-z0-9_]*/part-\d{6}\.parquet)$"
 )
 
@@ -137,6 +140,9 @@ class Reading:
     digests: dict[str, str] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
     sums: dict[str, str] | None = None
+    sums_bytes: bytes = b""
+    signature: bytes | None = None
+    """The ``SIGNATURE`` member, if the package has one (checked by :func:`kbrelease.trust.signing.check_signature`)."""
 
 
 class Member:
@@ -203,14 +209,19 @@ def iter_members(stream: IO[bytes], reading: Reading) -> Iterator[Member]:
                 raise PackageError(f"{where}: the archive is truncated or damaged ({_reason(exc)}); copy or export it again") from exc
             if info is None:
                 break
-            if reading.sums is not None:
+            if reading.signature is not None or (reading.sums is not None and info.name != SIGNATURE):
                 raise PackageError(f"{where}: member {info.name!r} follows SHA256SUMS; the package was altered")
             check_member(info, seen, where)
             inner = tar.extractfile(info)
             assert inner is not None  # a regular file
             member = Member(info.name, info.size, inner, where)
             if info.name == SUMS:
-                reading.sums = parse_sums(member.read_all(MAX_SMALL_MEMBER_BYTES), where)
+                reading.sums_bytes = member.read_all(MAX_SMALL_MEMBER_BYTES)
+                reading.sums = parse_sums(reading.sums_bytes, where)
+            elif info.name == SIGNATURE:
+                if reading.sums is None:
+                    raise PackageError(f"{where}: SIGNATURE comes before SHA256SUMS; the package was altered")
+                reading.signature = member.read_all(MAX_SIGNATURE_BYTES)
             else:
                 yield member
                 reading.digests[info.name] = member.digest()
@@ -225,7 +236,7 @@ def check_sums(reading: Reading) -> None:
     """Every member listed, every listed member present, every digest equal."""
     where, sums = reading.where, reading.sums or {}
     for name in reading.order:
-        if name == SUMS:
+        if name in (SUMS, SIGNATURE):
             continue
         if name not in sums:
             raise PackageError(f"{where}: member {name!r} is not listed in SHA256SUMS; the package was altered")

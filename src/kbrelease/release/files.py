@@ -13,11 +13,44 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from kbrelease.errors import FileChanged, UnknownFile
+from kbrelease.errors import DataIndexError, FileChanged, UnknownFile
 from kbrelease.index.data_index import FileRecord, read_bundle, read_source_index
 from kbrelease.release.registry import ReleaseRecord
-from kbrelease.sources.sync import sha256_file
+from kbrelease.trust.names import is_name
+from kbrelease.trust.paths import UnsafePath, contained, is_regular_file
 from kbrelease.workspace import Workspace
+
+_BLOCK = 1 << 20
+
+
+def bounded_sha256(path: Path, size: int) -> str | None:
+    """sha256 of a regular file that is exactly ``size`` bytes long; None when it is not.
+
+    Reads at most ``size + 1`` bytes, from a descriptor opened without following
+    a final link and checked to be a regular file, so an index naming
+    ``/dev/zero`` or a FIFO never keeps a thread reading.
+    """
+    import hashlib
+    import os
+    import stat as st
+
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        if not st.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        digest = hashlib.sha256()
+        left = size + 1
+        while left > 0:
+            block = fh.read(min(_BLOCK, left))
+            if not block:
+                break
+            digest.update(block)
+            left -= len(block)
+        return digest.hexdigest() if left == 1 else None
 
 
 @dataclass(frozen=True)
@@ -58,11 +91,15 @@ class ReleaseFiles:
                 self._indexes.move_to_end(key)
                 return found
         folder = self.ws.release_dir(record.name) / "index"
+        if not is_name("source", source):  # a release record from a package names its sources
+            raise UnknownFile(f"release {record.name!r} names source {source[:80]!r}, which is not a valid source name; it was altered")
         try:
             index_file = read_bundle(folder).source(source).index_file
         except Exception as exc:  # a missing or foreign workspace, whatever the parse error: one clear message
             raise UnknownFile(f"the data index of release {record.name!r} is not in this workspace ({folder}); serve from the workspace that built it") from exc
-        rows = {r.file_id: r for r in read_source_index(folder / index_file)}
+        if index_file != f"{source}.parquet":
+            raise DataIndexError(f"the data index of release {record.name!r} gives source {source!r} index file {index_file[:80]!r}; it was altered")
+        rows = {r.file_id: r for r in read_source_index(folder / index_file, where=f"data index of release {record.name!r}, source {source!r}")}
         with self._lock:
             self._indexes[key] = rows
             while len(self._indexes) > self._max_indexes:
@@ -74,19 +111,29 @@ class ReleaseFiles:
         row = self.index(record, source).get(file_id)
         if row is None:
             raise UnknownFile(f"release {record.name!r} has no file {file_id!r} in source {source!r}; take file ids from search results")
-        path = self.ws.mirror(source) / row.relative_path
+        try:
+            path = contained(self.ws.mirror(source), row.relative_path, f"file {file_id} of release {record.name!r}")
+        except UnsafePath as exc:
+            raise DataIndexError(f"{exc} (the release's data index was altered)") from None
+        gone = FileChanged(
+            f"{source}/{row.relative_path} of release {record.name!r} is no longer in the workspace (removed by a later sync); "
+            "search the live release for current files"
+        )
         try:
             stat = path.stat()
-        except OSError as exc:
+        except OSError:
+            raise gone from None
+        if not is_regular_file(path):
+            raise gone
+        if stat.st_size != row.size_bytes:
             raise FileChanged(
-                f"{source}/{row.relative_path} of release {record.name!r} is no longer in the workspace (removed by a later sync); "
-                "search the live release for current files"
-            ) from exc
+                f"{source}/{row.relative_path} changed after release {record.name!r} was built (size differs); search the live release for the current version"
+            )
         key = (str(path), stat.st_size, stat.st_mtime_ns)
         with self._lock:
             checksum = self._checksums.get(key)
         if checksum is None:
-            checksum = sha256_file(path)
+            checksum = bounded_sha256(path, row.size_bytes) or ""
             with self._lock:
                 self._checksums[key] = checksum
                 while len(self._checksums) > self._max_checksums:
