@@ -81,3 +81,18 @@ def test_init_writes_a_config(tmp_path: Path) -> None:
     result = runner.invoke(app, ["init", str(tmp_path / "kbrelease.yaml")])
     assert result.exit_code == 0
     assert (tmp_path / "kbrelease.yaml").read_text(encoding="utf-8").startswith("# kbrelease configuration")
+
+
+def test_show_prints_the_state_status_shows_and_gc_says_what_it_kept(tmp_path: Path, corpus: Path, isolated_milvus: dict[str, str]) -> None:
+    cfg = str(_cli_config(tmp_path, corpus, isolated_milvus))
+    assert runner.invoke(app, ["-c", cfg, "publish"]).exit_code == 0
+    (corpus / "text" / "new.md").write_text("# New\n\nA brand new page about bicycles.\n", encoding="utf-8")
+    assert runner.invoke(app, ["-c", cfg, "publish"]).exit_code == 0
+
+    assert "state:           retired" in runner.invoke(app, ["-c", cfg, "show", "v1"]).stdout
+    shown = json.loads(runner.invoke(app, ["-c", cfg, "show", "v2", "--json"]).stdout)
+    assert (shown["state"], shown["stored_state"]) == ("live", "verified")
+    gc = runner.invoke(app, ["-c", cfg, "gc", "--keep", "1"])
+    assert gc.exit_code == 0, gc.output
+    assert "dropped: nothing" in gc.stdout
+    assert "kept: v1 (previous (the rollback target)), v2 (live)" in gc.stdout

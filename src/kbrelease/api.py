@@ -741,11 +741,24 @@ class KbRelease:
 
         if target.cfg.environment == self.cfg.environment and target.cfg.milvus_uri == self.cfg.milvus_uri:
             raise ConfigError(f"--from and --to are both environment {self.cfg.environment!r}; promote copies between two environments")
-        record = self.registry.require(check_name("release", release))
+        check_name("release", release)
+        if self._embedded_store_missing():
+            from kbrelease.errors import UnknownRelease
+
+            raise UnknownRelease(
+                f"environment {self.cfg.environment!r} has no releases yet (its embedded store {self.cfg.milvus_uri} does not exist); "
+                f"run `kbrelease --env {self.cfg.environment} publish` first, or name the environment that has {release!r} with --from"
+            )
+        record = self.registry.require(release)
         if name is not None:
             check_name("release", name)
         with target.locked(f"promote {self.cfg.environment}/{release}"):
             return promote(self.store, record, self._release_dir(release), target._import_target(), name, switch, int(part_mb * (1 << 20)))
+
+    def _embedded_store_missing(self) -> bool:
+        """True when this environment's store is an embedded folder that does not exist (asking must not create it)."""
+        uri = self.cfg.milvus_uri
+        return self._store is None and "://" not in uri and not uri.startswith("unix:") and not Path(uri).exists()
 
     def check(self, service_url: str | None = None, timeout: float = 5.0) -> CheckReport:
         """Report incompatibilities between the configured models, the data index, the releases and a service."""

@@ -457,7 +457,8 @@ class DataIndexClient:
 
     @staticmethod
     def _unpack(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path) -> tuple[Path, int]:
-        from kbrelease.trust.paths import UnsafePath, contained
+        from kbrelease.errors import UnsafePath
+        from kbrelease.trust.paths import contained
 
         if not member.isfile():
             raise ServiceError(f"the service sent an archive member {member.name!r} that is not a regular file (a link or device); refusing it")

@@ -9,8 +9,8 @@ adapter that calls them, with ``raise ... from exc``.
 
     KbReleaseError
     ├── ConfigError              bad or missing configuration (permanent)
-    │   ├── IncompatibleRelease  a release built with another embedding model than the one configured
     │   └── QueryError           a search that cannot be answered as asked (unknown source, modality)
+    │       └── InvalidName      a release, source, bundle ... name that breaks its grammar
     ├── SourceError              a source cannot be listed or read
     │   ├── SourceUnreachable    network/endpoint down (transient)
     │   └── FileChanged          the workspace copy of a file no longer matches a release
@@ -24,17 +24,20 @@ adapter that calls them, with ``raise ... from exc``.
     │   ├── UnknownRelease       no release of that name in the environment
     │   ├── UnknownFile          no file of that id in a release's data index
     │   ├── NoLiveRelease        nothing is live yet in the environment
-    │   └── VerificationError    a release that failed verification
+    │   ├── VerificationError    a release that failed verification
+    │   └── LockBusy             the environment lock is held and --no-wait was given (transient)
     ├── DataIndexError           bad bundle spec or data-index query (HTTP 400)
     │   └── NotInIndex           unknown bundle, version, release index or file id (HTTP 404)
     ├── ServiceError             the kbrelease HTTP service answered with an error (client side)
     │   ├── AuthenticationError  missing or wrong API token (HTTP 401/403)
     │   └── ServiceUnavailable   unreachable, or 5xx/429 after retries (transient)
+    ├── UnsafePath               a path from untrusted input that could leave its folder
     ├── PackageError             a release package is damaged or unsafe (checksum,
     │   │                        truncated, path outside the archive, link)
     │   └── SignatureError       unsigned where signatures are required, or a bad or untrusted signature
     └── CompatibilityError       a manifest, package or service of a newer version,
-                                 or vectors of another embedding model
+                                 or vectors of another embedding model (a release
+                                 built with another model than the one configured)
 
 The HTTP service maps these classes to statuses in one table
 (``kbrelease.service.errors``).
@@ -58,12 +61,12 @@ class ConfigError(KbReleaseError):
     exit_code = 2
 
 
-class IncompatibleRelease(ConfigError):
-    """A release was built with another embedding model (or dimension) than the one configured."""
-
-
 class QueryError(ConfigError):
     """A search cannot be answered as asked: unknown source, a modality the model cannot embed."""
+
+
+class InvalidName(QueryError):
+    """A name that does not follow its grammar (a ConfigError: exit code 2; over HTTP a 400, as a QueryError)."""
 
 
 class SourceError(KbReleaseError):
@@ -135,6 +138,18 @@ class VerificationError(ReleaseError):
     exit_code = 3
 
 
+class LockBusy(ReleaseError):
+    """The environment lock is held by another command and ``--no-wait`` was given (retry later)."""
+
+    transient = True
+
+
+class UnsafePath(KbReleaseError):
+    """A path from untrusted input that could name something outside its root."""
+
+    exit_code = 4
+
+
 class DataIndexError(KbReleaseError):
     """A bundle spec, a data index or a query over it is wrong; the message names the field."""
 
@@ -190,9 +205,10 @@ __all__ = [
     "EmbeddingUnavailable",
     "FileChanged",
     "ImageTooLarge",
-    "IncompatibleRelease",
     "InputFileError",
+    "InvalidName",
     "KbReleaseError",
+    "LockBusy",
     "NoLiveRelease",
     "NotInIndex",
     "PackageError",
@@ -207,5 +223,6 @@ __all__ = [
     "StoreUnreachable",
     "UnknownFile",
     "UnknownRelease",
+    "UnsafePath",
     "VerificationError",
 ]

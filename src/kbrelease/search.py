@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kbrelease.embedding.base import EmbedderIdentity
-from kbrelease.errors import IncompatibleRelease, NoLiveRelease, QueryError, ReleaseError
+from kbrelease.errors import CompatibilityError, NoLiveRelease, QueryError, ReleaseError
 from kbrelease.release.registry import Registry, ReleaseRecord
 from kbrelease.store.milvus import MilvusStore
 from kbrelease.trust.names import check_name
@@ -75,8 +75,21 @@ def resolve_release(registry: Registry, pinned: str | None) -> ReleaseRecord:
         return check_searchable(registry.require(check_name("release", pinned, "release=")))
     live = registry.pointer().live
     if not live:
-        raise NoLiveRelease(f"nothing is live in environment {registry.env!r}; run `kbrelease publish` (or pin a release with --release)")
+        raise NoLiveRelease(no_live_message(registry))
     return registry.require(live)
+
+
+def no_live_message(registry: Registry) -> str:
+    """Why nothing answers, and the command that fixes it: a switch when a verified release waits (after a promote), else a publish."""
+    env = "" if registry.env == "default" else f"--env {registry.env} "
+    waiting = [r.name for r in registry.list() if r.state == "verified"] if registry.exists() else []
+    if waiting:
+        name = waiting[-1]
+        return (
+            f"nothing is live in environment {registry.env!r} yet; release {name!r} is verified: "
+            f"run `kbrelease {env}switch {name}` (or pin it with --release {name})"
+        )
+    return f"nothing is live in environment {registry.env!r}; run `kbrelease {env}publish` (or pin a release with --release)"
 
 
 def check_compatible(record: ReleaseRecord, kind: str, identity: EmbedderIdentity) -> None:
@@ -85,7 +98,7 @@ def check_compatible(record: ReleaseRecord, kind: str, identity: EmbedderIdentit
     if not built:
         raise QueryError(f"release {record.name!r} has no {kind} sources; search it by {'image' if kind == 'text' else 'text'}, or pick another release")
     if built.get("model") != identity.model or int(built.get("dim", 0)) != identity.dim:
-        raise IncompatibleRelease(
+        raise CompatibilityError(
             f"release {record.name!r} was built with {kind} model {built.get('model')!r} ({built.get('dim')}-d) but the "
             f"configured model is {identity.model!r} ({identity.dim}-d); configure the same model or search a release built with it"
         )

@@ -131,3 +131,14 @@ def test_tokens_and_keys_never_enter_a_package(tmp_path: Path, corpus: Path, lit
     for data in texts:
         for secret in (MILVUS_TOKEN, "hunter2", API_KEY):
             assert secret.encode() not in data
+
+
+def test_promote_from_an_environment_without_a_store_creates_nothing(tmp_path: Path, corpus: Path) -> None:
+    """With no config file's URI, each environment has an embedded store folder; a promote from one never used must not start it."""
+    config = write_config(tmp_path, corpus, "environments:\n  dev: {}\n  prod: {}\n")
+
+    result = CliRunner().invoke(app, ["-c", str(config), "promote", "v1", "--from", "dev", "--to", "prod"])
+
+    assert result.exit_code == 1
+    assert "environment 'dev' has no releases yet" in result.output and "kbrelease --env dev publish" in result.output
+    assert not (tmp_path / "ws" / "milvus-dev").exists()

@@ -229,3 +229,15 @@ def test_publish_with_nothing_to_do_loads_no_model(project: Any) -> None:
         again = fresh.publish()
         assert again.unchanged
         assert (fresh._text, fresh._image) == (None, None)
+
+
+def test_with_a_verified_release_waiting_the_advice_is_a_switch(project: Any) -> None:
+    """After a build (or a promote) nothing is live yet: the fix is a switch, not another publish."""
+    from kbrelease.errors import NoLiveRelease
+
+    project.sync()
+    project.build()
+    project.verify("v1")
+
+    with pytest.raises(NoLiveRelease, match=r"release 'v1' is verified: run `kbrelease switch v1`"):
+        project.search("vpn")

@@ -18,10 +18,8 @@ from typing import Any
 import pytest
 
 from kbrelease import KbRelease, load_config
-from kbrelease.errors import ReleaseError
+from kbrelease.errors import InvalidName, LockBusy, ReleaseError
 from kbrelease.release.registry import Registry, ReleaseRecord
-from kbrelease.trust.lock import LockBusy
-from kbrelease.trust.names import InvalidName
 
 from .kbproc import cli, cli_env, killed, start, text_corpus, write_config
 

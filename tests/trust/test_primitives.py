@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from kbrelease.errors import InvalidName, UnsafePath
 from kbrelease.trust import check_name, contained, eq, redact, redact_url, safe_relpath, str_literal
-from kbrelease.trust.names import InvalidName, is_name
-from kbrelease.trust.paths import UnsafePath, is_regular_file, path_problem
+from kbrelease.trust.names import is_name
+from kbrelease.trust.paths import is_regular_file, path_problem
 from kbrelease.trust.redact import register_secret
 
 HOSTILE_PATHS = [

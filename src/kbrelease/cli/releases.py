@@ -192,12 +192,13 @@ def show(ctx: typer.Context, release: Annotated[str, typer.Argument(help="Releas
     """Print one release's manifest (RELEASE_INFO), with failed and skipped files."""
     with project(ctx, json_output) as kb:
         record = kb.release(release)
+        state = record.display_state(kb.registry.pointer())  # live / retired, as `status` says
     if json_output:
-        echo_json(record.asdict())
+        echo_json({**record.asdict(), "state": state, "stored_state": record.state})
     else:
         from kbrelease.release.manifest import release_info_text
 
-        typer.echo(release_info_text(record), nl=False)
+        typer.echo(release_info_text(record, state), nl=False)
 
 
 def gc(
@@ -212,6 +213,8 @@ def gc(
         echo_json(report.asdict())
         return
     typer.echo(f"dropped: {', '.join(report.dropped) or 'nothing'}")
+    if report.kept:
+        typer.echo("kept: " + ", ".join(f"{name} ({why})" for name, why in report.kept.items()))
     if report.interrupted:
         typer.echo(f"dropped interrupted builds: {', '.join(report.interrupted)}")
     if report.orphans:

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from kbrelease.errors import DataIndexError, NotInIndex
+from kbrelease.errors import DataIndexError, NotInIndex, UnsafePath
 from kbrelease.index.bounded import FILE_ID
 from kbrelease.index.query import IndexQuery
 from kbrelease.trust.names import is_name
-from kbrelease.trust.paths import UnsafePath, contained, is_regular_file
+from kbrelease.trust.paths import contained, is_regular_file
 from kbrelease.workspace import Workspace
 
 MAX_FILES = 10_000

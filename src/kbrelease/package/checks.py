@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from kbrelease.embedding.base import EmbedderIdentity
-from kbrelease.errors import CompatibilityError, KbReleaseError, PackageError
+from kbrelease.errors import CompatibilityError, InvalidName, KbReleaseError, PackageError
 from kbrelease.index.bounded import FILE_ID, bad_values, check_parquet, decoded_bytes, path_problems
 from kbrelease.index.data_index import INDEX_SCHEMA_VERSION, Bundle, SourceIndex, index_checksum, read_source_index
 from kbrelease.package.format import INFO, MANIFEST, MAX_MEMBER_BYTES, MAX_SMALL_MEMBER_BYTES, ROW_FIELDS, Member, Reading, check_manifest
 from kbrelease.release.registry import ReleaseRecord
-from kbrelease.trust.names import InvalidName, NameKind, is_name
+from kbrelease.trust.names import NameKind, is_name
 from kbrelease.trust.names import check_name as _check_name
 
 MAX_DIM = 32_768

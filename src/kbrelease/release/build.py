@@ -122,7 +122,8 @@ class Builder:
 
     # --- per file -----------------------------------------------------------
     def _read(self, source: str, rec: FileRecord, max_mb: float) -> bytes:
-        from kbrelease.trust.paths import UnsafePath, contained, is_regular_file
+        from kbrelease.errors import UnsafePath
+        from kbrelease.trust.paths import contained, is_regular_file
 
         try:  # the path comes from a data index, which may come from a package: never outside the mirror
             path = contained(self.ws.mirror(source), rec.relative_path, "file of the data index")

@@ -287,7 +287,9 @@ def check(
     models = _models(cfg, identity, kinds, report)
     _data_index(cfg, report, live[0] if live else None)
     if pointer is not None and not pointer.live:
-        report.add("live release", "warning", f"nothing is live in environment {cfg.environment!r}; run `kbrelease publish`")
+        from kbrelease.search import no_live_message
+
+        report.add("live release", "warning", no_live_message(registry))
     if live is not None:
         _release(store, live[0], live[1], "live", models, report, strict=True)
     if pointer is not None and pointer.previous and pointer.previous in records:

@@ -39,12 +39,12 @@ import numpy as np
 
 from kbrelease.cache.embeddings import EmbeddingCache, content_key, namespace
 from kbrelease.embedding.base import EmbedderIdentity, ImageEmbedder, TextEmbedder
-from kbrelease.errors import ConfigError, PackageError, ReleaseError
+from kbrelease.errors import ConfigError, PackageError, ReleaseError, UnsafePath
 from kbrelease.index.bounded import FILE_ID, SHA256_HEX, check_parquet, decoded_bytes
 from kbrelease.release.registry import ReleaseRecord
 from kbrelease.store.milvus import MilvusStore
 from kbrelease.trust.names import is_name
-from kbrelease.trust.paths import UnsafePath, contained, is_regular_file, path_problem
+from kbrelease.trust.paths import contained, is_regular_file, path_problem
 from kbrelease.trust.signing import SigningKey, Verdict, check_signature
 
 PACKAGE_FORMAT = 1

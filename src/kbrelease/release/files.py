@@ -13,11 +13,11 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from kbrelease.errors import DataIndexError, FileChanged, UnknownFile
+from kbrelease.errors import DataIndexError, FileChanged, UnknownFile, UnsafePath
 from kbrelease.index.data_index import FileRecord, read_bundle, read_source_index
 from kbrelease.release.registry import ReleaseRecord
 from kbrelease.trust.names import is_name
-from kbrelease.trust.paths import UnsafePath, contained, is_regular_file
+from kbrelease.trust.paths import contained, is_regular_file
 from kbrelease.workspace import Workspace
 
 _BLOCK = 1 << 20

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from kbrelease.errors import KbReleaseError, NoLiveRelease
 from kbrelease.release.registry import Pointer, Registry, ReleaseRecord
-from kbrelease.search import check_searchable
+from kbrelease.search import check_searchable, no_live_message
 from kbrelease.store.milvus import MilvusStore
 from kbrelease.trust.names import check_name
 
@@ -81,7 +81,7 @@ class LiveFollower:
         else:
             snap = self.snapshot()
             if snap.record is None:
-                raise NoLiveRelease(f"nothing is live in environment {self.registry.env!r}; run `kbrelease publish` (or pin a release with release=NAME)")
+                raise NoLiveRelease(no_live_message(self.registry))
             record = snap.record
         self.ensure_loaded(record)
         return record

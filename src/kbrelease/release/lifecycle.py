@@ -144,9 +144,11 @@ class GcReport:
     """Databases with this environment's release prefix that no release record names: dropped."""
     finished: list[str] = field(default_factory=list)
     """Releases a killed gc left ``dropping``: their drop was finished."""
+    kept: dict[str, str] = field(default_factory=dict)
+    """Releases gc left alone, each with why (live, previous, one of the newest N, being imported, a parallel build)."""
 
-    def asdict(self) -> dict[str, list[str]]:
-        return {"dropped": self.dropped, "interrupted": self.interrupted, "orphans": self.orphans, "finished": self.finished}
+    def asdict(self) -> dict[str, Any]:
+        return {"dropped": self.dropped, "interrupted": self.interrupted, "orphans": self.orphans, "finished": self.finished, "kept": self.kept}
 
 
 def _drop(store: MilvusStore, registry: Registry, record: ReleaseRecord, why: str | None = None) -> None:
@@ -175,6 +177,18 @@ def repair(store: MilvusStore, registry: Registry) -> list[str]:
             _drop(store, registry, record)
             finished.append(record.name)
     return finished
+
+
+def _why_kept(record: ReleaseRecord, pointer: Pointer, keep: int, protected: set[str | None]) -> str:
+    if record.name == pointer.live:
+        return "live"
+    if record.name == pointer.previous:
+        return "previous (the rollback target)"
+    if record.state == "building":
+        return "a prepared parallel build"
+    if record.state in ("registered", "importing"):
+        return "being imported (rerun the import to finish it)"
+    return f"one of the newest {keep} (--keep)"
 
 
 def gc(
@@ -209,6 +223,7 @@ def gc(
             report.interrupted.append(record.name)
             continue
         if record.name in protected or record.state in ("building", "registered", "importing"):
+            report.kept[record.name] = _why_kept(record, pointer, keep, protected)
             continue
         _drop(store, registry, record)
         report.dropped.append(record.name)

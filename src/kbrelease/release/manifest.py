@@ -21,12 +21,13 @@ def _atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def release_info_text(record: ReleaseRecord) -> str:
+def release_info_text(record: ReleaseRecord, state: str | None = None) -> str:
+    """RELEASE_INFO.txt; ``state`` is the state to print (the displayed one: live, retired) instead of the stored one."""
     lines = [
         f"release:         {record.name}",
         f"environment:     {record.environment}",
         f"database:        {record.database}",
-        f"state:           {record.state}",
+        f"state:           {state or record.state}",
         f"created_at:      {record.created_at}",
         f"data index:      {record.data_index_checksum}",
         f"kbrelease:       {record.tool_version} (manifest schema {record.schema_version})",

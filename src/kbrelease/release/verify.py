@@ -14,6 +14,7 @@ from kbrelease.index.data_index import read_bundle, read_source_index
 from kbrelease.release.manifest import write_manifest
 from kbrelease.release.registry import Registry, ReleaseRecord, now_iso
 from kbrelease.store.milvus import MilvusStore
+from kbrelease.trust.filters import eq
 from kbrelease.workspace import Workspace
 
 
@@ -46,7 +47,8 @@ def _check_source(cfg: Config, store: MilvusStore, record: ReleaseRecord, name: 
         )
     if rows:
         sample = store.sample(record.database, counts.collection, limit=1)[0]
-        hits = store.search(record.database, counts.collection, [sample["vector"]], k=1, output_fields=["file"])
+        # Filtered to the sampled row: identical vectors elsewhere (the same image twice) cannot hide it.
+        hits = store.search(record.database, counts.collection, [sample["vector"]], k=1, output_fields=["file"], expr=eq("id", str(sample["id"])))
         if not hits or not hits[0] or float(hits[0][0]["distance"]) < 0.999:
             problems.append(f"{name}: smoke search did not find a stored vector (row {sample['id']})")
     return problems

@@ -57,7 +57,8 @@ def routers() -> list[tuple[APIRouter, str]]:
 def create_app(cfg: Config, kb: KbRelease | None = None) -> FastAPI:
     """The app for ``cfg``. Pass ``kb`` to share loaded models (tests, embedding in another app)."""
     owns_kb = kb is None
-    facade = kb if kb is not None else KbRelease(cfg)
+    # An admin switch during a long publish answers 409 environment_locked at once instead of hanging the request.
+    facade = kb if kb is not None else KbRelease(cfg, wait_for_lock=False)
     registry = CollectorRegistry()
     logger, tail = make_logger(cfg)
     svc = ServiceState(cfg, facade, Metrics(registry), logger)

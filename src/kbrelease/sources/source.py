@@ -24,8 +24,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kbrelease.config import S3Config, SourceConfig
-from kbrelease.errors import ConfigError, SourceError, SourceUnreachable
-from kbrelease.trust.paths import UnsafePath, contained, path_problem, safe_relpath
+from kbrelease.errors import ConfigError, SourceError, SourceUnreachable, UnsafePath
+from kbrelease.trust.paths import contained, path_problem, safe_relpath
 
 
 @dataclass(frozen=True)

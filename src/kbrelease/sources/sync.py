@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kbrelease.config import Config, SourceConfig
+from kbrelease.errors import UnsafePath
 from kbrelease.index.data_index import (
     Bundle,
     FileRecord,
@@ -40,7 +41,7 @@ from kbrelease.index.data_index import (
 )
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.sources.source import RemoteFile, Source, shown
-from kbrelease.trust.paths import UnsafePath, contained
+from kbrelease.trust.paths import contained
 from kbrelease.workspace import Workspace
 
 

@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kbrelease.errors import ReleaseError
+from kbrelease.errors import LockBusy
 from kbrelease.trust import faults
 from kbrelease.trust.names import check_name
 
@@ -57,12 +57,6 @@ LEASE_ENV = "KBRELEASE_LOCK_LEASE_S"
 DEFAULT_LEASE_S = 60.0
 POLL_S = 0.5
 REPEAT_MESSAGE_S = 60.0
-
-
-class LockBusy(ReleaseError):
-    """The environment lock is held by another command and ``--no-wait`` was given (retry later)."""
-
-    transient = True
 
 
 def lease_seconds() -> float:

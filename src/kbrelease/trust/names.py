@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from kbrelease.errors import QueryError
+from kbrelease.errors import InvalidName
 
 NameKind = Literal["release", "source", "collection", "bundle", "channel", "environment", "database"]
 
@@ -28,10 +28,6 @@ _GRAMMAR: dict[str, tuple[re.Pattern[str], str]] = {
     "bundle": (_DOTTED, _DOTTED_RULE),
     "channel": (_DOTTED, _DOTTED_RULE),
 }
-
-
-class InvalidName(QueryError):
-    """A name that does not follow its grammar (a ConfigError: exit code 2; over HTTP a 400, as a QueryError)."""
 
 
 def is_name(kind: NameKind, value: object) -> bool:

@@ -13,16 +13,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kbrelease.errors import KbReleaseError
+from kbrelease.errors import UnsafePath
 
 MAX_PATH_CHARS = 1024
 MAX_PART_CHARS = 255
-
-
-class UnsafePath(KbReleaseError):
-    """A path from untrusted input that could name something outside its root."""
-
-    exit_code = 4
 
 
 def path_problem(rel: object) -> str | None:
