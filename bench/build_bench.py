@@ -209,11 +209,11 @@ def instrument(kb: KbRelease, timers: Timers) -> Callable[[], None]:
                 timers.add("wait_for_prepare", time.perf_counter() - started)
             yield item
 
-    def build_source(self: Any, db: str, src: Any, counts: Any) -> None:
+    def build_source(self: Any, release: str, db: str, src: Any, records: Any = None, shard: str = "") -> Any:
         timers.source = src.channel
         started = time.perf_counter()
         try:
-            originals["build_source"](self, db, src, counts)
+            return originals["build_source"](self, release, db, src, records, shard)
         finally:
             timers.add("build_source", time.perf_counter() - started)
             timers.source = "-"  # verify's store calls are reported apart

@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 from kbrelease.cache.embeddings import CacheStats, EmbeddingCache
 from kbrelease.config import Config
 from kbrelease.embedding.base import ImageEmbedder, TextEmbedder
+from kbrelease.embedding.models import Models
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.file_packages import PackageInfo
 from kbrelease.release.registry import Pointer, Registry, ReleaseRecord
@@ -87,13 +88,11 @@ class KbRelease:
         self._repaired: list[str] = []
         """Releases the last lock acquisition found half dropped (a killed gc) and finished dropping."""
         self.reporter = reporter or Quiet()
-        self._text = text_embedder
-        self._image = image_embedder
-        self._query_text: TextEmbedder | None = None
+        self.models = Models(cfg, text_embedder, image_embedder)
+        """The embedders, created on first need and shared by builds, verifies and searches of this facade."""
         self._store: MilvusStore | None = None
         self._registry: Registry | None = None
         self._cache: EmbeddingCache | None = None
-        self._identities: dict[str, EmbedderIdentity] = {}
 
     # --- resources ----------------------------------------------------------
     @property
@@ -119,46 +118,20 @@ class KbRelease:
 
     @property
     def text_embedder(self) -> TextEmbedder:
-        if self._text is None:
-            from kbrelease.embedding.factory import make_text_embedder
-
-            self._text = make_text_embedder(self.cfg)
-        return self._text
+        return self.models.text
 
     @property
     def query_text_embedder(self) -> TextEmbedder:
-        """The embedder of text queries: the build's model when this process has it, else the light runtime.
-
-        A one-off search or the service loads ONNX Runtime and a tokenizer instead
-        of torch when that gives the configured model's vectors
-        (:func:`~kbrelease.embedding.factory.make_query_text_embedder`).
-        """
-        if self._text is not None:
-            return self._text
-        if self._query_text is None:
-            from kbrelease.embedding.factory import make_query_text_embedder
-
-            self._query_text = make_query_text_embedder(self.cfg)
-        return self._query_text
+        """The embedder of text queries: the build's model when this process has it, else the light runtime (no torch)."""
+        return self.models.query_text
 
     @property
     def image_embedder(self) -> ImageEmbedder:
-        if self._image is None:
-            from kbrelease.embedding.factory import make_image_embedder
-
-            self._image = make_image_embedder(self.cfg)
-        return self._image
+        return self.models.image
 
     def identity(self, kind: str) -> EmbedderIdentity:
         """The configured ``kind`` ("text"/"image") embedder's identity; loads no model unless one is loaded already."""
-        loaded = self._text if kind == "text" else self._image if kind == "image" else None
-        if loaded is not None:
-            return loaded.identity
-        if kind not in self._identities:
-            from kbrelease.embedding.identity import configured_identity
-
-            self._identities[kind] = configured_identity(self.cfg, kind)
-        return self._identities[kind]
+        return self.models.identity(kind)
 
     @contextmanager
     def locked(self, operation: str) -> Iterator[None]:
@@ -204,10 +177,7 @@ class KbRelease:
     def _builder(self) -> Builder:
         from kbrelease.release.build import Builder
 
-        return Builder(self.cfg, self.store, self.registry, self.reporter, self._text, self._image, self.cache)
-
-    def _keep_models(self, builder: Builder) -> None:
-        self._text, self._image = builder._text, builder._image
+        return Builder(self.cfg, self.store, self.registry, self.reporter, self.models, self.cache)
 
     def build(self, release: str | None = None, bundle: str | None = None, bundle_version: str | None = None) -> ReleaseRecord:
         """Build a release from the current data index, or from a resolved bundle (its latest version by default)."""
@@ -215,11 +185,7 @@ class KbRelease:
             check_name("release", release)
         with self.locked("build"):
             index_dir = self._bundle_index(bundle, bundle_version) if bundle is not None else None
-            builder = self._builder()
-            try:
-                return builder.run(release, index_dir)
-            finally:
-                self._keep_models(builder)
+            return self._builder().run(release, index_dir)
 
     def _bundle_index(self, bundle: str, version: str | None) -> Path:
         from kbrelease.index.bundles import bundle_versions, locate_index
@@ -243,11 +209,7 @@ class KbRelease:
             check_name("release", release)
         with self.locked("build --prepare"):
             index_dir = self._bundle_index(bundle, bundle_version) if bundle is not None else None
-            builder = self._builder()
-            try:
-                return prepare(builder, release, shard_files or self.cfg.deploy.shard_files, index_dir)
-            finally:
-                self._keep_models(builder)
+            return prepare(self._builder(), release, shard_files or self.cfg.deploy.shard_files, index_dir)
 
     def build_plan(self, release: str) -> BuildPlan:
         """The shard plan of a prepared release."""
@@ -263,10 +225,7 @@ class KbRelease:
         check_name("release", release)
         shards = [shard] if shard else self.build_plan(release).shards(source)
         builder = self._builder()
-        try:
-            return [build_shard(builder, release, source, Shard.parse(s)) for s in shards]
-        finally:
-            self._keep_models(builder)
+        return [build_shard(builder, release, source, Shard.parse(s)) for s in shards]
 
     def finalize_build(self, release: str) -> ReleaseRecord:
         """Merge the shard results of a parallel build into the release record (state ``built``)."""
@@ -413,14 +372,7 @@ class KbRelease:
             if current is not None:
                 pointer = self.registry.pointer()
                 return PublishInfo(synced, current, pointer.live, pointer.previous, time.monotonic() - started, unchanged=True)
-        if resolved is not None:
-            from kbrelease.release.build import Builder
-
-            builder = Builder(self.cfg, self.store, self.registry, self.reporter, self._text, self._image, self.cache)
-            record = builder.run(release, resolved.folder)
-            self._text, self._image = builder._text, builder._image
-        else:
-            record = self.build(release)
+        record = self._builder().run(release, resolved.folder) if resolved is not None else self.build(release)
         faults.point("after:publish.build")
         record = self.verify(record.name)
         faults.point("after:publish.verify")
@@ -437,12 +389,13 @@ class KbRelease:
         from kbrelease.embedding.onnx_text import onnxruntime_available
 
         t = self.cfg.text
-        if not isinstance(self._text, LocalTextEmbedder) or t.runtime != "torch" or t.quantize != "none" or not onnxruntime_available():
+        loaded = self.models.loaded_text
+        if not isinstance(loaded, LocalTextEmbedder) or t.runtime != "torch" or t.quantize != "none" or not onnxruntime_available():
             return
         from kbrelease.embedding.onnx_text import export_onnx, onnx_file
 
         try:
-            export_onnx(self._text.model_folder, onnx_file(self.cfg.workspace / "models", self._text.identity.revision, "none"))
+            export_onnx(loaded.model_folder, onnx_file(self.cfg.workspace / "models", loaded.identity.revision, "none"))
         except Exception as exc:  # noqa: BLE001 - an optimisation: report it and go on
             import logging
 
@@ -600,18 +553,7 @@ class KbRelease:
 
         ``threads``: intra-op threads of each coalesced model call (None: torch's default).
         """
-        from kbrelease.embedding.batching import BatchingTextEmbedder
-
-        if self._text is not None:
-            if not isinstance(self._text, BatchingTextEmbedder):
-                self._text = BatchingTextEmbedder(self._text, threads=threads)
-            return
-        if self._query_text is None:
-            from kbrelease.embedding.factory import make_query_text_embedder
-
-            self._query_text = make_query_text_embedder(self.cfg, threads)
-        if not isinstance(self._query_text, BatchingTextEmbedder):
-            self._query_text = BatchingTextEmbedder(self._query_text, threads=threads)
+        self.models.coalesce_text_queries(threads)
 
     def resolve(self, release: str | ReleaseRecord | None = None) -> ReleaseRecord:
         """The release a search uses: a record already resolved, the named one, or the live one (read now)."""

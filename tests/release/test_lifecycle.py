@@ -228,7 +228,7 @@ def test_publish_with_nothing_to_do_loads_no_model(project: Any) -> None:
     with KbRelease(project.cfg) as fresh:  # a new process's view: no model handed in
         again = fresh.publish()
         assert again.unchanged
-        assert (fresh._text, fresh._image) == (None, None)
+        assert (fresh.models.loaded_text, fresh.models.loaded_image) == (None, None)
 
 
 def test_with_a_verified_release_waiting_the_advice_is_a_switch(project: Any) -> None:

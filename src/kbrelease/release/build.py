@@ -25,6 +25,7 @@ from kbrelease.cache.embeddings import EmbeddingCache, content_key, namespace
 from kbrelease.chunking.text import Chunk, TextChunker, decode_text
 from kbrelease.config import Config
 from kbrelease.embedding.base import EmbedderIdentity, ImageEmbedder, TextEmbedder, Vectors
+from kbrelease.embedding.models import Models
 from kbrelease.errors import InputFileError, KbReleaseError, ReleaseError
 from kbrelease.index.data_index import Bundle, FileRecord, SourceIndex, read_bundle, read_source_index
 from kbrelease.progress import Quiet, Reporter
@@ -69,7 +70,12 @@ def database_name(cfg: Config, release: str) -> str:
 
 
 class Builder:
-    """Builds one release; see :func:`build`."""
+    """Builds releases of one configuration; see :func:`build`.
+
+    The unit of work is :meth:`build_source`: one source, or one shard of it,
+    into a release's database. A whole build (:meth:`run`) calls it for every
+    source; a parallel build (:mod:`kbrelease.release.shards`) once per shard.
+    """
 
     def __init__(
         self,
@@ -77,8 +83,7 @@ class Builder:
         store: MilvusStore,
         registry: Registry,
         reporter: Reporter,
-        text_embedder: TextEmbedder | None,
-        image_embedder: ImageEmbedder | None,
+        models: Models,
         cache: EmbeddingCache | None = None,
     ) -> None:
         self.cfg = cfg
@@ -86,27 +91,27 @@ class Builder:
         self.store = store
         self.registry = registry
         self.reporter = reporter
-        self._text = text_embedder
-        self._image = image_embedder
+        self.models = models
         self._chunker: TextChunker | None = None
+        self._release: str | None = None
+        """The release being built (:meth:`use_release`): the cache's build and the live comparison refer to it."""
         self.ws = Workspace.of(cfg)
 
-    # --- embedders, created on first need ---------------------------------
+    # --- embedders, from the shared holder ------------------------------------
     @property
     def text(self) -> TextEmbedder:
-        if self._text is None:
-            from kbrelease.embedding.factory import make_text_embedder
-
-            self._text = make_text_embedder(self.cfg)
-        return self._text
+        return self.models.text
 
     @property
     def image(self) -> ImageEmbedder:
-        if self._image is None:
-            from kbrelease.embedding.factory import make_image_embedder
+        return self.models.image
 
-            self._image = make_image_embedder(self.cfg)
-        return self._image
+    def use_release(self, release: str) -> None:
+        """Build into ``release`` from now on (once per release: the embedding cache records which build used what)."""
+        if self._release != release:
+            self._release = release
+            if self.cache is not None:
+                self.cache.begin_build(release)
 
     @property
     def chunker(self) -> TextChunker:
@@ -187,19 +192,28 @@ class Builder:
             "checksum": rec.checksum,
         }
 
-    def build_source(self, db: str, src: SourceIndex, counts: SourceCounts) -> None:
-        records = read_source_index(self.ws.release_dir(self._release) / "index" / src.index_file)
+    def build_source(self, release: str, db: str, src: SourceIndex, records: list[FileRecord] | None = None, shard: str = "") -> SourceCounts:
+        """Build one source of ``release`` into database ``db``: all of it, or the ``records`` of one shard.
+
+        Files whose rows are complete are kept, partial ones are rebuilt, the
+        rest embedded (or copied from the cache). The whole source also drops
+        rows of files no longer indexed, seals the collection and counts its
+        rows; a shard leaves that to :func:`kbrelease.release.shards.finalize`.
+        Safe to rerun after a crash, and to run for different shards at once.
+        """
+        self.use_release(release)
+        whole = records is None
+        if records is None:
+            records = read_source_index(self.ws.release_dir(release) / "index" / src.index_file)
         dim = self.text.identity.dim if src.modality == "text" else self.image.identity.dim
         self.store.ensure_collection(db, src.collection, dim, description=f"kbrelease source {src.channel}")
-        present = self.store.file_rows(db, src.collection)
+        present = self.store.file_rows(db, src.collection, None if whole else [r.file_id for r in records])
         wanted = {r.file_id for r in records}
         complete = {f for f, (have, n) in present.items() if have == n and f in wanted}
-        stale = [f for f in present if f not in complete]
-        self.store.delete_files(db, src.collection, stale)
+        self.store.delete_files(db, src.collection, [f for f in present if f not in complete])
         todo = [r for r in records if r.file_id not in complete]
-        counts.files = len(records)
-        counts.removed = self._removed_since_live(src, wanted)
-        label = f"build {src.channel}"
+        counts = SourceCounts(collection=src.collection, modality=src.modality, files=len(records))
+        label = f"build {src.channel}" + (f" {shard}" if shard else "")
         self.reporter.start(label, len(records), "files")
         self.reporter.advance(label, len(records) - len(todo))
         self.reporter.start(self._embed_label(src), None, "chunks" if src.modality == "text" else "images")
@@ -209,10 +223,14 @@ class Builder:
             self._build_images(db, src, todo, counts, label)
         self.reporter.finish(label)
         self.reporter.finish(self._embed_label(src))
-        self.store.seal(db, src.collection)
-        counts.rows = self.store.count(db, src.collection)
+        if whole:
+            counts.removed = self.removed_since_live(src, wanted)
+            self.store.seal(db, src.collection)
+            counts.rows = self.store.count(db, src.collection)
+        return counts
 
-    def _removed_since_live(self, src: SourceIndex, wanted: set[str]) -> int:
+    def removed_since_live(self, src: SourceIndex, wanted: set[str]) -> int:
+        """Files the live release had in ``src`` that ``wanted`` (this release's) lacks."""
         """Files the live release had in this source that this one no longer has."""
         live = self.registry.pointer().live
         if not live or live == self._release:
@@ -353,9 +371,7 @@ class Builder:
         index_dir = index_dir or self.ws.index_dir
         bundle = read_bundle(index_dir)
         release = check_release_name(name) if name else self.registry.next_name()
-        self._release = release
-        if self.cache is not None:
-            self.cache.begin_build(release)
+        self.use_release(release)
         record = self.registry.get(release)
         db = database_name(self.cfg, release)
         if record is not None and record.state not in ("building", "failed"):
@@ -380,9 +396,7 @@ class Builder:
         try:
             self.store.ensure_database(db)
             for src in read_bundle(self.ws.release_dir(release) / "index").data_manifest:
-                counts = SourceCounts(collection=src.collection, modality=src.modality)
-                self.build_source(db, src, counts)
-                record.sources[src.channel] = counts
+                record.sources[src.channel] = self.build_source(release, db, src)
                 faults.point("after:build.source")
             record.state = "built"
             record.error = None
@@ -441,5 +455,5 @@ def build(
     A rerun for a ``building``/``failed`` release resumes if the data index is
     the same, else starts over. Never touches the live pointer.
     """
-    builder = Builder(cfg, store, registry, reporter or Quiet(), text_embedder, image_embedder, cache)
+    builder = Builder(cfg, store, registry, reporter or Quiet(), Models(cfg, text_embedder, image_embedder), cache)
     return builder.run(name, index_dir)

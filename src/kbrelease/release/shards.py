@@ -179,27 +179,7 @@ def build_shard(builder: Builder, release: str, source: str, shard: Shard) -> Sh
     src = read_bundle(folder / "index").source(source)
     records = read_source_index(folder / "index" / src.index_file)
     start, end = shard.bounds(len(records))
-    part = records[start:end]
-    builder._release = release
-    if builder.cache is not None:
-        builder.cache.begin_build(release)
-    db = record.database
-    present = builder.store.file_rows(db, src.collection, [r.file_id for r in part])
-    complete = {f for f, (have, n) in present.items() if have == n}
-    builder.store.delete_files(db, src.collection, [f for f in present if f not in complete])
-    todo = [r for r in part if r.file_id not in complete]
-    counts = SourceCounts(collection=src.collection, modality=src.modality, files=len(part))
-    label = f"build {src.channel} {shard}"
-    embed_label = builder._embed_label(src)
-    builder.reporter.start(label, len(part), "files")
-    builder.reporter.advance(label, len(part) - len(todo))
-    builder.reporter.start(embed_label, None, "chunks" if src.modality == "text" else "images")
-    if src.modality == "text":
-        builder._build_text(db, src, todo, counts, label)
-    else:
-        builder._build_images(db, src, todo, counts, label)
-    builder.reporter.finish(label)
-    builder.reporter.finish(embed_label)
+    counts = builder.build_source(release, record.database, src, records[start:end], str(shard))
     result = ShardResult(release, source, str(shard), counts, round(time.monotonic() - started, 3))
     _atomic_json(folder / SHARDS_DIR / source / shard.file_name, result.asdict())
     return result
@@ -242,12 +222,12 @@ def finalize(builder: Builder, release: str) -> ReleaseRecord:
             f"release {release!r} cannot be finalized: shard(s) not built yet: {listed}; build them "
             f"(e.g. `kbrelease build --release {release} --source {first_source} --shard {first_shard}`), then finalize again"
         )
-    builder._release = release
+    builder.use_release(release)
     record.sources = {}
     for src in bundle.data_manifest:
         counts = _merge(src, results[src.channel])
         records = read_source_index(folder / "index" / src.index_file)
-        counts.removed = builder._removed_since_live(src, {r.file_id for r in records})
+        counts.removed = builder.removed_since_live(src, {r.file_id for r in records})
         builder.store.seal(record.database, src.collection)
         counts.rows = builder.store.count(record.database, src.collection)
         record.sources[src.channel] = counts
