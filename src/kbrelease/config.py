@@ -487,7 +487,11 @@ class Config(_Model):
         return env.service_port if env else None
 
     def redacted(self) -> dict[str, Any]:
-        """A JSON-safe dump with every secret of the table replaced by '***' (or null) and URLs without credentials."""
+        """A JSON-safe dump with every secret of the table replaced by '***' (or null) and URLs without credentials.
+
+        Public API for programs that log or show their configuration (kbrelease itself
+        prints none); the secret tests use it to prove nothing leaks.
+        """
         data = self.model_dump(mode="json")
         for secret in SECRETS:
             if secret.path is None:

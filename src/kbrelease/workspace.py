@@ -36,6 +36,10 @@ class Workspace:
             return self.root / "releases" / release
         return self.root / "envs" / self.environment / "releases" / release
 
+    def release_index(self, release: str) -> Path:
+        """The data index frozen into a release when its build began (``bundle.yaml`` + one Parquet per source)."""
+        return self.release_dir(release) / "index"
+
     def bundle_dir(self, name: str) -> Path:
         """Resolved data indexes of one bundle spec, one folder per bundle version."""
         return self.root / "bundles" / name

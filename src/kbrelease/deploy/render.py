@@ -7,14 +7,13 @@ A file this renderer wrote before and no longer renders (the HPA after
 
 from __future__ import annotations
 
-import os
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from kbrelease.atomic import atomic_write
 from kbrelease.config import Config
 from kbrelease.config_secrets import keys_for, plain_values
 from kbrelease.deploy import k8s
@@ -104,12 +103,6 @@ Try the workflow on one machine first: `kbrelease argo run-local . -p {RELEASE_P
 """
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _refuse_secret_values(cfg: Config, texts: list[tuple[str, str]]) -> None:
     """The last guard: no configured secret value may reach a rendered file (they are only referenced)."""
     values = plain_values(cfg)
@@ -132,8 +125,8 @@ def render(cfg: Config, out: Path) -> RenderInfo:
     texts = [(name, HEADER + yaml.safe_dump(obj, sort_keys=False, allow_unicode=True, width=200)) for name, obj in wanted]
     _refuse_secret_values(cfg, texts)
     for name, text in texts:
-        _write(out / name, text)
+        atomic_write(out / name, text)
         info.files.append(name)
-    _write(out / "README.md", readme(cfg))
+    atomic_write(out / "README.md", readme(cfg))
     info.files.append("README.md")
     return info

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kbrelease.atomic import atomic_write
 from kbrelease.config import Config
 from kbrelease.errors import DataIndexError, NotInIndex
 from kbrelease.index.data_index import ROW_GROUP_ROWS, Bundle, SourceIndex, read_bundle, table_checksum, write_bundle
@@ -273,9 +274,7 @@ def resolve(cfg: Config, spec: BundleSpec, spec_path: Path | None = None) -> Res
         _swap_into_place(stage, final)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    tmp = root / f".{LATEST}.tmp-{os.getpid()}"
-    tmp.write_text(spec.version + "\n", encoding="utf-8")
-    os.replace(tmp, root / LATEST)
+    atomic_write(root / LATEST, spec.version + "\n")
     return ResolvedBundle(bundle, final)
 
 
@@ -285,11 +284,6 @@ def _swap_into_place(stage: Path, final: Path) -> None:
         os.replace(final, old)
     os.replace(stage, final)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def resolve_file(cfg: Config, path: Path) -> ResolvedBundle:
-    """Load the spec at ``path`` and resolve it (``kbrelease index --bundle FILE``)."""
-    return resolve(cfg, load_spec(path), path)
 
 
 # --- finding an index by name -------------------------------------------------
@@ -354,7 +348,7 @@ def locate_index(ws: Workspace, name: str, version: str | None = None, live: str
         if not live:
             raise NotInIndex("no release is live in this environment; publish one with `kbrelease publish`")
         name = live
-    frozen = ws.release_dir(name) / "index"
+    frozen = ws.release_index(name)
     if (frozen / "bundle.yaml").is_file():
         return frozen
     known = ", ".join(b["name"] for b in list_bundles(ws)) or "none"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from kbrelease.atomic import atomic_write, temp_beside
 from kbrelease.errors import ReleaseError
 
 INDEX_SCHEMA_VERSION = 1
@@ -160,17 +160,6 @@ def arrow_schema() -> Any:
     )
 
 
-def _tmp_name(path: Path) -> Path:
-    # pid alone is not unique: pods sharing a volume all run as pid 1 or so
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = _tmp_name(path)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_source_index(path: Path, records: list[FileRecord]) -> None:
     """Write one source's Parquet index atomically."""
     import pyarrow as pa
@@ -190,7 +179,7 @@ def write_source_index(path: Path, records: list[FileRecord]) -> None:
         schema=arrow_schema(),
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp = temp_beside(path)
     pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
     os.replace(tmp, path)
 
@@ -305,7 +294,7 @@ def write_bundle(index_dir: Path, sources: list[SourceIndex], name: str = "kbrel
     )
     bundle.meta["checksum"] = bundle.checksum
     index_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(index_dir / "bundle.yaml", yaml.dump(bundle.to_dict(), Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True).encode())
+    atomic_write(index_dir / "bundle.yaml", yaml.dump(bundle.to_dict(), Dumper=_NoAliasDumper, sort_keys=False, allow_unicode=True).encode())
     return bundle
 
 

@@ -17,13 +17,13 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from kbrelease.atomic import atomic_write_json
 from kbrelease.monitor.checks import CheckResult
 from kbrelease.trust.redact import RedactingFilter, register_secret
 
@@ -96,9 +96,7 @@ class IncidentBook:
 
     def _save(self) -> None:
         data = {"open": {k: vars(v) for k, v in sorted(self.incidents.items())}, "resolved_undelivered": [vars(n) for n in self.resolved]}
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path)
+        atomic_write_json(self.path, data)
 
     def update(self, results: list[CheckResult], now: str, hooks: list[str]) -> None:
         """Open incidents for new problems, resolve the ones whose check now passes.

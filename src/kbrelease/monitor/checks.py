@@ -117,7 +117,7 @@ def completeness(cfg: Config, store: MilvusStore, registry: Registry, live: str 
         record = registry.require(live)
     except KbReleaseError as exc:
         return [CheckResult("completeness", "live", "problem", f"cannot evaluate: cannot read the live release {live!r}: {exc}")]
-    folder = Workspace.of(cfg).release_dir(live) / "index"
+    folder = Workspace.of(cfg).release_index(live)
     try:
         bundle = read_bundle(folder)
     except KbReleaseError as exc:

@@ -80,7 +80,7 @@ class Monitor:
             checked += completeness(self.cfg, self.kb.store, self.kb.registry, live)
         elif not checked:
             checked.append(CheckResult("completeness", "live", "unknown", "Milvus cannot be reached (see storage:milvus)"))
-        folder = self.ws.release_dir(live) / "index" if live else self.ws.index_dir
+        folder = self.ws.release_index(live) if live else self.ws.index_dir
         index_name = f"release {live}" if live else "current (last sync)"
         try:
             checked += checksums(self.cfg, read_bundle(folder), folder, sample)
@@ -98,21 +98,6 @@ class Monitor:
         report.seconds = round(time.monotonic() - started, 3)
         self.collector.report = report
         return report
-
-    def run_forever(self, stop: threading.Event, interval_s: float | None = None) -> None:
-        """Check every ``interval_s`` (default ``monitor.interval_minutes``) until ``stop`` is set.
-
-        A failing run is logged and the loop goes on: the monitor must outlive what it watches.
-        """
-        interval = interval_s if interval_s is not None else self.cfg.monitor.interval_minutes * 60
-        while not stop.is_set():
-            try:
-                report = self.run_once()
-                if not report.ok:
-                    log.warning("integrity problems: %s", ", ".join(r.key for r in report.results if r.status == "problem"))
-            except Exception:
-                log.exception("monitor run failed")
-            stop.wait(interval)
 
     async def run_async(self, stop: asyncio.Event | None = None, interval_s: float | None = None) -> None:
         """The same loop for an asyncio service: each run in a worker thread, so requests are never blocked."""

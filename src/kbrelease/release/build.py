@@ -204,7 +204,7 @@ class Builder:
         self.use_release(release)
         whole = records is None
         if records is None:
-            records = read_source_index(self.ws.release_dir(release) / "index" / src.index_file)
+            records = read_source_index(self.ws.release_index(release) / src.index_file)
         dim = self.text.identity.dim if src.modality == "text" else self.image.identity.dim
         self.store.ensure_collection(db, src.collection, dim, description=f"kbrelease source {src.channel}")
         present = self.store.file_rows(db, src.collection, None if whole else [r.file_id for r in records])
@@ -235,7 +235,7 @@ class Builder:
         live = self.registry.pointer().live
         if not live or live == self._release:
             return 0
-        previous = read_source_index(self.ws.release_dir(live) / "index" / src.index_file)
+        previous = read_source_index(self.ws.release_index(live) / src.index_file)
         return sum(1 for r in previous if r.file_id not in wanted)
 
     @staticmethod
@@ -379,7 +379,7 @@ class Builder:
         restart = record is None or record.data_index_checksum != bundle.checksum
         if restart:
             self.store.drop_database(db)
-            frozen = self.ws.release_dir(release) / "index"
+            frozen = self.ws.release_index(release)
             if frozen.exists():
                 shutil.rmtree(frozen)
             shutil.copytree(index_dir, frozen, ignore=shutil.ignore_patterns(".*"))
@@ -395,7 +395,7 @@ class Builder:
         started = time.monotonic()
         try:
             self.store.ensure_database(db)
-            for src in read_bundle(self.ws.release_dir(release) / "index").data_manifest:
+            for src in read_bundle(self.ws.release_index(release)).data_manifest:
                 record.sources[src.channel] = self.build_source(release, db, src)
                 faults.point("after:build.source")
             record.state = "built"

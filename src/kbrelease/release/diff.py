@@ -24,9 +24,8 @@ if TYPE_CHECKING:
     from kbrelease.release.quality import GoldenQuery
 
 
-def _files(folder: Path) -> dict[str, dict[str, str]]:
+def _files(index: Path) -> dict[str, dict[str, str]]:
     """``source -> {relative_path: checksum}`` of a release's frozen data index (empty when it has none)."""
-    index = folder / "index"
     if not (index / "bundle.yaml").is_file():
         return {}
     bundle = read_bundle(index)
@@ -49,7 +48,7 @@ def _chunks(store: MilvusStore, record: ReleaseRecord, source: str) -> Counter[s
 def diff_releases(kb: KbRelease, old: ReleaseRecord, new: ReleaseRecord, queries: list[GoldenQuery] | None = None) -> dict[str, Any]:
     """``{"from", "to", "sources": {name: {"files": {...}, "chunks": {...}}}, "queries": [...]}``."""
     ws = Workspace.of(kb.cfg)
-    files_old, files_new = _files(ws.release_dir(old.name)), _files(ws.release_dir(new.name))
+    files_old, files_new = _files(ws.release_index(old.name)), _files(ws.release_index(new.name))
     sources: dict[str, Any] = {}
     for name in sorted(set(old.sources) | set(new.sources) | set(files_old) | set(files_new)):
         a, b = files_old.get(name, {}), files_new.get(name, {})

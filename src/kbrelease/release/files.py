@@ -90,7 +90,7 @@ class ReleaseFiles:
             if found is not None:
                 self._indexes.move_to_end(key)
                 return found
-        folder = self.ws.release_dir(record.name) / "index"
+        folder = self.ws.release_index(record.name)
         if not is_name("source", source):  # a release record from a package names its sources
             raise UnknownFile(f"release {record.name!r} names source {source[:80]!r}, which is not a valid source name; it was altered")
         try:

@@ -6,19 +6,11 @@ registry row in Milvus holds the same record for every process to read.
 
 from __future__ import annotations
 
-import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
+from kbrelease.atomic import atomic_write, atomic_write_json
 from kbrelease.release.registry import ReleaseRecord
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def release_info_text(record: ReleaseRecord, state: str | None = None) -> str:
@@ -77,5 +69,5 @@ def quality_lines(quality: dict[str, Any] | None) -> list[str]:
 
 def write_manifest(folder: Path, record: ReleaseRecord) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic(folder / "manifest.json", json.dumps(record.asdict(), indent=2, ensure_ascii=False) + "\n")
-    _atomic(folder / "RELEASE_INFO.txt", release_info_text(record))
+    atomic_write_json(folder / "manifest.json", record.asdict())
+    atomic_write(folder / "RELEASE_INFO.txt", release_info_text(record))

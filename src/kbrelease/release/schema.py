@@ -77,8 +77,3 @@ def migrate_manifest(data: dict[str, Any], where: str = "the manifest") -> dict[
         version += 1
     out["schema_version"] = version
     return out
-
-
-def versions_table() -> list[dict[str, Any]]:
-    """The table for docs and ``kbrelease check --json``."""
-    return [{"version": v.version, "written_by": v.written_by, "changes": v.changes, "read": v.version in READS} for v in MANIFEST_VERSIONS]

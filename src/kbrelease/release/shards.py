@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kbrelease.atomic import atomic_write_json
 from kbrelease.errors import ConfigError, ReleaseError
 from kbrelease.index.data_index import SourceIndex, read_bundle, read_source_index
 from kbrelease.release.build import MAX_REPORTED, Builder
@@ -116,13 +115,6 @@ class ShardResult:
         )
 
 
-def _atomic_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def read_plan(folder: Path, release: str) -> BuildPlan:
     path = folder / PLAN_FILE
     if not path.is_file():
@@ -147,7 +139,7 @@ def prepare(builder: Builder, release: str | None, shard_files: int, index_dir: 
     """
     record = builder.begin(release, index_dir)
     folder = builder.ws.release_dir(record.name)
-    bundle = read_bundle(folder / "index")
+    bundle = read_bundle(builder.ws.release_index(record.name))
     builder.store.ensure_database(record.database)
     for src in bundle.data_manifest:
         dim = builder.text.identity.dim if src.modality == "text" else builder.image.identity.dim
@@ -159,7 +151,7 @@ def prepare(builder: Builder, release: str | None, shard_files: int, index_dir: 
         shard_files=shard_files,
         sources={s.channel: shard_count(s.file_count, shard_files) for s in bundle.data_manifest},
     )
-    _atomic_json(folder / PLAN_FILE, asdict(plan))
+    atomic_write_json(folder / PLAN_FILE, asdict(plan), mkdir=True)
     return plan
 
 
@@ -176,12 +168,12 @@ def build_shard(builder: Builder, release: str, source: str, shard: Shard) -> Sh
             f"shard {shard} does not match the plan of release {release!r}: source {source!r} has {len(expected)} shard(s) "
             f"({', '.join(expected)}); see `kbrelease argo shards --release {release} --source {source}`"
         )
-    src = read_bundle(folder / "index").source(source)
-    records = read_source_index(folder / "index" / src.index_file)
+    src = read_bundle(builder.ws.release_index(release)).source(source)
+    records = read_source_index(builder.ws.release_index(release) / src.index_file)
     start, end = shard.bounds(len(records))
     counts = builder.build_source(release, record.database, src, records[start:end], str(shard))
     result = ShardResult(release, source, str(shard), counts, round(time.monotonic() - started, 3))
-    _atomic_json(folder / SHARDS_DIR / source / shard.file_name, result.asdict())
+    atomic_write_json(folder / SHARDS_DIR / source / shard.file_name, result.asdict(), mkdir=True)
     return result
 
 
@@ -204,7 +196,7 @@ def finalize(builder: Builder, release: str) -> ReleaseRecord:
     record = builder.registry.require(release)
     _require_building(record, "it can be finalized")
     plan = read_plan(folder, release)
-    bundle = read_bundle(folder / "index")
+    bundle = read_bundle(builder.ws.release_index(release))
     missing: list[tuple[str, str]] = []
     results: dict[str, list[dict[str, Any]]] = {}
     for src in bundle.data_manifest:
@@ -226,7 +218,7 @@ def finalize(builder: Builder, release: str) -> ReleaseRecord:
     record.sources = {}
     for src in bundle.data_manifest:
         counts = _merge(src, results[src.channel])
-        records = read_source_index(folder / "index" / src.index_file)
+        records = read_source_index(builder.ws.release_index(release) / src.index_file)
         counts.removed = builder.removed_since_live(src, {r.file_id for r in records})
         builder.store.seal(record.database, src.collection)
         counts.rows = builder.store.count(record.database, src.collection)

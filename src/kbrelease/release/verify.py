@@ -23,7 +23,7 @@ def _check_source(cfg: Config, store: MilvusStore, record: ReleaseRecord, name: 
     if counts is None:
         return [f"{name}: source is in the data index but was not built"]
     problems: list[str] = []
-    indexed = {r.file_id for r in read_source_index(ws.release_dir(record.name) / "index" / index_file)}
+    indexed = {r.file_id for r in read_source_index(ws.release_index(record.name) / index_file)}
     present = store.file_rows(record.database, counts.collection)
     partial = [f for f, (have, n) in present.items() if have != n]
     unknown = [f for f in present if f not in indexed]
@@ -68,7 +68,7 @@ def verify(cfg: Config, store: MilvusStore, registry: Registry, name: str) -> Re
     if record.state == "failed" and not record.verification:
         raise ReleaseError(f"release {name!r} failed to build ({record.error}); run `kbrelease build --release {name}` again")
     ws = Workspace.of(cfg)
-    bundle = read_bundle(ws.release_dir(name) / "index")
+    bundle = read_bundle(ws.release_index(name))
     problems: list[str] = []
     if bundle.checksum != record.data_index_checksum:
         problems.append("the frozen data index does not match the checksum in the manifest")

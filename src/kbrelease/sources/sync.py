@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kbrelease.atomic import atomic_write_json
 from kbrelease.config import Config, SourceConfig
 from kbrelease.errors import UnsafePath
 from kbrelease.index.data_index import (
@@ -91,10 +92,7 @@ def record_sync(ws: Workspace, sources: list[str], when: datetime | None = None)
     state = read_sync_state(ws)
     stamp = (when or datetime.now(UTC)).isoformat(timespec="seconds")
     state.update(dict.fromkeys(sources, stamp))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps({"last_success": state}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, {"last_success": state}, mkdir=True, sort_keys=True)
 
 
 def read_sync_state(ws: Workspace) -> dict[str, str]:
