@@ -338,8 +338,21 @@ class PackagesConfig(_Model):
     )
 
 
+class CanaryConfig(_Model):
+    """A share of the live traffic sent to a candidate release before the switch."""
+
+    release: str = Field(pattern=r"^[A-Za-z0-9_]{1,48}$", description="A verified release that is not live yet.")
+    share: float = Field(default=0.1, ge=0, le=1, description="Share of unpinned searches it answers (0.1: one in ten).")
+
+
 class ServiceConfig(_Model):
     """The search service (``kbrelease serve``) and its web page."""
+
+    canary: CanaryConfig | None = Field(
+        default=None,
+        description="Send a share of the searches that pin no release to a candidate ({release: v7, share: 0.1}); "
+        "/metrics then reports latency and zero-hit rate per release. Also set at run time by PUT /api/v1/canary (admin).",
+    )
 
     host: str = Field(default="127.0.0.1", description="Address to listen on (0.0.0.0 to accept other machines). Env: KBRELEASE_SERVICE_HOST.")
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port. Env: KBRELEASE_SERVICE_PORT.")

@@ -115,6 +115,7 @@ def test_workflow_graph_is_complete(rendered: Path) -> None:
         "index",
         "finalize",
         "verify",
+        "diff",
         "approve",
         "switch",
         "gc",
@@ -124,7 +125,9 @@ def test_workflow_graph_is_complete(rendered: Path) -> None:
         assert tasks[f"shards-{s}"].depends == ["index"]
         assert tasks[f"build-{s}"].producer == f"shards-{s}"
     assert sorted(tasks["finalize"].depends) == ["build-docs", "build-faq-2024", "build-pictures"]
-    assert tasks["approve"].depends == ["verify"]
+    assert tasks["diff"].depends == ["verify"]  # the approver reads what changed in this step's log
+    assert dag.templates["diff"]["container"]["args"] == ["diff", "{{inputs.parameters.release}}"]
+    assert tasks["approve"].depends == ["diff"]
     assert "suspend" in dag.templates["approve"]
     assert tasks["switch"].depends == ["approve"]
     assert tasks["gc"].depends == ["switch"]
@@ -161,7 +164,7 @@ def test_every_step_retries_transient_failures_with_backoff(rendered: Path) -> N
     dag, _ = load(rendered)
     containers = [t for t in dag.templates.values() if "container" in t]
 
-    assert len(containers) == 9
+    assert len(containers) == 10  # the diff step of the approval included
     for t in containers:
         retry = t["retryStrategy"]
         assert retry["limit"] == 3 and retry["retryPolicy"] == "Always"
@@ -191,7 +194,7 @@ def test_every_step_is_a_valid_kbrelease_command(rendered: Path) -> None:
         args = [re.sub(r"\{\{inputs\.parameters\.(\w+)\}\}", lambda m: samples[m.group(1)], a) for a in t["container"]["args"]]
         assert "{{" not in " ".join(args)
         seen.add(parse_kbrelease(args).name)
-    assert seen == {"sync", "build", "shards", "verify", "switch", "gc"}
+    assert seen == {"sync", "build", "shards", "verify", "diff", "switch", "gc"}
 
 
 def test_the_service_runs_kbrelease_serve_with_probes_and_resources(rendered: Path) -> None:
@@ -243,7 +246,7 @@ def test_without_approval_verify_leads_straight_to_switch(tmp_path: Path, monkey
     out = render_cli(tmp_path, CONFIG.replace("approval: true", "approval: false"), monkeypatch)
     dag, _ = load(out)
 
-    assert "approve" not in dag.tasks
+    assert "approve" not in dag.tasks and "diff" not in dag.tasks
     assert dag.tasks["switch"].depends == ["verify"]
 
 

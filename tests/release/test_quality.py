@@ -124,6 +124,10 @@ def test_cli_diff_and_history(gated: Any, tmp_path: Path, corpus: Path) -> None:
     text = runner.invoke(app, ["-c", cfg, "diff", "v1", "v2", "--no-queries"]).stdout
     assert "docs: files +1 -0 ~0 (4 unchanged)" in text and "    + new.md" in text
 
+    against_live = json.loads(runner.invoke(app, ["-c", cfg, "diff", "v1", "--no-queries", "--json"]).stdout)
+    assert (against_live["from"], against_live["to"]) == ("v2", "v1")  # one name: compared with the live release
+    assert against_live["sources"]["docs"]["files"]["removed"] == ["new.md"]
+
     rolled = runner.invoke(app, ["-c", cfg, "rollback", "--reason", "testing the history"])
     assert rolled.exit_code == 0, rolled.output
     history = runner.invoke(app, ["-c", cfg, "history"]).stdout.splitlines()

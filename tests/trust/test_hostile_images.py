@@ -280,7 +280,7 @@ def _q(**params: Any) -> str:
 THUMB = "/api/v1/thumbnails"
 HOSTILE_URLS: list[tuple[str, int | None]] = [  # the URL, and its status when a 4xx is required (None: anything but a 5xx)
     (_q(q="vpn", release='v1" or key like "%'), 422),
-    (_q(q="vpn", release="v" * 49), 404),
+    (_q(q="vpn", release="v" * 49), 400),  # passes the route's pattern, not the release grammar
     (_q(q="vpn", release="v" * 65), 422),
     (_q(q="vpn", release="../../etc"), 422),
     (_q(q="vpn", release="nope"), 404),
@@ -298,7 +298,7 @@ HOSTILE_URLS: list[tuple[str, int | None]] = [  # the URL, and its status when a
     ("/api/v1/search?q=%ED%A0%80", None),  # a lone surrogate as raw bytes: invalid UTF-8
     ("/api/v1/search?q=vpn&q=other&k=1&k=2", None),
     (f"{THUMB}/v1%22%20or%201/pictures/0123456789abcdef0123", 422),
-    (f"{THUMB}/{'v' * 49}/pictures/0123456789abcdef0123", 404),
+    (f"{THUMB}/{'v' * 49}/pictures/0123456789abcdef0123", 400),
     (f"{THUMB}/v1/pictures/..%2F..%2Fetc%2Fpasswd", 404),
     (f"{THUMB}/v1/docs/0123456789abcdef0123", 404),
     (f"{THUMB}/v1/pictures/0123456789abcdef0123", 404),
@@ -357,12 +357,14 @@ def test_nul_anywhere_in_a_text_file_is_binary_content(data: bytes) -> None:
         decode_text(data)
 
 
-def test_a_data_index_row_outside_the_mirror_is_that_file_s_failure(project: Any, tmp_path: Path) -> None:
-    """A forged data index (one from a package) that names ../../ paths or a FIFO: reported by name, never read."""
+def test_a_forged_data_index_is_refused_and_a_fifo_row_is_that_file_s_failure(project: Any, tmp_path: Path) -> None:
+    """A forged data index (one from a package) that names ../../ or absolute paths is refused whole, never read;
+    a row that names a FIFO in the mirror is that file's failure."""
     import hashlib
     import os
 
-    from kbrelease.index.data_index import FileRecord, file_id_for, read_source_index, summarize_source, write_bundle, write_source_index
+    from kbrelease.errors import DataIndexError
+    from kbrelease.index.data_index import FileRecord, file_id_for, read_bundle, read_source_index, summarize_source, write_bundle, write_source_index
 
     project.sync()
     ws = Path(project.cfg.workspace)
@@ -375,20 +377,25 @@ def test_a_data_index_row_outside_the_mirror_is_that_file_s_failure(project: Any
     rel = os.path.relpath(secret, mirror)
     checksum = hashlib.sha256(secret.read_bytes()).hexdigest()
     stamp = rows[0].timestamp
-    forged = [FileRecord(file_id_for("docs", p), p, stamp, 23, checksum) for p in (rel, "pipe.txt", str(secret))]
-    write_source_index(index, rows + forged)
-    from kbrelease.index.data_index import read_bundle
 
-    bundle = read_bundle(ws / "index")
-    docs = next(s for s in bundle.data_manifest if s.channel == "docs")
-    summary = summarize_source("docs", "text", docs.collection, docs.version, docs.storage_path, docs.index_file, rows + forged)
-    write_bundle(ws / "index", [summary if s.channel == "docs" else s for s in bundle.data_manifest])
+    def forge(paths: list[str]) -> None:
+        forged = [FileRecord(file_id_for("docs", p), p, stamp, 23, checksum) for p in paths]
+        write_source_index(index, rows + forged)
+        bundle = read_bundle(ws / "index")
+        docs = next(s for s in bundle.data_manifest if s.channel == "docs")
+        summary = summarize_source("docs", "text", docs.collection, docs.version, docs.storage_path, docs.index_file, rows + forged)
+        write_bundle(ws / "index", [summary if s.channel == "docs" else s for s in bundle.data_manifest])
+
+    forge([rel, str(secret)])
+    with pytest.raises(DataIndexError, match="refusing the whole index") as refused:
+        project.build()
+    assert "'..' part" in str(refused.value) and "is absolute" in str(refused.value)
+
+    forge(["pipe.txt"])
     project.cfg.max_failed_share = 0.9
-
-    record = project.build()
+    record = project.build("v2")
 
     failures = {f["file"]: f["reason"] for f in record.sources["docs"].failures}
-    assert "leads outside" in failures[rel] or "'..' part" in failures[rel]
-    assert "is absolute" in failures[str(secret)]
     assert "not a regular file" in failures["pipe.txt"]
-    assert not any(h.file == rel for h in project.search("launch code", k=5, release=record.name))
+    project.verify("v2")
+    assert not any("launch code" in h.text for h in project.search("launch code", k=5, release="v2"))

@@ -18,18 +18,28 @@ def register(app: typer.Typer) -> None:
 
 def diff(
     ctx: typer.Context,
-    old: Annotated[str, typer.Argument(help="The earlier release.")],
-    new: Annotated[str, typer.Argument(help="The later release.")],
+    old: Annotated[str, typer.Argument(help="The earlier release (with one name only: the later one, compared with the live release).")],
+    new: Annotated[str | None, typer.Argument(help="The later release.")] = None,
     queries: Annotated[
         Path | None, typer.Option("--queries", help="Golden queries (YAML/JSONL) whose top k to compare (default: quality.golden_queries).")
     ] = None,
     no_queries: Annotated[bool, typer.Option("--no-queries", help="Compare files and chunks only.")] = False,
     json_output: JsonOpt = False,
 ) -> None:
-    """Files added/removed/changed, chunks added/removed/reused per source, and golden queries whose top k changed."""
+    """Files added/removed/changed, chunks added/removed/reused per source, and golden queries whose top k changed.
+
+    `kbrelease diff v7` compares the live release with v7 (what the approval step of the Argo workflow prints).
+    """
     from kbrelease.release.diff import diff_text
 
     with project(ctx, json_output) as kb:
+        if new is None:
+            live = kb.registry.pointer().live
+            if live is None:
+                message = f"nothing is live yet: every file of {old} is new"
+                echo_json({"from": None, "to": old, "sources": {}, "queries": [], "note": message}) if json_output else typer.echo(message)
+                return
+            old, new = live, old
         golden = None
         if not no_queries and (queries is not None or kb.cfg.quality.golden_queries is not None):
             golden = kb.golden_queries(queries)

@@ -6,7 +6,7 @@
         └─▶ index                      kbrelease build --release R --prepare
               └─▶ shards-<source>      kbrelease argo shards --release R --source S   → ["1/3","2/3","3/3"]
                     └─▶ build-<source> (withParam: one step per shard; text on CPU, images on a GPU)
-                          └─▶ finalize → verify → [approve: suspend] → switch → gc
+                          └─▶ finalize → verify → [diff → approve: suspend] → switch → gc
 
 Every step runs the ``kbrelease`` command a user runs locally, in the same
 container image, with the same config (mounted from a ConfigMap) and the
@@ -113,6 +113,7 @@ def workflow_template(cfg: Config) -> Any:
         finalize_t = step("finalize", ["build", "--release", release, "--finalize"], ["release"])
         verify_t = step("verify", ["verify", release], ["release"])
         approve_t = w.Suspend(name="approve") if d.approval else None
+        diff_t = step("diff", ["diff", release], ["release"]) if d.approval else None
         switch_t = step("switch", ["switch", release], ["release"])
         gc_t = step("gc", ["gc"], [])
 
@@ -138,8 +139,9 @@ def workflow_template(cfg: Config) -> Any:
             verify = verify_t(name="verify", arguments={"release": RELEASE})
             switch = switch_t(name="switch", arguments={"release": RELEASE})
             gc = gc_t(name="gc")
-            if approve_t is not None:
-                finalize >> verify >> approve_t(name="approve") >> switch >> gc
+            if approve_t is not None and diff_t is not None:
+                # The approver reads what changed (files, chunks, golden queries) in the diff step's log, then resumes.
+                finalize >> verify >> diff_t(name="diff", arguments={"release": RELEASE}) >> approve_t(name="approve") >> switch >> gc
             else:
                 finalize >> verify >> switch >> gc
     return template

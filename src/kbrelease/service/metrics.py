@@ -29,6 +29,13 @@ class Metrics:
         self.search = Histogram("kbrelease_search_seconds", "Time in Milvus for one query, all sources of the modality.", ["modality"], buckets=b, registry=r)
         self.live = Gauge("kbrelease_live_release", "1 for the release this replica serves as live.", ["environment", "release"], registry=r)
         self.switches = Counter("kbrelease_live_switches_seen", "Moves of the live pointer this replica has seen.", registry=r)
+        self.release_latency = Histogram(
+            "kbrelease_search_release_seconds", "Time to answer one search (embed + Milvus), by the release that answered.", ["release"], buckets=b, registry=r
+        )
+        self.release_searches = Counter(
+            "kbrelease_searches", "Searches answered, by release and whether it was a canary answer.", ["release", "canary"], registry=r
+        )
+        self.release_zero_hits = Counter("kbrelease_search_zero_hits", "Searches that found nothing, by release.", ["release"], registry=r)
         self.model_ready = Gauge("kbrelease_model_ready", "1 when the embedder of the modality is loaded and warm.", ["modality"], registry=r)
 
     def set_live(self, environment: str, old: str | None, new: str | None) -> None:

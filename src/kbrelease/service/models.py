@@ -56,6 +56,15 @@ class SourceCountsOut(BaseModel):
     failed: int = 0
 
 
+class QualityOut(BaseModel):
+    """What the golden queries measured when the release was verified (quality.golden_queries)."""
+
+    k: int | None = None
+    recall: float | None = Field(default=None, description="recall@k: the share of expected files found in the top k.")
+    mrr: float | None = None
+    gate_passed: bool | None = Field(default=None, description="Whether the release passed the quality gate.")
+
+
 class ReleaseSummary(BaseModel):
     name: str
     state: str = Field(description="building, built, verified, live, retired, failed or dropped.")
@@ -64,6 +73,7 @@ class ReleaseSummary(BaseModel):
     data_index_checksum: str
     sources: dict[str, SourceCountsOut]
     error: str | None = None
+    quality: QualityOut | None = Field(default=None, description="Golden-query recall of the release, when quality.golden_queries is set.")
 
 
 class ReleasesOut(BaseModel):

@@ -1,4 +1,4 @@
-"""Release endpoints: the list with states and counts, one manifest, the live one, and the admin switch/rollback."""
+"""Release endpoints: the list with states and counts, one manifest, the live one, the admin switch/rollback, and the canary split."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
 
 from kbrelease.release.registry import Pointer
 from kbrelease.service.auth import AdminAccess, ReadAccess
@@ -70,3 +71,45 @@ async def rollback(request: Request) -> PointerOut:
     """Switch back to the previous live release (admin token)."""
     pointer = await run_in_threadpool(service(request).kb.rollback)
     return _moved(request, pointer, "rollback")
+
+
+class CanaryIn(BaseModel):
+    """A canary split: ``share`` of the searches that pin no release go to ``release``."""
+
+    model_config = {"extra": "forbid"}
+
+    release: str = Field(pattern=NAME_PATTERN, description="A verified release that is not live yet.")
+    share: float = Field(0.1, ge=0, le=1, description="Share of unpinned searches it answers.")
+
+
+class CanaryOut(BaseModel):
+    release: str | None = None
+    share: float = 0.0
+
+
+@router.get("/canary", response_model=CanaryOut, dependencies=[ReadAccess], responses=responses(401, 403))
+def canary(request: Request) -> CanaryOut:
+    """The canary split this replica applies (none: every unpinned search goes to the live release)."""
+    current = service(request).canary
+    return CanaryOut(release=current.release, share=current.share) if current else CanaryOut()
+
+
+@router.put("/canary", response_model=CanaryOut, dependencies=[AdminAccess], responses=responses(401, 403, 404, 409, 422, 503))
+async def set_canary(request: Request, body: CanaryIn) -> CanaryOut:
+    """Send a share of the live traffic to a candidate release (admin token); this replica only, until it restarts."""
+    from kbrelease.config import CanaryConfig
+
+    svc = service(request)
+    await run_in_threadpool(svc.follower.resolve, body.release)  # a release that cannot answer is refused now, not per request
+    svc.canary = CanaryConfig(release=body.release, share=body.share)
+    svc.log.info("canary", extra={"release": body.release, "share": body.share})
+    return CanaryOut(release=body.release, share=body.share)
+
+
+@router.delete("/canary", response_model=CanaryOut, dependencies=[AdminAccess], responses=responses(401, 403))
+def clear_canary(request: Request) -> CanaryOut:
+    """Stop the canary split (admin token)."""
+    svc = service(request)
+    svc.canary = None
+    svc.log.info("canary stopped")
+    return CanaryOut()

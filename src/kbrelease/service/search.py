@@ -47,8 +47,10 @@ def check_limits(svc: ServiceState, q: str | None, k: int) -> None:
         raise ApiError(422, "invalid_request", f"k: {k} is over service.max_k ({limits.max_k}); ask for fewer results")
 
 
-def _out(request: Request, svc: ServiceState, result: SearchResult, query: str | None, k: int, source: str | None, started: float) -> Response:
-    svc.observe(result)
+def _out(
+    request: Request, svc: ServiceState, result: SearchResult, query: str | None, k: int, source: str | None, started: float, canary: bool = False
+) -> Response:
+    svc.observe(result, canary)
     request.state.release = result.release
     root = request.scope.get("root_path", "")
     hits = []
@@ -66,7 +68,11 @@ def _out(request: Request, svc: ServiceState, result: SearchResult, query: str |
         search_ms=round(result.search_seconds * 1000, 3),
         took_ms=round((time.perf_counter() - started) * 1000, 3),
     )
-    return json_response(out)
+    response = json_response(out)
+    response.headers["X-KB-Release"] = result.release  # the release that answered, for canaries and logs
+    if canary:
+        response.headers["X-KB-Canary"] = "1"
+    return response
 
 
 @router.get("/search", response_model=SearchOut, responses=responses(400, 401, 403, 404, 409, 422, 503))
@@ -76,9 +82,9 @@ def search_text(request: Request, q: str = Q, k: int = K, source: str | None = S
     svc = service(request)
     check_limits(svc, q, k)
     svc.require_model("text")
-    record = svc.follower.resolve(release)
+    record, canary = svc.route(release)
     result = svc.kb.query(q, k, source, record)
-    return _out(request, svc, result, q, k, source, started)
+    return _out(request, svc, result, q, k, source, started, canary)
 
 
 class SearchIn(BaseModel):
@@ -137,8 +143,8 @@ async def search_image(request: Request, k: int = K, source: str | None = SOURCE
         if text is not None:
             check_limits(svc, text, k)
             svc.require_model("image")
-            result = await run_in_threadpool(_text_to_image, svc, text, k, source, release)
-            return _out(request, svc, result, text, k, source, started)
+            result, canary = await run_in_threadpool(_text_to_image, svc, text, k, source, release)
+            return _out(request, svc, result, text, k, source, started, canary)
         assert isinstance(upload, UploadFile)
         declared = (upload.content_type or "application/octet-stream").lower()
         if not declared.startswith(IMAGE_TYPES):
@@ -148,20 +154,20 @@ async def search_image(request: Request, k: int = K, source: str | None = SOURCE
         if len(data) > limit:
             raise ApiError(413, "upload_too_large", f"the upload is over service.max_upload_bytes ({limit:,} bytes); send a smaller image")
         svc.require_model("image")
-        result = await run_in_threadpool(_image, svc, data, k, source, release)
-        return _out(request, svc, result, None, k, source, started)
+        result, canary = await run_in_threadpool(_image, svc, data, k, source, release)
+        return _out(request, svc, result, None, k, source, started, canary)
     finally:
         await form.close()
 
 
-def _image(svc: ServiceState, data: bytes, k: int, source: str | None, release: str | None) -> SearchResult:
-    record = svc.follower.resolve(release)
-    return svc.kb.query_image(data, k, source, record, svc.cfg.service.max_upload_pixels, "service.max_upload_pixels")
+def _image(svc: ServiceState, data: bytes, k: int, source: str | None, release: str | None) -> tuple[SearchResult, bool]:
+    record, canary = svc.route(release)
+    return svc.kb.query_image(data, k, source, record, svc.cfg.service.max_upload_pixels, "service.max_upload_pixels"), canary
 
 
-def _text_to_image(svc: ServiceState, text: str, k: int, source: str | None, release: str | None) -> SearchResult:
-    record = svc.follower.resolve(release)
-    return svc.kb.query_text_to_image(text, k, source, record)
+def _text_to_image(svc: ServiceState, text: str, k: int, source: str | None, release: str | None) -> tuple[SearchResult, bool]:
+    record, canary = svc.route(release)
+    return svc.kb.query_text_to_image(text, k, source, record), canary
 
 
 THUMB_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -10,6 +10,7 @@ it to a ready replica instead).
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -17,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kbrelease.api import KbRelease
-from kbrelease.config import Config
+from kbrelease.config import CanaryConfig, Config
 from kbrelease.errors import KbReleaseError
 from kbrelease.release.files import ReleaseFiles
 from kbrelease.release.follow import LiveFollower
+from kbrelease.release.registry import ReleaseRecord
 from kbrelease.search import SearchResult
 from kbrelease.service.errors import ApiError
 from kbrelease.service.metrics import Metrics
@@ -75,6 +77,8 @@ class ServiceState:
         self.started_at = time.time()
         self._thread: threading.Thread | None = None
         self._model_lock = threading.Lock()
+        self.canary: CanaryConfig | None = cfg.service.canary
+        """The canary split in force (service.canary at start, then PUT/DELETE /api/v1/canary)."""
 
     # --- startup ------------------------------------------------------------
     def start(self) -> None:
@@ -171,6 +175,17 @@ class ServiceState:
         checks.update({"live": live, "collections_loaded": loaded, "registry_error": self.follower.last_error})
         return models_ok and live is not None and loaded, checks
 
-    def observe(self, result: SearchResult) -> None:
+    def observe(self, result: SearchResult, canary: bool = False) -> None:
         self.metrics.embed.labels(result.modality).observe(result.embed_seconds)
         self.metrics.search.labels(result.modality).observe(result.search_seconds)
+        self.metrics.release_latency.labels(result.release).observe(result.embed_seconds + result.search_seconds)
+        self.metrics.release_searches.labels(result.release, "true" if canary else "false").inc()
+        if not result.hits:
+            self.metrics.release_zero_hits.labels(result.release).inc()
+
+    def route(self, pinned: str | None) -> tuple[ReleaseRecord, bool]:
+        """The release a search uses, and whether it is a canary answer: a pinned one, else the canary's share, else live."""
+        canary = self.canary
+        if pinned is None and canary is not None and canary.share > 0 and random.random() < canary.share:  # noqa: S311 - traffic split, not crypto
+            return self.follower.resolve(canary.release), True
+        return self.follower.resolve(pinned), False

@@ -87,14 +87,15 @@ async function loadReleases() {
   const rows = $("release-rows");
   rows.replaceChildren();
   const list = [...data.releases].reverse();
-  if (!list.length) rows.append(el("tr", {}, el("td", { colspan: "4", class: "muted", text: "no releases yet — run kbrelease publish" })));
+  if (!list.length) rows.append(el("tr", {}, el("td", { colspan: "5", class: "muted", text: "no releases yet — run kbrelease publish" })));
   for (const r of list) {
     const t = totals(r);
     const tr = el("tr", { class: r.state === "live" ? "is-live" : "", "data-release": r.name },
       el("td", { text: r.name }),
       el("td", {}, el("span", { class: `state ${r.state}`, text: r.state })),
       el("td", { class: "num", text: t.files.toLocaleString() }),
-      el("td", { class: "num", text: t.rows.toLocaleString() }));
+      el("td", { class: "num", text: t.rows.toLocaleString() }),
+      recallCell(r.quality));
     tr.title = Object.entries(r.sources).map(([n, c]) => `${n} (${c.modality}): ${c.files} files, ${c.rows} rows`).join("\n");
     rows.append(tr);
   }
@@ -212,6 +213,14 @@ function render(result, request) {
   }
   if (!n) $("summary").textContent += " — nothing matched";
   else if (!strong.length) $("summary").textContent += " — no strong match";
+}
+
+// The golden-query recall@k of a release (quality gate), or a dash without golden queries.
+function recallCell(q) {
+  if (!q || q.recall === null || q.recall === undefined) return el("td", { class: "num muted", text: "–" });
+  const cell = el("td", { class: `num recall ${q.gate_passed === false ? "refused" : ""}`, text: q.recall.toFixed(2) });
+  cell.title = `recall@${q.k} ${q.recall.toFixed(3)}, MRR ${q.mrr.toFixed(3)}; quality gate ${q.gate_passed === false ? "refused" : "passed"}`;
+  return cell;
 }
 
 function scoreBar(score) {
