@@ -179,7 +179,7 @@ def stream(client: httpx.Client, pid: int, fmt: str, batch_size: int, expected: 
                     records += batch.num_rows
                     nbytes += batch.nbytes
             else:
-                from kbrelease.client import _lines
+                from kbrelease.index.client import _lines
 
                 for line in _lines(response.iter_bytes()):
                     nbytes += len(line)
@@ -192,7 +192,7 @@ def stream(client: httpx.Client, pid: int, fmt: str, batch_size: int, expected: 
 
 
 def client_stream(base: str, pid: int, batch_size: int, expected: int) -> dict[str, Any]:
-    from kbrelease.client import DataIndexClient
+    from kbrelease.index.client import DataIndexClient
 
     with DataIndexClient(base) as client, RssSampler(pid) as sampler:
         t = time.perf_counter()

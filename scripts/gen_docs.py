@@ -114,7 +114,7 @@ def env_markdown() -> str:
         "",
         "## Secrets",
         "",
-        "From the one table `kbrelease.config_secrets.SECRETS`: read from the environment only (a secret written in",
+        "From the one table `kbrelease.config.secrets.SECRETS`: read from the environment only (a secret written in",
         "`kbrelease.yaml` is refused), masked in every output, and only referenced (`secretKeyRef`) by rendered manifests.",
         "Credentials inside `MILVUS_URI`, `TEXT_EMBEDDING_BASE_URL` or `S3_ENDPOINT_URL` (`user:pass@`, `?api_key=`) are masked too,",
         "and `kbrelease argo render` refuses them (a ConfigMap is not secret).",
@@ -122,7 +122,7 @@ def env_markdown() -> str:
         "| variable | what | read by |",
         "|---|---|---|",
     ]
-    from kbrelease.config_secrets import SECRETS
+    from kbrelease.config.secrets import SECRETS
 
     lines += [f"| `{s.env}` | {s.description} | {', '.join(sorted(s.components))} |" for s in SECRETS]
     lines += [

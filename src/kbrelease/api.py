@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from kbrelease.cache.embeddings import CacheStats, EmbeddingCache
+from kbrelease.cache.file_packages import PackageInfo
 from kbrelease.config import Config
-from kbrelease.embedding.base import ImageEmbedder, TextEmbedder
+from kbrelease.embedding.base import ImageEmbedder, RecordedEmbedder, TextEmbedder
 from kbrelease.embedding.models import Models
 from kbrelease.progress import Quiet, Reporter
-from kbrelease.release.file_packages import PackageInfo
 from kbrelease.release.registry import Pointer, Registry, ReleaseRecord
-from kbrelease.search import Hit, SearchResult
+from kbrelease.release.search import Hit, SearchResult
 from kbrelease.sources.sync import SyncInfo
 from kbrelease.store.milvus import MilvusStore
 from kbrelease.trust.names import check_name
@@ -410,7 +410,7 @@ class KbRelease:
         if record.chunking.get("target_tokens") != self.cfg.text.chunk_target_tokens:
             return None
         # The configured identities, read from the model files: a publish with nothing to do loads no model.
-        if all(self.identity(kind).matches(built) for kind, built in record.embedders.items()):
+        if all(RecordedEmbedder.from_record(built).compare(self.identity(kind)) == "same" for kind, built in record.embedders.items()):
             return record
         return None
 
@@ -515,8 +515,8 @@ class KbRelease:
 
     def cache_export(self, out: Path, files: list[str] | None = None, release: str | None = None, sign: Path | None = None) -> PackageInfo:
         """Write per-file content packages of a release (default: the live one); ``sign``: a PEM Ed25519 private key."""
-        from kbrelease.release.file_packages import export_packages
-        from kbrelease.search import resolve_release
+        from kbrelease.cache.file_packages import export_packages
+        from kbrelease.release.search import resolve_release
         from kbrelease.trust.signing import SigningKey
 
         signer = SigningKey.load(sign) if sign is not None else None
@@ -524,8 +524,8 @@ class KbRelease:
 
     def cache_import(self, folder: Path) -> PackageInfo:
         """Load per-file content packages into the embedding cache: checksums and models checked, and the vectors
-        believed only on a trusted signature or after a re-embedded sample agrees (see release/file_packages.py)."""
-        from kbrelease.release.file_packages import Verifier, import_packages
+        believed only on a trusted signature or after a re-embedded sample agrees (see cache/file_packages.py)."""
+        from kbrelease.cache.file_packages import Verifier, import_packages
         from kbrelease.trust.signing import load_trusted_keys
         from kbrelease.workspace import Workspace
 
@@ -557,13 +557,13 @@ class KbRelease:
 
     def resolve(self, release: str | ReleaseRecord | None = None) -> ReleaseRecord:
         """The release a search uses: a record already resolved, the named one, or the live one (read now)."""
-        from kbrelease.search import resolve_release
+        from kbrelease.release.search import resolve_release
 
         return release if isinstance(release, ReleaseRecord) else resolve_release(self.registry, release)
 
     def query(self, query: str, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> SearchResult:
         """Text search of one release's text sources, with the release name and timings."""
-        from kbrelease.search import check_query, run_search
+        from kbrelease.release.search import check_query, run_search
 
         text = check_query(query, k)
         record = self.resolve(release)
@@ -581,7 +581,7 @@ class KbRelease:
     ) -> SearchResult:
         """Image search by an example image. ``max_pixels`` (default ``image.max_pixels``) refuses bombs."""
         from kbrelease.images.preprocess import preprocess_image
-        from kbrelease.search import check_k, run_search
+        from kbrelease.release.search import check_k, run_search
 
         check_k(k)
         data = image.read_bytes() if isinstance(image, Path) else image
@@ -596,7 +596,7 @@ class KbRelease:
         """Images described by a text, when the image model has a text tower (CLIP-like); else QueryError."""
         from kbrelease.embedding.base import ImageTextEmbedder
         from kbrelease.errors import QueryError
-        from kbrelease.search import check_query, run_search
+        from kbrelease.release.search import check_query, run_search
 
         text = check_query(query, k)
         emb = self.image_embedder

@@ -10,8 +10,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from kbrelease.client import DataIndexClient, Dataset, FileInfo
 from kbrelease.errors import AuthenticationError, DataIndexError, NotInIndex, ServiceUnavailable
+from kbrelease.index.client import DataIndexClient, Dataset, FileInfo
 from kbrelease.index.data_index import file_id_for
 
 from data_workspace import SPEC, data_app, day, make_workspace, write_spec

@@ -104,7 +104,7 @@ def test_nginx_is_opened_to_other_machines_only_on_request(compose: list[str]) -
 
 
 def test_every_secret_the_service_and_publish_need_is_passed_from_the_environment_never_written(compose: list[str]) -> None:
-    from kbrelease.config_secrets import keys_for
+    from kbrelease.config.secrets import keys_for
 
     values = {key: f"sentinel-{key.lower()}" for key in {*keys_for("service"), *keys_for("workflow")}}
     services = _services(compose, MINIO_ROOT_PASSWORD="x", **values)

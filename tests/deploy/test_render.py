@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from deploy.rendering import CONFIG, SECRETS, by_kind, documents, parse_kbrelease, render_cli, schema_errors
 from kbrelease.config import load_config
-from kbrelease.config_secrets import keys_for
+from kbrelease.config.secrets import keys_for
 from kbrelease.deploy.dag import load
 
 SEED_VARIABLES = (

@@ -10,6 +10,7 @@ import pytest
 
 from kbrelease import KbRelease, load_config
 from kbrelease.cache.embeddings import namespace
+from kbrelease.embedding.base import RecordedEmbedder
 from kbrelease.embedding.factory import make_text_embedder
 from kbrelease.embedding.local_text import LocalTextEmbedder
 from kbrelease.errors import ConfigError
@@ -53,7 +54,7 @@ def test_int8_has_its_own_identity_and_cache_namespace(local_embedder: LocalText
     assert (int8.kind, int8.model, int8.dim, int8.revision) == (fp32.kind, fp32.model, fp32.dim, fp32.revision)
     assert int8.preprocessing == "maxseq256,int8-dyn-pc" != fp32.preprocessing
     assert namespace(int8) != namespace(fp32)
-    assert not int8.matches({"model": fp32.model, "dim": fp32.dim, "revision": fp32.revision, "preprocessing": fp32.preprocessing})
+    assert RecordedEmbedder.of(fp32).compare(int8) == "compatible"  # same model and dimension, other vectors: never mixed
     assert int8_embedder.max_tokens == local_embedder.max_tokens
     assert "quantize='int8'" in repr(int8_embedder)
 

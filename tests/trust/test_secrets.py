@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from kbrelease.config import load_config
-from kbrelease.config_secrets import SECRETS, keys_for
+from kbrelease.config.secrets import SECRETS, keys_for
 from kbrelease.errors import ConfigError
 
 from embed_server import EmbedServer
@@ -417,8 +417,8 @@ def test_the_service_warns_when_it_listens_beyond_loopback_without_an_api_token(
 
 
 def test_the_data_index_client_names_its_service_without_credentials(tmp_path: Path) -> None:
-    from kbrelease.client import DataIndexClient
     from kbrelease.errors import KbReleaseError
+    from kbrelease.index.client import DataIndexClient
 
     from servers import free_port
 

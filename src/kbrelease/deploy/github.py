@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from kbrelease.config import Config
-from kbrelease.config_secrets import keys_for, url_credentials
+from kbrelease.config.secrets import keys_for, url_credentials
 from kbrelease.errors import ConfigError
 
 WORKSPACE = ".kbrelease-ci"

@@ -17,7 +17,7 @@ from hera.workflows.models.io.k8s.apimachinery.pkg.util.intstr import IntOrStrin
 from pydantic import BaseModel, ConfigDict, Field
 
 from kbrelease.config import Config, ResourcesConfig
-from kbrelease.config_secrets import keys_for
+from kbrelease.config.secrets import keys_for
 from kbrelease.deploy.settings import (
     CONFIG_FILE,
     CONFIG_MOUNT,

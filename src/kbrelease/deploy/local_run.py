@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kbrelease.config import OTHER_ENV, SIMPLE_ENV
-from kbrelease.config_secrets import SECRETS
+from kbrelease.config.secrets import SECRETS
 from kbrelease.deploy.dag import TaskSpec, load
 from kbrelease.errors import ConfigError
 

@@ -15,7 +15,7 @@ import yaml
 
 from kbrelease.atomic import atomic_write
 from kbrelease.config import Config
-from kbrelease.config_secrets import keys_for, plain_values
+from kbrelease.config.secrets import keys_for, plain_values
 from kbrelease.deploy import k8s
 from kbrelease.deploy.settings import check_deployable, names
 from kbrelease.deploy.workflow import RELEASE_PARAM, workflow_template

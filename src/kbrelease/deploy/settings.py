@@ -18,7 +18,7 @@ from pydantic import BaseModel, SecretStr
 
 from kbrelease import __version__
 from kbrelease.config import Config
-from kbrelease.config_secrets import URL_KEYS, url_credentials, value_at
+from kbrelease.config.secrets import URL_KEYS, url_credentials, value_at
 from kbrelease.errors import ConfigError
 
 WORKSPACE_MOUNT = "/workspace"
@@ -28,7 +28,7 @@ TMP_MOUNT = "/tmp"  # noqa: S108 - an emptyDir in the pod: the root filesystem i
 RUN_AS_USER = 10001  # the non-root user of the Dockerfile
 
 # Keys of the Secret deploy.secret_name that pods read come from the one
-# secrets table (kbrelease.config_secrets.keys_for); all optional, so one
+# secrets table (kbrelease.config.secrets.keys_for); all optional, so one
 # Secret serves S3 or local sources, a token or none.
 # What a URL that reaches a ConfigMap may not carry, and where its credentials belong instead.
 _URL_CREDENTIALS_GO_TO = {

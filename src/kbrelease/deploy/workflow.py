@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from kbrelease.config import Config, ResourcesConfig
-from kbrelease.config_secrets import keys_for
+from kbrelease.config.secrets import keys_for
 from kbrelease.deploy import k8s
 from kbrelease.deploy.settings import image, labels, names, slug
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -30,9 +30,48 @@ class EmbedderIdentity:
     def key(self) -> str:
         return f"{self.kind}:{self.model}:{self.dim}:{self.revision}:{self.preprocessing}"
 
-    def matches(self, recorded: dict[str, Any]) -> bool:
-        """Whether a manifest's recorded identity would give the same vectors as this one."""
-        return all(recorded.get(f) == getattr(self, f) for f in ("model", "dim", "revision", "preprocessing"))
+    def describe(self) -> str:
+        return RecordedEmbedder.of(self).describe()
+
+
+Comparison = Literal["same", "compatible", "different"]
+"""``same``: the same vectors; ``compatible``: the same model and dimension, another revision, runtime or
+precision (queries work, vectors drift a little); ``different``: another model or dimension (queries are meaningless)."""
+
+
+@dataclass(frozen=True)
+class RecordedEmbedder:
+    """An embedder identity as a manifest, a package or a service recorded it; :meth:`compare` is the one comparison."""
+
+    model: str
+    dim: int
+    revision: str = ""
+    preprocessing: str = ""
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any] | None) -> RecordedEmbedder:
+        """From a manifest's ``embedders[kind]`` (extra keys such as ``max_tokens`` are ignored; missing ones are empty)."""
+        data = data or {}
+        try:
+            dim = int(data.get("dim") or 0)
+        except (TypeError, ValueError):
+            dim = 0
+        return cls(str(data.get("model") or ""), dim, str(data.get("revision") or ""), str(data.get("preprocessing") or ""))
+
+    @classmethod
+    def of(cls, identity: EmbedderIdentity) -> RecordedEmbedder:
+        return cls(identity.model, identity.dim, identity.revision, identity.preprocessing)
+
+    def compare(self, current: EmbedderIdentity | RecordedEmbedder) -> Comparison:
+        """How vectors recorded as ``self`` relate to those ``current`` makes."""
+        if self.model != current.model or self.dim != current.dim:
+            return "different"
+        if self.revision != current.revision or self.preprocessing != current.preprocessing:
+            return "compatible"
+        return "same"
+
+    def describe(self) -> str:
+        return f"{self.model!r} ({self.dim}-d, rev {self.revision or '-'}, {self.preprocessing or '-'})"
 
 
 @runtime_checkable

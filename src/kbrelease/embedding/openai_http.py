@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Self
 import httpx
 import numpy as np
 
-from kbrelease.config_secrets import url_credentials
+from kbrelease.config.secrets import url_credentials
 from kbrelease.embedding.base import EmbedderIdentity, Vectors, l2_normalize
 from kbrelease.errors import ConfigError, EmbeddingError, EmbeddingUnavailable
 from kbrelease.trust.redact import redact, redact_url, register_secret

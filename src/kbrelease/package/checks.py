@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kbrelease.embedding.base import EmbedderIdentity
+from kbrelease.embedding.base import EmbedderIdentity, RecordedEmbedder
 from kbrelease.errors import CompatibilityError, InvalidName, KbReleaseError, PackageError
 from kbrelease.index.bounded import FILE_ID, bad_values, check_parquet, decoded_bytes, path_problems
 from kbrelease.index.data_index import INDEX_SCHEMA_VERSION, Bundle, SourceIndex, index_checksum, read_source_index
@@ -69,7 +69,7 @@ def content_key(manifest: dict[str, Any]) -> str:
 def check_models(record: ReleaseRecord, identity: Identity, environment: str, where: str) -> None:
     for kind, built in record.embedders.items():
         current = identity(kind)
-        if not current.matches(built):
+        if RecordedEmbedder.from_record(built).compare(current) != "same":  # a package's vectors must be the same vectors
             raise CompatibilityError(
                 f"{where}: release {record.name!r} has {kind} vectors of model {built.get('model')!r} ({built.get('dim')}-d, rev "
                 f"{built.get('revision') or '-'}, {built.get('preprocessing') or '-'}) but environment {environment!r} is configured "

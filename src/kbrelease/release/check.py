@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from kbrelease.config import Config
-from kbrelease.embedding.base import EmbedderIdentity
+from kbrelease.embedding.base import EmbedderIdentity, RecordedEmbedder
 from kbrelease.errors import KbReleaseError
 from kbrelease.release.registry import Registry, ReleaseRecord
 from kbrelease.release.schema import MANIFEST_SCHEMA_VERSION, READS, manifest_version
@@ -70,17 +70,16 @@ class CheckReport:
 
 
 def _describe(ident: dict[str, Any] | EmbedderIdentity) -> str:
-    d = vars(ident) if isinstance(ident, EmbedderIdentity) else ident
-    return f"{d.get('model')!r} ({d.get('dim')}-d, rev {d.get('revision') or '-'}, {d.get('preprocessing') or '-'})"
+    return (ident if isinstance(ident, EmbedderIdentity) else RecordedEmbedder.from_record(ident)).describe()
 
 
-def _compare(recorded: dict[str, Any], current: dict[str, Any]) -> Level:
+_LEVELS: dict[str, Level] = {"different": "error", "compatible": "warning", "same": "ok"}
+
+
+def _compare(recorded: dict[str, Any], current: dict[str, Any] | EmbedderIdentity) -> Level:
     """error: other model or dimension (queries are refused or meaningless); warning: same model, other revision/preprocessing."""
-    if recorded.get("model") != current.get("model") or int(recorded.get("dim") or 0) != int(current.get("dim") or 0):
-        return "error"
-    if any(recorded.get(k) != current.get(k) for k in ("revision", "preprocessing")):
-        return "warning"
-    return "ok"
+    now = current if isinstance(current, EmbedderIdentity) else RecordedEmbedder.from_record(current)
+    return _LEVELS[RecordedEmbedder.from_record(recorded).compare(now)]
 
 
 def _models(cfg: Config, identity: Callable[[str], EmbedderIdentity], kinds: set[str], report: CheckReport) -> dict[str, EmbedderIdentity]:
@@ -143,7 +142,7 @@ def _release(
         current = models.get(kind)
         if current is None:
             continue  # the model itself was reported as unusable
-        level = _compare(built, vars(current))
+        level = _compare(built, current)
         if level != "ok":
             problems += 1
             report.add(
@@ -287,7 +286,7 @@ def check(
     models = _models(cfg, identity, kinds, report)
     _data_index(cfg, report, live[0] if live else None)
     if pointer is not None and not pointer.live:
-        from kbrelease.search import no_live_message
+        from kbrelease.release.search import no_live_message
 
         report.add("live release", "warning", no_live_message(registry))
     if live is not None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from kbrelease.errors import KbReleaseError, NoLiveRelease
 from kbrelease.release.registry import Pointer, Registry, ReleaseRecord
-from kbrelease.search import check_searchable, no_live_message
+from kbrelease.release.search import check_searchable, no_live_message
 from kbrelease.store.milvus import MilvusStore
 from kbrelease.trust.names import check_name
 

@@ -5,7 +5,7 @@ ring buffer that ``GET /api/v1/logs`` returns. Secrets never reach either:
 
 * request headers are not logged at all (``Authorization`` included);
 * the final line goes through the one redaction (:func:`kbrelease.trust.redact.redact`):
-  every secret of the table (``kbrelease.config_secrets``) and of this app's
+  every secret of the table (``kbrelease.config.secrets``) and of this app's
   config, URL userinfo, bearer tokens and ``token=``-style pairs become ``***``,
   whatever put them there;
 * uvicorn's and the root logger's handlers get a :class:`RedactingFilter` when
@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from urllib.parse import quote, quote_plus
 
 from kbrelease.config import Config
-from kbrelease.config_secrets import plain_values
+from kbrelease.config.secrets import plain_values
 from kbrelease.trust.redact import RedactingFilter, redact
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}

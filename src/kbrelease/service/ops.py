@@ -51,7 +51,7 @@ def info(request: Request) -> Response:
     svc = service(request)
     embedders: dict[str, dict[str, Any]] = {}
     if svc.warmup.ready.get("text"):
-        embedders["text"] = asdict(svc.kb.query_text_embedder.identity)
+        embedders["text"] = asdict(svc.kb.identity("text"))  # the configured model; queries run on a compatible runtime of it
     if svc.warmup.ready.get("image"):
         embedders["image"] = asdict(svc.kb.image_embedder.identity)
     try:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from kbrelease.errors import UnknownFile
-from kbrelease.search import SearchResult
+from kbrelease.release.search import SearchResult
 from kbrelease.service.auth import ReadAccess
 from kbrelease.service.errors import ApiError, responses
 from kbrelease.service.models import HitOut, SearchOut, json_response

@@ -23,7 +23,7 @@ from kbrelease.errors import KbReleaseError
 from kbrelease.release.files import ReleaseFiles
 from kbrelease.release.follow import LiveFollower
 from kbrelease.release.registry import ReleaseRecord
-from kbrelease.search import SearchResult
+from kbrelease.release.search import SearchResult
 from kbrelease.service.errors import ApiError
 from kbrelease.service.metrics import Metrics
 

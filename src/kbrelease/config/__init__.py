@@ -17,8 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from kbrelease.config_secrets import SECRETS, URL_KEYS, parse_url_list, read_env, refuse_in_file, register_config_secrets, value_at
-from kbrelease.environments import environment_token, select_environment
+from kbrelease.config.environments import environment_token, select_environment
+from kbrelease.config.secrets import SECRETS, URL_KEYS, parse_url_list, read_env, refuse_in_file, register_config_secrets, value_at
 from kbrelease.errors import ConfigError
 from kbrelease.trust.redact import redact_known, redact_url
 
@@ -557,7 +557,7 @@ OTHER_ENV: dict[str, str] = {
     "KBRELEASE_TRUSTED_KEYS": "packages.trusted_keys: colon-separated paths of trusted Ed25519 public keys (PEM)",
     "KBRELEASE_LOCK_LEASE_S": "seconds of the environment lock's lease on a Milvus server (default 60; renewed every third of it)",
 }
-# The secrets have their own table: kbrelease.config_secrets.SECRETS.
+# The secrets have their own table: kbrelease.config.secrets.SECRETS.
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:

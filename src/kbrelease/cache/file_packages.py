@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from kbrelease.cache.embeddings import EmbeddingCache, content_key, namespace
-from kbrelease.embedding.base import EmbedderIdentity, ImageEmbedder, TextEmbedder
+from kbrelease.embedding.base import EmbedderIdentity, ImageEmbedder, RecordedEmbedder, TextEmbedder
 from kbrelease.errors import ConfigError, PackageError, ReleaseError, UnsafePath
 from kbrelease.index.bounded import FILE_ID, SHA256_HEX, check_parquet, decoded_bytes
 from kbrelease.release.registry import ReleaseRecord
@@ -396,7 +396,7 @@ def import_packages(cache: EmbeddingCache, folder: Path, identities: dict[str, E
         meta = _metadata(pkg, file_id, checksum)
         current = identities.get(meta["modality"])
         built = meta.get("embedder") or {}
-        if current is None or not current.matches(built):
+        if current is None or RecordedEmbedder.from_record(built).compare(current) != "same":
             raise ConfigError(
                 f"package {pkg}: made with {meta['modality']} model {built.get('model')!r} ({built.get('dim')}-d, rev {built.get('revision')}) "
                 f"but this environment is configured for {current.model if current else 'none'!r}; configure the same model to import it"

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kbrelease.embedding.base import EmbedderIdentity
+from kbrelease.embedding.base import EmbedderIdentity, RecordedEmbedder
 from kbrelease.errors import CompatibilityError, NoLiveRelease, QueryError, ReleaseError
 from kbrelease.release.registry import Registry, ReleaseRecord
 from kbrelease.store.milvus import MilvusStore
@@ -94,12 +94,12 @@ def no_live_message(registry: Registry) -> str:
 
 def check_compatible(record: ReleaseRecord, kind: str, identity: EmbedderIdentity) -> None:
     """Refuse to query a release with vectors from a different model."""
-    built = record.embedders.get(kind)
-    if not built:
+    if not record.embedders.get(kind):
         raise QueryError(f"release {record.name!r} has no {kind} sources; search it by {'image' if kind == 'text' else 'text'}, or pick another release")
-    if built.get("model") != identity.model or int(built.get("dim", 0)) != identity.dim:
+    built = RecordedEmbedder.from_record(record.embedders[kind])
+    if built.compare(identity) == "different":  # "compatible" (another runtime or revision of the same model) answers
         raise CompatibilityError(
-            f"release {record.name!r} was built with {kind} model {built.get('model')!r} ({built.get('dim')}-d) but the "
+            f"release {record.name!r} was built with {kind} model {built.model!r} ({built.dim}-d) but the "
             f"configured model is {identity.model!r} ({identity.dim}-d); configure the same model or search a release built with it"
         )
 

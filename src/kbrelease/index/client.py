@@ -1,6 +1,6 @@
 """Python client of the data-index API (seed 003), over httpx.
 
->>> from kbrelease.client import DataIndexClient
+>>> from kbrelease.index.client import DataIndexClient
 >>> with DataIndexClient("http://127.0.0.1:8000", token="...") as client:
 ...     dataset = client.get_dataset("weekly_docs", "v1.0.0-2025.25")
 ...     files = client.list_files("weekly_docs", channel="docs", start_time="2025-06-01T00:00:00Z", end_time="2025-06-02T00:00:00Z")
