@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import logging
 import math
-import random
 import threading
 import time
 from collections.abc import Sequence
@@ -34,6 +32,7 @@ import numpy as np
 from kbrelease.config.secrets import url_credentials
 from kbrelease.embedding.base import EmbedderIdentity, Vectors, l2_normalize
 from kbrelease.errors import ConfigError, EmbeddingError, EmbeddingUnavailable
+from kbrelease.retry import MAX_WAIT, backoff, parse_retry_after
 from kbrelease.trust.redact import redact, redact_url, register_secret
 
 if TYPE_CHECKING:
@@ -45,7 +44,7 @@ __all__ = ["OpenAITextEmbedder", "embeddings_url"]
 
 logger = logging.getLogger(__name__)
 
-_MAX_BACKOFF = 30.0
+_MAX_BACKOFF = MAX_WAIT
 """Longest single wait between attempts, seconds (also caps Retry-After)."""
 _MAX_MESSAGE = 500
 """Longest server message quoted in an error."""
@@ -63,24 +62,6 @@ class _Retryable(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    if math.isnan(seconds):
-        return None
-    return min(max(seconds, 0.0), _MAX_BACKOFF)
 
 
 class OpenAITextEmbedder:
@@ -265,11 +246,7 @@ class OpenAITextEmbedder:
         return payload
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return retry_after
-        # Exponential with "equal jitter": half fixed, half random.
-        delay = min(self.backoff_base * (2.0**attempt), _MAX_BACKOFF)
-        return delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 - jitter, not crypto
+        return backoff(attempt, self.backoff_base, _MAX_BACKOFF, retry_after)
 
     def _embed_batch(self, batch: list[str]) -> Vectors:
         payload = self._payload(batch)
@@ -316,7 +293,7 @@ class OpenAITextEmbedder:
         status = response.status_code
         if status == 429 or status >= 500:
             reason = f"HTTP {status}: {self._server_message(response)}"
-            raise _Retryable(reason, _parse_retry_after(response.headers.get("Retry-After")))
+            raise _Retryable(reason, parse_retry_after(response.headers.get("Retry-After"), _MAX_BACKOFF))
         if status >= 400:
             hint = ""
             if status in (401, 403):

@@ -35,6 +35,7 @@ from urllib.parse import quote
 import httpx
 
 from kbrelease.errors import AuthenticationError, DataIndexError, KbReleaseError, NotInIndex, ServiceError, ServiceUnavailable
+from kbrelease.retry import backoff, parse_retry_after
 from kbrelease.trust.redact import redact_url
 
 RETRY_STATUS = frozenset({429, 502, 503, 504})
@@ -237,10 +238,8 @@ class DataIndexClient:
         return ServiceError(f"{self.shown_url} answered HTTP {status}: {detail}", status)
 
     def _pause(self, attempt: int, response: httpx.Response | None = None) -> None:
-        wait = self.backoff * 2**attempt
-        if response is not None and response.headers.get("Retry-After", "").isdigit():
-            wait = min(float(response.headers["Retry-After"]), 30.0)
-        time.sleep(wait)
+        retry_after = parse_retry_after(response.headers.get("Retry-After")) if response is not None else None
+        time.sleep(backoff(attempt, self.backoff, retry_after=retry_after))
 
     @contextlib.contextmanager
     def _open(self, method: str, url: str, **kwargs: Any) -> Iterator[httpx.Response]:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from kbrelease.atomic import atomic_write_json
 from kbrelease.monitor.checks import CheckResult
+from kbrelease.retry import backoff
 from kbrelease.trust.redact import RedactingFilter, register_secret
 
 if TYPE_CHECKING:
@@ -167,7 +168,7 @@ class AlertSender:
             if not retry:
                 return False
             if attempt + 1 < self.attempts:
-                time.sleep(0.5 * 2**attempt)
+                time.sleep(backoff(attempt))
         return False
 
     def deliver(self, notices: list[Notice]) -> list[dict[str, Any]]:

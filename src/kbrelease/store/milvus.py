@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 
 from kbrelease.config import Config
 from kbrelease.errors import StoreError, StoreUnreachable
+from kbrelease.retry import backoff
 from kbrelease.trust.filters import str_literal
 from kbrelease.trust.redact import redact_url
 
@@ -272,7 +273,7 @@ class MilvusStore:
             except Exception:
                 if attempt == attempts - 1:
                     raise
-                time.sleep(1.0 + attempt)
+                time.sleep(backoff(attempt, base=1.0, cap=5.0, jitter=False))
 
     @_translated("count")
     def count(self, db: str, name: str) -> int:
