@@ -465,7 +465,7 @@ class KbRelease:
         """One integrity check (completeness, checksums, sync delay, storage); alerts once per incident."""
         from kbrelease.monitor.monitor import Monitor
 
-        return Monitor(self).run_once(alerts=alerts, checksum_sample=checksum_sample)
+        return Monitor(self.cfg, self.store, self.registry).run_once(alerts=alerts, checksum_sample=checksum_sample)
 
     # --- reading --------------------------------------------------------------
     def status(self) -> dict[str, Any]:

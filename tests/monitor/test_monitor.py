@@ -93,13 +93,13 @@ def test_an_incident_alerts_once_and_resolves_once(tmp_path: Path, isolated_milv
         victim = tmp_path / "src" / "text" / "day-2" / "note-3.md"
         original = victim.read_bytes()
         with KbRelease(cfg) as kb:
-            first = Monitor(kb).run_once()
+            first = Monitor(kb.cfg, kb.store, kb.registry).run_once()
             assert first.ok, str(first)
             assert hooks.bodies == []
 
             _corrupt_in_place(victim)
             for _ in range(3):  # three one-shot runs (cron): one alert
-                report = Monitor(kb).run_once()
+                report = Monitor(kb.cfg, kb.store, kb.registry).run_once()
                 assert not report.ok
             assert len(hooks.texts) == 1
             assert hooks.texts[0].startswith(":rotating_light: kbrelease [default] checksums:docs: 16 of 16 files checked")
@@ -108,9 +108,9 @@ def test_an_incident_alerts_once_and_resolves_once(tmp_path: Path, isolated_milv
 
             victim.write_bytes(original)
             os.utime(victim, (victim.stat().st_atime, victim.stat().st_mtime))
-            resolved = Monitor(kb).run_once()
+            resolved = Monitor(kb.cfg, kb.store, kb.registry).run_once()
             assert resolved.ok
-            Monitor(kb).run_once()
+            Monitor(kb.cfg, kb.store, kb.registry).run_once()
 
         assert len(hooks.texts) == 2
         assert hooks.texts[1].startswith(":white_check_mark: kbrelease [default] resolved checksums:docs (open since ")
@@ -124,16 +124,16 @@ def test_an_undelivered_alert_is_sent_on_the_next_run_and_only_once(tmp_path: Pa
         record_sync(Workspace(cfg.workspace), ["docs"], datetime.now(UTC) - timedelta(hours=2))
         hooks.fail_next = 3  # every attempt of the first run fails
         with KbRelease(cfg) as kb:
-            failed = Monitor(kb).run_once()
+            failed = Monitor(kb.cfg, kb.store, kb.registry).run_once()
             assert failed.alerts == [{"kind": "open", "key": "sync_delay:docs", "delivered": False}]
             assert hooks.bodies == []
 
-            retried = Monitor(kb).run_once()
+            retried = Monitor(kb.cfg, kb.store, kb.registry).run_once()
             assert retried.alerts == [{"kind": "open", "key": "sync_delay:docs", "delivered": True}]
-            assert Monitor(kb).run_once().alerts == []
+            assert Monitor(kb.cfg, kb.store, kb.registry).run_once().alerts == []
 
             sync(cfg)
-            assert [a["kind"] for a in Monitor(kb).run_once().alerts] == ["resolved"]
+            assert [a["kind"] for a in Monitor(kb.cfg, kb.store, kb.registry).run_once().alerts] == ["resolved"]
         assert [t.split(" ")[0] for t in hooks.texts] == [":rotating_light:", ":white_check_mark:"]
 
 
@@ -141,7 +141,7 @@ def test_storage_and_milvus_reachability(tmp_path: Path, isolated_milvus: dict[s
     cfg = _monitor_cfg(tmp_path, isolated_milvus)
     (tmp_path / "src" / "images").rename(tmp_path / "src" / "images-moved")
     with KbRelease(cfg) as kb:
-        report = Monitor(kb).run_once(alerts=False)
+        report = Monitor(kb.cfg, kb.store, kb.registry).run_once(alerts=False)
     storage = {r.target: r for r in report.results if r.check == "storage"}
 
     assert (storage["docs"].status, storage["pictures"].status, storage["milvus"].status) == ("ok", "problem", "ok")
@@ -149,7 +149,7 @@ def test_storage_and_milvus_reachability(tmp_path: Path, isolated_milvus: dict[s
 
     cfg.milvus.uri = "http://127.0.0.1:9"  # nothing listens there
     with KbRelease(cfg) as kb:
-        down = Monitor(kb).run_once(alerts=False)
+        down = Monitor(kb.cfg, kb.store, kb.registry).run_once(alerts=False)
     by_key = {r.key: r for r in down.results}
     assert by_key["storage:milvus"].status == "problem"
     assert by_key["completeness:live"].status == "unknown"
@@ -160,7 +160,7 @@ def test_metrics_are_exposed_in_the_registry_passed_in(tmp_path: Path, isolated_
     _corrupt_in_place(tmp_path / "src" / "text" / "day-1" / "note-1.md")
     registry = CollectorRegistry()
     with KbRelease(cfg) as kb:
-        Monitor(kb, registry=registry).run_once(alerts=False)
+        Monitor(kb.cfg, kb.store, kb.registry, metrics=registry).run_once(alerts=False)
 
     text = generate_latest(registry).decode()
     assert 'kbrelease_monitor_check_ok{check="checksums",target="docs"} 0.0' in text
@@ -210,7 +210,7 @@ def test_the_cli_reports_json_exits_4_on_problems_and_never_shows_the_webhook(
 def test_the_background_loop_runs_until_stopped(tmp_path: Path, isolated_milvus: dict[str, str]) -> None:
     cfg = _monitor_cfg(tmp_path, isolated_milvus)
     with KbRelease(cfg) as kb:
-        monitor = Monitor(kb)
+        monitor = Monitor(kb.cfg, kb.store, kb.registry)
 
         async def loop() -> None:
             stop_async = asyncio.Event()
@@ -232,21 +232,21 @@ def test_completeness_of_the_live_release(tmp_path: Path, isolated_milvus: dict[
         )
         with KbRelease(cfg, text_embedder=text_embedder) as kb:
             live = kb.publish().release
-            report = Monitor(kb).run_once()
+            report = Monitor(kb.cfg, kb.store, kb.registry).run_once()
             assert report.ok, str(report)
             full = next(r for r in report.results if r.key == "completeness:docs")
             assert (full.value, full.details["indexed"], full.details["with_rows"]) == (1.0, 16, 16)
 
             kb.store.delete_files(live.database, live.sources["docs"].collection, [r.file_id for r in _records(cfg, live.name)[:2]])
             for _ in range(2):
-                report = Monitor(kb).run_once()
+                report = Monitor(kb.cfg, kb.store, kb.registry).run_once()
             lost = next(r for r in report.results if r.key == "completeness:docs")
             assert lost.status == "problem"
             assert lost.value == pytest.approx(14 / 16)
             assert f"87.50% of 16 files have rows in live release {live.name} (threshold 99.00%)" in lost.message
 
             kb.publish(force=True)
-            assert Monitor(kb).run_once().ok
+            assert Monitor(kb.cfg, kb.store, kb.registry).run_once().ok
     assert [t.split(" ")[0] for t in hooks.texts] == [":rotating_light:", ":white_check_mark:"]
     assert "completeness:docs" in hooks.texts[0]
 

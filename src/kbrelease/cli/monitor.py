@@ -41,7 +41,7 @@ def monitor(
             from prometheus_client import CollectorRegistry
 
             registry = CollectorRegistry()
-        report = Monitor(kb, registry=registry).run_once(alerts=not no_alerts, checksum_sample=chosen)
+        report = Monitor(kb.cfg, kb.store, kb.registry, metrics=registry).run_once(alerts=not no_alerts, checksum_sample=chosen)
     if registry is not None and metrics_file is not None:
         from prometheus_client import write_to_textfile
 

@@ -2,11 +2,11 @@
 
 One shot (``kbrelease monitor``, for cron or an Argo CronWorkflow)::
 
-    report = Monitor(kb).run_once()
+    report = Monitor(kb.cfg, kb.store, kb.registry).run_once()
 
 In a service, a background loop that also feeds ``/metrics``::
 
-    monitor = Monitor(kb, registry=app.state.registry)
+    monitor = Monitor(kb.cfg, kb.store, kb.registry, metrics=app.state.registry)
     stop = asyncio.Event()
     task = asyncio.create_task(monitor.run_async(stop=stop))   # in the lifespan
     ...
@@ -32,24 +32,27 @@ from kbrelease.workspace import Workspace
 if TYPE_CHECKING:
     import httpx
 
-    from kbrelease.api import KbRelease
+    from kbrelease.config import Config
+    from kbrelease.release.registry import Registry
+    from kbrelease.store.milvus import MilvusStore
 
 log = logging.getLogger("kbrelease.monitor")
 
 
 class Monitor:
-    """Integrity checks of one project (``KbRelease``)."""
+    """Integrity checks of one environment: its config, its store and its release registry."""
 
-    def __init__(self, kb: KbRelease, registry: Any = None, http: httpx.Client | None = None) -> None:
-        """``registry``: a prometheus_client ``CollectorRegistry`` to expose the last report in."""
-        self.kb = kb
-        self.cfg = kb.cfg
-        self.ws = Workspace.of(kb.cfg)
-        self.sender = AlertSender(kb.cfg.monitor.webhook_urls, kb.cfg.environment, kb.cfg.monitor.webhook_timeout_s, http)
+    def __init__(self, cfg: Config, store: MilvusStore, releases: Registry, metrics: Any = None, http: httpx.Client | None = None) -> None:
+        """``metrics``: a prometheus_client ``CollectorRegistry`` to expose the last report in."""
+        self.cfg = cfg
+        self.store = store
+        self.releases = releases
+        self.ws = Workspace.of(cfg)
+        self.sender = AlertSender(cfg.monitor.webhook_urls, cfg.environment, cfg.monitor.webhook_timeout_s, http)
         self.collector = MonitorCollector()
         self._lock = threading.Lock()
-        if registry is not None:
-            registry.register(self.collector)
+        if metrics is not None:
+            metrics.register(self.collector)
 
     @property
     def last_report(self) -> MonitorReport | None:
@@ -64,20 +67,20 @@ class Monitor:
     def _run(self, alerts: bool, sample: int | str) -> MonitorReport:
         started = time.monotonic()
         now = now_utc()
-        results: list[CheckResult] = storage(self.cfg, self.kb.store)
+        results: list[CheckResult] = storage(self.cfg, self.store)
         milvus_up = any(r.key == "storage:milvus" and r.status == "ok" for r in results)
         live = None
         checked: list[CheckResult] = []
         if milvus_up:
             try:
-                live = self.kb.registry.pointer().live
+                live = self.releases.pointer().live
             except KbReleaseError as exc:
                 milvus_up = False
                 log.warning("cannot read the live pointer: %s", exc)
                 # Milvus answers but the registry does not: alert, do not hide it as unknown.
                 checked.append(CheckResult("completeness", "live", "problem", f"cannot evaluate: cannot read the live pointer: {exc}"))
         if milvus_up:
-            checked += completeness(self.cfg, self.kb.store, self.kb.registry, live)
+            checked += completeness(self.cfg, self.store, self.releases, live)
         elif not checked:
             checked.append(CheckResult("completeness", "live", "unknown", "Milvus cannot be reached (see storage:milvus)"))
         folder = self.ws.release_index(live) if live else self.ws.index_dir

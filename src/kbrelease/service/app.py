@@ -68,7 +68,7 @@ def create_app(cfg: Config, kb: KbRelease | None = None) -> FastAPI:
         # however often the app starts); each run is in a worker thread.
         from kbrelease.monitor.monitor import Monitor
 
-        monitor = Monitor(facade, registry=registry)
+        monitor = Monitor(facade.cfg, facade.store, facade.registry, metrics=registry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
