@@ -116,3 +116,20 @@ def test_init_writes_a_starter_that_loads(tmp_path: Path) -> None:
     assert path.read_text(encoding="utf-8") == STARTER
     with pytest.raises(ConfigError, match="--force"):
         write_starter(path)
+
+
+def test_the_starter_is_generated_from_the_model_so_it_names_every_key() -> None:
+    from pydantic import BaseModel
+
+    from kbrelease.config import Config
+
+    for name, field in Config.model_fields.items():
+        if field.exclude or name == "environment":
+            continue
+        assert f"{name}:" in STARTER, name
+        default = field.default_factory() if field.default_factory is not None else field.default  # type: ignore[call-arg]
+        if isinstance(default, BaseModel):
+            for key, sub in type(default).model_fields.items():
+                if not sub.exclude and "SecretStr" not in str(sub.annotation):
+                    assert f"#   {key}: " in STARTER, f"{name}.{key}"
+    assert "token:" not in STARTER and "api_token" not in STARTER  # secrets are never in the file

@@ -714,16 +714,14 @@ def _read_secrets(cfg: Config, env: Mapping[str, str]) -> None:
             setattr(target, leaf, SecretStr(value))
 
 
-STARTER = """\
-# kbrelease configuration. Every key is optional except `sources`.
-# Environment variables override this file (see docs/environment.md);
-# secrets (MILVUS_TOKEN, TEXT_EMBEDDING_API_KEY, AWS keys) live ONLY in the
-# environment, never here.
+_STARTER_HEAD = """\
+# kbrelease configuration, generated from the configuration model (`kbrelease init`).
+# Every key is optional except `sources`; the commented sections show each default.
+# Environment variables override this file (see docs/environment.md); secrets
+# (MILVUS_TOKEN, TEXT_EMBEDDING_API_KEY, AWS keys, tokens) live ONLY in the environment.
+"""
 
-# Where synced files, the data index and build journals are kept.
-workspace: .kbrelease
-
-# Any number of sources; each feeds one collection of every release.
+_STARTER_SOURCES = """\
 sources:
   - name: docs                 # also the collection name unless `collection:` is set
     path: ./corpus/text        # a folder, file:///abs/path, or s3://bucket/prefix
@@ -733,51 +731,64 @@ sources:
   - name: images
     path: ./corpus/images
     modality: image
-
-# s3:
-#   endpoint_url: http://127.0.0.1:9000   # MinIO / Ceph / local test server
-#   profile: default
-#   concurrency: 16
-
-text:
-  embedder: local              # local (all-MiniLM-L6-v2, offline) or openai
-  # model: text-embedding-3-small
-  # base_url: http://127.0.0.1:8000/v1     # OpenAI-compatible /embeddings
-  # dim: 1536
-  chunk_target_tokens: 160     # paragraphs merge up to this; never past the model limit
-  fallback_encoding: latin-1   # for files that are neither UTF-8 nor UTF-16 with BOM
-  # runtime: onnx              # local model on ONNX Runtime (exported once from the same weights)
-  # quantize: bf16             # local model in bfloat16: ~1.7x faster on CPUs with AVX512_BF16/AMX
-
-image:
-  model: efficientnet-lite0    # bundled ImageNet weights, 1280-d
-  # input_size: 224            # default: the model's native input
-  batch_size: 32
-
-milvus:
-  # uri: http://127.0.0.1:19530            # default: embedded Milvus Lite in the workspace
-  db_prefix: kb_               # release databases are <db_prefix><release>
-
-# Environments (optional): each has its own Milvus, live pointer and releases;
-# pick one with --env NAME or KBRELEASE_ENV. Tokens are never written here.
-# default_environment: dev
-# environments:
-#   dev:
-#     service_port: 3003                    # no milvus_uri: an embedded Lite folder of its own
-#   prod:
-#     milvus_uri: http://milvus.prod:19530
-#     token_env: MILVUS_TOKEN_PROD          # the NAME of the variable that holds the token
-#     # token_file: /run/secrets/milvus     # or a file (a mounted Secret)
-#     service_port: 3002
-# service:                     # kbrelease serve (tokens: KBRELEASE_ADMIN_TOKEN / KBRELEASE_API_TOKEN, env only)
-#   host: 127.0.0.1
-#   port: 8000
-#   live_refresh_seconds: 2.0  # a switch reaches every replica within about this time
-
-# A release whose failed share in any source exceeds this cannot go live.
-max_failed_share: 0.01
-keep_releases: 5
 """
+
+_STARTER_ACTIVE = ("workspace", "max_failed_share", "keep_releases")
+"""Top-level keys written uncommented (the rest shows defaults in comments)."""
+
+
+def _yaml_value(value: Any) -> str:
+    from pydantic import TypeAdapter
+
+    value = value.model_dump(mode="json") if isinstance(value, BaseModel) else TypeAdapter(Any).dump_python(value, mode="json")
+    dumped = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10_000).strip()
+    return dumped[:-4].strip() if dumped.endswith("\n...") else dumped.removesuffix("...").strip()
+
+
+def _default(field: Any) -> Any:
+    if field.default_factory is not None:
+        return field.default_factory()
+    return None if field.is_required() else field.default
+
+
+def _wrap_comment(text: str, indent: str) -> list[str]:
+    import textwrap
+
+    return [f"{indent}# {line}" for line in textwrap.wrap(text, 100 - len(indent))]
+
+
+def starter_yaml() -> str:
+    """The commented starter ``kbrelease.yaml``, written from :class:`Config`'s own fields, defaults and descriptions."""
+    lines = [_STARTER_HEAD]
+    for name, field in Config.model_fields.items():
+        if field.exclude or name in ("environment",):
+            continue
+        if field.description:
+            lines += _wrap_comment(field.description, "")
+        if name == "sources":
+            lines.append(_STARTER_SOURCES)
+            continue
+        default = _default(field)
+        model = default if isinstance(default, BaseModel) else None
+        if model is not None:
+            doc = (type(model).__doc__ or "").strip().splitlines()[0]
+            lines += [f"# {name}:  # {doc}"]
+            for key, sub in type(model).model_fields.items():
+                if sub.exclude or "SecretStr" in str(sub.annotation):
+                    continue
+                value = _yaml_value(getattr(model, key))
+                lines += _wrap_comment(sub.description or "", "#   ") if sub.description else []
+                lines.append(f"#   {key}: {value}")
+            lines.append("")
+            continue
+        value = _yaml_value(default)
+        lines.append(f"{name}: {value}" if name in _STARTER_ACTIVE else f"# {name}: {value}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+STARTER = starter_yaml()
+"""The starter config ``kbrelease init`` writes (generated from the model, so it never drifts from it)."""
 
 
 def write_starter(path: Path, force: bool = False) -> Path:
