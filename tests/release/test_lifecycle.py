@@ -241,3 +241,16 @@ def test_with_a_verified_release_waiting_the_advice_is_a_switch(project: Any) ->
 
     with pytest.raises(NoLiveRelease, match=r"release 'v1' is verified: run `kbrelease switch v1`"):
         project.search("vpn")
+
+
+def test_collections_packages_and_build_rows_share_one_row_schema(project: Any) -> None:
+    from kbrelease.package.format import ROW_FIELDS as PACKAGE_FIELDS
+    from kbrelease.store.schema import ROW_FIELDS
+
+    record = project.publish().release
+    for counts in record.sources.values():
+        described = project.store.client(record.database).describe_collection(counts.collection)
+        assert tuple(f["name"] for f in described["fields"]) == ROW_FIELDS
+        first = next(project.store.iter_rows(record.database, counts.collection, list(ROW_FIELDS)))[0]
+        assert set(first) == set(ROW_FIELDS)
+    assert PACKAGE_FIELDS is ROW_FIELDS

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import math
 import tarfile
 import time
@@ -39,6 +38,7 @@ from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.manifest import release_info_text
 from kbrelease.release.registry import ReleaseRecord, now_iso
 from kbrelease.store.milvus import MilvusStore
+from kbrelease.store.schema import arrow_table
 from kbrelease.trust.signing import SigningKey
 
 DEFAULT_PART_BYTES = 64 << 20
@@ -95,27 +95,6 @@ class _Counting(io.RawIOBase):
         self._inner.flush()
 
 
-def _row_table(rows: list[dict[str, Any]], dim: int) -> Any:
-    import numpy as np
-    import pyarrow as pa
-
-    vectors = np.asarray([r["vector"] for r in rows], dtype=np.float32).reshape(-1)
-    columns = {
-        "id": pa.array([r["id"] for r in rows], pa.string()),
-        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors, pa.float32()), dim),
-        "file_id": pa.array([r["file_id"] for r in rows], pa.string()),
-        "file": pa.array([r["file"] for r in rows], pa.string()),
-        "chunk_index": pa.array([int(r["chunk_index"]) for r in rows], pa.int64()),
-        "n_chunks": pa.array([int(r["n_chunks"]) for r in rows], pa.int64()),
-        "start": pa.array([int(r["start"]) for r in rows], pa.int64()),
-        "heading": pa.array([r["heading"] for r in rows], pa.string()),
-        "text": pa.array([r["text"] for r in rows], pa.string()),
-        "checksum": pa.array([r["checksum"] for r in rows], pa.string()),
-        "metadata": pa.array([json.dumps(r.get("metadata") or {}, sort_keys=True, ensure_ascii=False) for r in rows], pa.string()),
-    }
-    return pa.table(columns)
-
-
 def _parquet_bytes(table: Any) -> bytes:
     import pyarrow.parquet as pq
 
@@ -139,7 +118,7 @@ def iter_parts(store: MilvusStore, db: str, collection: str, dim: int, part_byte
     held: list[Any] = []
     size = 0.0
     for batch in store.iter_rows(db, collection, ROW_FIELDS, batch_size=page):
-        table = _row_table(batch, dim)
+        table = arrow_table(batch, dim)
         per_row = table.nbytes / max(1, table.num_rows)
         while table.num_rows:
             take = max(1, min(table.num_rows, math.ceil((part_bytes - size) / per_row)))

@@ -33,14 +33,13 @@ from pathlib import PurePosixPath
 from typing import IO, Any
 
 from kbrelease.errors import CompatibilityError, PackageError
+from kbrelease.store.schema import ROW_FIELDS as ROW_FIELDS  # the columns of a row part: the one row schema
 from kbrelease.trust.signing import MAX_SIGNATURE_BYTES
 
 PACKAGE_FORMAT = "kbrelease-release-package"
 PACKAGE_VERSION = 1
 """Layout of the archive itself; the release record inside has its own manifest schema version."""
 PACKAGE_READS = (1,)
-ROW_FIELDS = ("id", "vector", "file_id", "file", "chunk_index", "n_chunks", "start", "heading", "text", "checksum", "metadata")
-"""Columns of a row part, the fields of every release collection (store/milvus.py)."""
 METRIC = "COSINE"
 MAX_MEMBER_BYTES = 1 << 30
 """No member is read into memory beyond this (parts are 64 MiB by default)."""

@@ -31,7 +31,8 @@ from kbrelease.index.data_index import Bundle, FileRecord, SourceIndex, read_bun
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.manifest import write_manifest
 from kbrelease.release.registry import Registry, ReleaseRecord, SourceCounts, check_release_name
-from kbrelease.store.milvus import PATH_MAX, TEXT_MAX, MilvusStore, clip_utf8
+from kbrelease.store.milvus import MilvusStore, clip_utf8
+from kbrelease.store.schema import PATH_MAX, TEXT_MAX
 from kbrelease.trust import faults
 from kbrelease.workspace import Workspace
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar, cast
 from kbrelease.config import Config
 from kbrelease.errors import StoreError, StoreUnreachable
 from kbrelease.retry import backoff
+from kbrelease.store.schema import milvus_schema
 from kbrelease.trust.filters import str_literal
 from kbrelease.trust.redact import redact_url
 
@@ -33,9 +34,6 @@ class _DropMvccNoise(logging.Filter):
 
 
 logging.getLogger("pymilvus.client.iterator.query_iterator").addFilter(_DropMvccNoise())
-
-TEXT_MAX = 65535
-PATH_MAX = 2048
 
 
 def clip_utf8(text: str, max_bytes: int) -> str:
@@ -218,23 +216,11 @@ class MilvusStore:
 
     @_translated("create collection")
     def ensure_collection(self, db: str, name: str, dim: int, description: str = "") -> None:
-        from pymilvus import DataType, MilvusClient
 
         c = self.client(db)
         if c.has_collection(name):
             return
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=128)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-        schema.add_field("file_id", DataType.VARCHAR, max_length=64)
-        schema.add_field("file", DataType.VARCHAR, max_length=PATH_MAX)
-        schema.add_field("chunk_index", DataType.INT64)
-        schema.add_field("n_chunks", DataType.INT64)
-        schema.add_field("start", DataType.INT64)
-        schema.add_field("heading", DataType.VARCHAR, max_length=PATH_MAX)
-        schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX)
-        schema.add_field("checksum", DataType.VARCHAR, max_length=80)
-        schema.add_field("metadata", DataType.JSON)
+        schema = milvus_schema(dim, description)
         index = c.prepare_index_params()
         index.add_index(field_name="vector", metric_type="COSINE", index_type="AUTOINDEX")
         create_indexed(c, name, schema, index)
