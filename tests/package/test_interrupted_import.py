@@ -21,7 +21,11 @@ pytestmark = pytest.mark.slow
 ROWS = 6_000
 
 
-def test_a_killed_import_never_goes_live_and_a_rerun_finishes_it_without_duplicates(make_target: MakeTarget, lite_server: str, tmp_path: Path) -> None:
+def test_a_killed_import_never_goes_live_and_a_rerun_finishes_it_without_duplicates(
+    make_target: MakeTarget, lite_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The killed import holds the environment's lease on the server: a short lease lets the rerun take it over soon.
+    monkeypatch.setenv("KBRELEASE_LOCK_LEASE_S", "3")
     dev = make_target("dev", models=False)
     make_release(dev, "v1", files=ROWS // 10, chunks_per_file=10, seal=False)
     package = tmp_path / "v1.tar"
