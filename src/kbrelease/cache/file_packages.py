@@ -131,18 +131,12 @@ def export_packages(
     out.mkdir(parents=True, exist_ok=True)
     for source, counts in record.sources.items():
         identity = record.embedders.get(counts.modality, {})
-        rows = store.client(record.database).query(
-            counts.collection,
-            filter="",
-            output_fields=["file_id", "file", "checksum", "chunk_index", "text", "heading", "start", "vector"],
-            limit=16384,
-        )
         by_file: dict[str, list[dict[str, Any]]] = {}
-        for row in rows:
-            if wanted is None or row["file_id"] in wanted or row["file"] in wanted:
-                by_file.setdefault(str(row["file_id"]), []).append(row)
-        if len(rows) >= 16384:
-            raise ReleaseError(f"{source}: more than 16384 rows; export a file at a time with --file (streaming export is not built yet)")
+        fields = ["file_id", "file", "checksum", "chunk_index", "text", "heading", "start", "vector"]
+        for batch in store.iter_rows(record.database, counts.collection, fields):  # through the store: translated, reloaded after a restart
+            for row in batch:
+                if wanted is None or row["file_id"] in wanted or row["file"] in wanted:
+                    by_file.setdefault(str(row["file_id"]), []).append(row)
         for file_id, chunks in by_file.items():
             chunks.sort(key=lambda r: r["chunk_index"])
             first = chunks[0]

@@ -82,16 +82,52 @@ COLLECTION_NOT_LOADED = 101
 ("Collection 'c' is in state 'released'; call load() ...", e.g. after the embedded server restarted)."""
 
 
+def _chain(exc: BaseException, depth: int = 4) -> Iterator[BaseException]:
+    seen: BaseException | None = exc
+    for _ in range(depth):
+        if seen is None:
+            return
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
 def _not_loaded(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it was raised from) is Milvus's "collection not loaded", by its error code."""
-    seen: BaseException | None = exc
-    for _ in range(4):
-        if seen is None:
-            return False
-        if getattr(seen, "code", None) == COLLECTION_NOT_LOADED or getattr(seen, "compatible_code", None) == COLLECTION_NOT_LOADED:
-            return True
-        seen = seen.__cause__
-    return False
+    return any(COLLECTION_NOT_LOADED in (getattr(seen, "code", None), getattr(seen, "compatible_code", None)) for seen in _chain(exc))
+
+
+def classify(exc: BaseException) -> str:
+    """``unreachable``, ``auth`` or ``other``: by exception type and error code first (pymilvus, gRPC), by the
+    message only for servers that send no code (Milvus Lite's plain errors)."""
+    try:
+        import grpc
+        from pymilvus.exceptions import ConnectError, ConnectionNotExistException, MilvusException, MilvusUnavailableException
+        from pymilvus.grpc_gen import common_pb2
+    except ImportError:  # pragma: no cover - pymilvus brings both
+        return "other"
+    unreachable_codes = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+    auth_codes = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+    for seen in _chain(exc):
+        if isinstance(seen, ConnectError | MilvusUnavailableException | ConnectionNotExistException | ConnectionError | TimeoutError):
+            return "unreachable"
+        if isinstance(seen, grpc.RpcError) and callable(getattr(seen, "code", None)):
+            code = seen.code()
+            if code in unreachable_codes:
+                return "unreachable"
+            if code in auth_codes:
+                return "auth"
+        if isinstance(seen, MilvusException):
+            compatible = getattr(seen, "compatible_code", None)
+            if compatible in (common_pb2.ConnectFailed, common_pb2.NotReadyServe):
+                return "unreachable"
+            if compatible == common_pb2.PermissionDenied:
+                return "auth"
+    lowered = str(exc).lower()
+    if any(s in lowered for s in ("unavailable", "connect", "timeout", "deadline", "fail connecting")):
+        return "unreachable"
+    if any(s in lowered for s in ("auth", "permission", "unauthenticated", "denied")):
+        return "auth"
+    return "other"
 
 
 def _in_list(field: str, values: Sequence[str]) -> str:
@@ -139,10 +175,10 @@ class MilvusStore:
         text = str(exc)
         where = f"Milvus at {redact_uri(self.uri)}"
         target = "/".join(str(a) for a in args[:2] if isinstance(a, str))
-        lowered = text.lower()
-        if any(s in lowered for s in ("unavailable", "connect", "timeout", "deadline", "fail connecting")):
+        kind = classify(exc)
+        if kind == "unreachable":
             return StoreUnreachable(f"cannot reach {where} ({op} {target}); check MILVUS_URI and that the server is running")
-        if any(s in lowered for s in ("auth", "permission", "unauthenticated", "denied")):
+        if kind == "auth":
             return StoreError(f"{where} refused {op} {target}: authentication failed; check MILVUS_TOKEN")
         return StoreError(f"{where}: {op} {target} failed: {text}")
 
