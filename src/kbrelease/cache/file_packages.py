@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from kbrelease.cache.embeddings import EmbeddingCache, content_key, namespace
+from kbrelease.config import Modality
 from kbrelease.embedding.base import EmbedderIdentity, ImageEmbedder, RecordedEmbedder, TextEmbedder
 from kbrelease.errors import ConfigError, PackageError, ReleaseError, UnsafePath
 from kbrelease.index.bounded import FILE_ID, SHA256_HEX, check_parquet, decoded_bytes
@@ -174,7 +175,7 @@ def _write_package(
     tmp: Path,
     file_id: str,
     source: str,
-    modality: str,
+    modality: Modality,
     first: dict[str, Any],
     chunks: list[dict[str, Any]],
     record: ReleaseRecord,

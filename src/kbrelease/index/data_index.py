@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from kbrelease.atomic import atomic_write, temp_beside
+from kbrelease.config import Modality
 from kbrelease.errors import ReleaseError
 
 INDEX_SCHEMA_VERSION = 1
@@ -58,7 +59,7 @@ class SourceIndex:
     """Bundle-level entry for one source (the seed's ``data_manifest`` item)."""
 
     channel: str
-    modality: str
+    modality: Modality
     collection: str
     version: str
     storage_path: str
@@ -255,7 +256,9 @@ def read_source_index(path: Path, expected_rows: int | None = None, where: str |
     return out
 
 
-def summarize_source(name: str, modality: str, collection: str, version: str, storage_path: str, index_file: str, records: list[FileRecord]) -> SourceIndex:
+def summarize_source(
+    name: str, modality: Modality, collection: str, version: str, storage_path: str, index_file: str, records: list[FileRecord]
+) -> SourceIndex:
     times = [r.timestamp for r in records]
     return SourceIndex(
         channel=name,

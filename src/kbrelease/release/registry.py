@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
+from kbrelease.config import Modality
 from kbrelease.errors import UnknownRelease
 from kbrelease.release.schema import MANIFEST_SCHEMA_VERSION as MANIFEST_SCHEMA_VERSION
 from kbrelease.release.schema import migrate_manifest
@@ -50,7 +51,7 @@ class SourceCounts:
     """Per-source counts of a release."""
 
     collection: str
-    modality: str
+    modality: Modality
     files: int = 0
     rows: int = 0
     embedded: int = 0

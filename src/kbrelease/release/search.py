@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kbrelease.config import Modality
 from kbrelease.embedding.base import EmbedderIdentity, RecordedEmbedder
 from kbrelease.errors import CompatibilityError, NoLiveRelease, QueryError, ReleaseError
 from kbrelease.release.registry import Registry, ReleaseRecord
@@ -47,7 +48,7 @@ class SearchResult:
     """The hits of one search, the release that answered it, and where the time went."""
 
     release: str
-    modality: str
+    modality: Modality
     hits: list[Hit] = field(default_factory=list)
     embed_seconds: float = 0.0
     search_seconds: float = 0.0
@@ -119,7 +120,7 @@ def check_query(query: str, k: int) -> str:
     return text
 
 
-def source_names(record: ReleaseRecord, modality: str, source: str | None = None) -> list[str]:
+def source_names(record: ReleaseRecord, modality: Modality, source: str | None = None) -> list[str]:
     """The sources of ``record`` a search of ``modality`` covers (all of them, or the one asked for)."""
     names = [n for n, c in record.sources.items() if c.modality == modality and (source is None or n == source)]
     if source is not None and not names:
@@ -132,7 +133,7 @@ def search_vectors(
     store: MilvusStore,
     record: ReleaseRecord,
     vector: list[float],
-    modality: str,
+    modality: Modality,
     k: int,
     source: str | None = None,
 ) -> list[Hit]:
@@ -161,7 +162,7 @@ def search_vectors(
 def run_search(
     store: MilvusStore,
     record: ReleaseRecord,
-    modality: str,
+    modality: Modality,
     identity: EmbedderIdentity,
     embed: Callable[[], list[float]],
     k: int,

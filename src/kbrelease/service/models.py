@@ -7,6 +7,8 @@ from typing import Any
 from fastapi import Response
 from pydantic import BaseModel, Field
 
+from kbrelease.config import Modality
+
 
 def json_response(model: BaseModel, status_code: int = 200) -> Response:
     """``model`` as JSON, serialized here by pydantic-core.
@@ -34,7 +36,7 @@ class HitOut(BaseModel):
 
 class SearchOut(BaseModel):
     release: str = Field(description="The release that answered (the live one unless pinned).")
-    modality: str = Field(description="'text' or 'image': which sources were searched.")
+    modality: Modality = Field(description="'text' or 'image': which sources were searched.")
     query: str | None = Field(default=None, description="The text query, if any.")
     k: int
     source: str | None = None
@@ -46,7 +48,7 @@ class SearchOut(BaseModel):
 
 class SourceCountsOut(BaseModel):
     collection: str
-    modality: str
+    modality: Modality
     files: int
     rows: int
     embedded: int = 0
