@@ -21,6 +21,13 @@ def json_response(model: BaseModel, status_code: int = 200) -> Response:
     return Response(model.model_dump_json(), media_type="application/json", status_code=status_code)
 
 
+# The response models mirror the library's dataclasses (Hit, SourceCounts, the entries of
+# KbRelease.status()) field by field, and add what HTTP needs: a description per field for
+# the OpenAPI spec, and thumbnail URLs. They are written out rather than generated so that
+# mypy and the OpenAPI spec see real classes with their documentation;
+# tests/service/test_models.py fails as soon as one drifts from its dataclass.
+
+
 class HitOut(BaseModel):
     score: float = Field(description="Cosine similarity, higher is closer.")
     file: str = Field(description="Path of the file inside its source.")
