@@ -161,7 +161,7 @@ def publish(
     if info.unchanged:
         typer.echo(f"nothing changed: live release {info.live} has this data index and these models; nothing built (--force to build anyway)")
         return
-    typer.echo(release_info_text(info.release), nl=False)
+    typer.echo(release_info_text(info.release, "live" if info.live == info.release.name else None), nl=False)
     typer.echo(f"live: {info.live} (previous: {info.previous or '-'}) — published in {info.seconds:.1f}s")
 
 
