@@ -20,3 +20,15 @@ sources:
         encoding="utf-8",
     )
     return cfg
+
+
+def mini_corpus(dest: Path) -> Path:
+    """Two text files and two images of the example corpus, copied into ``dest`` (a small package to export and forge)."""
+    import shutil
+
+    corpus = Path(__file__).resolve().parents[1] / "examples" / "corpus"
+    pictures = [f"images/stripes/{p.name}" for p in sorted((corpus / "images" / "stripes").iterdir())[:2]]
+    for rel in ["text/it/vpn-setup.md", "text/facilities/fire-drill.md", *pictures]:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(corpus / rel, dest / rel)
+    return dest

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,9 +18,7 @@ from kbrelease.errors import CompatibilityError, KbReleaseError, PackageError
 from kbrelease.package.format import format_sums, sha256_hex
 
 from .support import MakeTarget, footprint
-from helpers import write_config
-
-REPO = Path(__file__).resolve().parents[2]
+from helpers import mini_corpus, write_config
 
 Members = list[tuple[tarfile.TarInfo, bytes]]
 
@@ -30,12 +27,7 @@ Members = list[tuple[tarfile.TarInfo, bytes]]
 def good_package(tmp_path_factory: pytest.TempPathFactory, lite_server: str, text_embedder: Any, image_embedder: Any) -> Iterator[Path]:
     """One small published release of a "dev" environment, exported with small parts (several per source)."""
     folder = tmp_path_factory.mktemp("dev")
-    corpus = REPO / "examples" / "corpus"
-    mini = folder / "corpus"
-    pictures = [f"images/stripes/{p.name}" for p in sorted((corpus / "images" / "stripes").iterdir())[:2]]
-    for rel in ["text/it/vpn-setup.md", "text/facilities/fire-drill.md", *pictures]:
-        (mini / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(corpus / rel, mini / rel)
+    mini = mini_corpus(folder / "corpus")
     overrides = {"milvus.uri": lite_server, "milvus.db_prefix": "bad_", "milvus.registry_db": "bad_registry", "environment": "dev"}
     cfg = load_config(write_config(folder, mini), env={}, overrides=overrides)
     with KbRelease(cfg, text_embedder=text_embedder, image_embedder=image_embedder) as kb:

@@ -12,7 +12,6 @@ import io
 import itertools
 import json
 import os
-import shutil
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -33,10 +32,9 @@ from kbrelease.package.format import format_sums, sha256_hex
 from kbrelease.trust.signing import generate_keypair
 
 from data_workspace import data_app, make_workspace
-from helpers import write_config
+from helpers import mini_corpus, write_config
 from local_http import UvicornServer
 
-REPO = Path(__file__).resolve().parents[2]
 Members = list[tuple[tarfile.TarInfo, bytes]]
 Edit = Callable[[dict[str, Any], dict[str, Any], dict[str, list[dict[str, Any]]], dict[str, Any]], None]
 """``edit(manifest, bundle, index_rows_by_member, part_tables_by_member)``: changes a package in place."""
@@ -50,12 +48,7 @@ _n = itertools.count()
 def made(tmp_path_factory: pytest.TempPathFactory, lite_server: str, text_embedder: Any, image_embedder: Any) -> Iterator[dict[str, Path]]:
     """A published release of a small corpus, exported unsigned, signed by key A, and signed by key B; and both key pairs."""
     folder = tmp_path_factory.mktemp("hostile")
-    corpus = REPO / "examples" / "corpus"
-    mini = folder / "corpus"
-    pictures = [f"images/stripes/{p.name}" for p in sorted((corpus / "images" / "stripes").iterdir())[:2]]
-    for rel in ["text/it/vpn-setup.md", "text/facilities/fire-drill.md", *pictures]:
-        (mini / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(corpus / rel, mini / rel)
+    mini = mini_corpus(folder / "corpus")
     key_a, pub_a, _ = generate_keypair(folder / "keys" / "a")
     key_b, pub_b, _ = generate_keypair(folder / "keys" / "b")
     overrides = {"milvus.uri": lite_server, "milvus.db_prefix": "hp_", "milvus.registry_db": "hp_registry", "environment": "dev"}
