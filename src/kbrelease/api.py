@@ -699,8 +699,10 @@ class KbRelease:
 
     def _embedded_store_missing(self) -> bool:
         """True when this environment's store is an embedded folder that does not exist (asking must not create it)."""
+        from kbrelease.store.milvus import is_embedded
+
         uri = self.cfg.milvus_uri
-        return self._store is None and "://" not in uri and not uri.startswith("unix:") and not Path(uri).exists()
+        return self._store is None and is_embedded(uri) and not Path(uri).exists()
 
     def check(self, service_url: str | None = None, timeout: float = 5.0) -> CheckReport:
         """Report incompatibilities between the configured models, the data index, the releases and a service."""

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from kbrelease.cli._common import JsonOpt, echo_json, load, run
+from kbrelease.store.milvus import is_embedded
 
 app = typer.Typer(help="The embedded Milvus Lite server of the workspace.", no_args_is_help=True)
 
@@ -19,7 +20,7 @@ def status(ctx: typer.Context, json_output: JsonOpt = False) -> None:
 
     def find() -> dict[str, Any]:
         cfg = load(ctx)
-        found = running_server(Path(cfg.milvus_uri)) if "://" not in cfg.milvus_uri else None
+        found = running_server(Path(cfg.milvus_uri)) if is_embedded(cfg.milvus_uri) else None
         return {"uri": cfg.milvus_uri, "embedded_server": found}
 
     data = run(ctx, find)
@@ -33,6 +34,6 @@ def stop_(ctx: typer.Context) -> None:
 
     def stop() -> bool:
         cfg = load(ctx)
-        return stop_server(Path(cfg.milvus_uri)) if "://" not in cfg.milvus_uri else False
+        return stop_server(Path(cfg.milvus_uri)) if is_embedded(cfg.milvus_uri) else False
 
     typer.echo("stopped" if run(ctx, stop) else "not running")

@@ -130,6 +130,15 @@ def classify(exc: BaseException) -> str:
     return "other"
 
 
+SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
+"""A Milvus URI with one of these names a server; anything else is the folder of an embedded Milvus Lite."""
+
+
+def is_embedded(uri: str) -> bool:
+    """Whether ``uri`` is an embedded Milvus Lite folder (started by kbrelease) rather than a server."""
+    return not uri.startswith(SERVER_SCHEMES)
+
+
 def _in_list(field: str, values: Sequence[str]) -> str:
     """``field in ["a", "b"]`` with every value an escaped literal (file ids come from data indexes and packages)."""
     return f"{field} in [" + ", ".join(str_literal(v) for v in values) + "]"
@@ -165,7 +174,7 @@ class MilvusStore:
     def from_config(cls, cfg: Config) -> MilvusStore:
         uri = cfg.milvus_uri
         token = cfg.milvus.token.get_secret_value() if cfg.milvus.token else None
-        if not uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:")):
+        if is_embedded(uri):
             from kbrelease.store.lite import ensure_server
 
             uri = ensure_server(Path(uri))

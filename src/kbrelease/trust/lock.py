@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kbrelease.errors import LockBusy
+from kbrelease.store.milvus import is_embedded
 from kbrelease.trust import faults
 from kbrelease.trust.names import check_name
 
@@ -215,8 +216,10 @@ class EnvLock:
         cls, milvus_uri: str, state_dir: Path, environment: str, registry: Registry, wait: bool = True, on_wait: Callable[[str], None] | None = None
     ) -> EnvLock:
         check_name("environment", environment)  # it names the lock file
-        embedded = "://" not in milvus_uri
-        backend: _Backend = FileBackend(state_dir / "locks" / f"{environment}.lock") if embedded else LeaseBackend(registry, lease_seconds())
+        if is_embedded(milvus_uri):
+            backend: _Backend = FileBackend(state_dir / "locks" / f"{environment}.lock")
+        else:
+            backend = LeaseBackend(registry, lease_seconds())
         return cls(backend, environment, wait, on_wait)
 
     @property
