@@ -16,11 +16,14 @@ Two kinds, chosen by the store:
   a lease stored in the registry collection. Each contender upserts its own
   claim row (kind ``lock``: holder ``host:pid:uuid``, operation, since,
   ``expires_at``), then reads every claim of the environment: it holds the lock
-  when its claim is the only unexpired one; otherwise it deletes its claim and
-  waits. Reads are strongly consistent, so of two contenders at least one sees
-  the other: never two holders. A background thread renews the lease every
-  third of its length; a holder that crashed is taken over once its lease has
-  expired (``KBRELEASE_LOCK_LEASE_S``, default 60 s).
+  when its claim is the only unexpired one on two reads 0.3 s apart (one read
+  that misses a row, as a server flushing its memory table can answer, must
+  not make a second holder); otherwise it deletes its claim and waits. Reads
+  are strongly consistent, so of two contenders at least one sees the other:
+  never two holders. A background thread renews the lease every third of its
+  length (a failed renewal is retried within a second); a holder that crashed
+  is taken over once its lease has expired on both reads
+  (``KBRELEASE_LOCK_LEASE_S``, default 60 s).
 
 A second command waits, saying who holds the lock ("waiting for the
 environment lock held by pid N on host H since T (publish)"), or with
@@ -57,6 +60,7 @@ log = logging.getLogger("kbrelease.lock")
 LEASE_ENV = "KBRELEASE_LOCK_LEASE_S"
 DEFAULT_LEASE_S = 60.0
 POLL_S = 0.5
+SETTLE_S = 0.3
 REPEAT_MESSAGE_S = 60.0
 
 
@@ -149,40 +153,52 @@ class LeaseBackend:
     def _claims(self) -> list[Holder]:
         return [h for h in (Holder.parse(b) for b in self.registry.lock_claims()) if h is not None]
 
+    def _others(self, me: Holder) -> tuple[bool, list[Holder], list[Holder]]:
+        """(our claim is there, the unexpired claims of others, the expired ones) as one read shows them."""
+        now = time.time()
+        claims = self._claims()
+        mine = any(claim.id == me.id for claim in claims)
+        others = [c for c in claims if c.id != me.id]
+        return mine, [c for c in others if c.expires_at >= now], [c for c in others if c.expires_at < now]
+
     def try_acquire(self, me: Holder) -> Holder | None:
         if self._created is None:
             self._created = not self.registry.exists()
         me.expires_at = time.time() + self.lease
         self.registry.put_lock_claim(me.id, asdict(me))
-        now = time.time()
-        others = []
-        claims = self._claims()
-        if all(claim.id != me.id for claim in claims):
-            return me  # our claim is gone (the registry was dropped and created again meanwhile): try again
-        for claim in claims:
-            if claim.id == me.id:
-                continue
-            if claim.expires_at < now:
-                log.warning("taking over the environment lock of %s: its lease expired (the process is gone)", claim.describe())
-                self.registry.delete_lock_claim(claim.id)
-                continue
-            others.append(claim)
-        if not others:
-            self._start_renewing(me)
-            return None
-        self.registry.delete_lock_claim(me.id)
-        return min(others, key=lambda h: (h.since, h.id))
+        # Two reads a moment apart must agree that no other claim is alive before we hold the lock: one read
+        # that misses a row (a server flushing its memory table, a renewal in flight) must not make two holders.
+        expired_seen: dict[str, float] = {}
+        for attempt in range(2):
+            if attempt:
+                time.sleep(SETTLE_S)
+            mine, alive, expired = self._others(me)
+            if not mine:
+                return me  # our claim is gone (the registry was dropped and created again meanwhile): try again
+            if alive:
+                self.registry.delete_lock_claim(me.id)
+                return min(alive, key=lambda h: (h.since, h.id))
+            for claim in expired:
+                if expired_seen.get(claim.id) == claim.expires_at:  # expired on both reads, not renewed between
+                    log.warning("taking over the environment lock of %s: its lease expired (the process is gone)", claim.describe())
+                    self.registry.delete_lock_claim(claim.id)
+                expired_seen[claim.id] = claim.expires_at
+        self._start_renewing(me)
+        return None
 
     def _start_renewing(self, me: Holder) -> None:
         self._stop.clear()
 
         def renew() -> None:
-            while not self._stop.wait(self.lease / 3):
+            wait = self.lease / 3
+            while not self._stop.wait(wait):
                 try:
                     me.expires_at = time.time() + self.lease
                     self.registry.put_lock_claim(me.id, asdict(me))
-                except Exception as exc:  # noqa: BLE001 - renewing is retried; the build goes on
-                    log.warning("could not renew the environment lock: %s", exc)
+                    wait = self.lease / 3
+                except Exception as exc:  # noqa: BLE001 - renewing is retried soon; the build goes on
+                    log.warning("could not renew the environment lock (trying again in 1 s): %s", exc)
+                    wait = min(1.0, self.lease / 10)
 
         self._renewer = threading.Thread(target=renew, name="kbrelease-lock-renew", daemon=True)
         self._renewer.start()
