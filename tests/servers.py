@@ -11,51 +11,33 @@ A plain helper module (no pytest needed)::
         for key, value in s3.env().items():
             monkeypatch.setenv(key, value)
 
-``MilvusServer`` runs ``milvus-server`` (PyPI package ``milvus==2.3.5``: a Python
-wrapper that extracts and runs the Milvus standalone binary with embedded etcd
-and local storage). Facts it works around:
-
-* Every port the wrapper knows is passed explicitly (free ports from the OS);
-  the wrapper treats them as *start points* and silently takes the next free
-  port, so the real proxy port is read back from the generated config.
-* The embedded etcd ignores ``--etcd-port`` and always binds 127.0.0.1:2379 and
-  :2380, so a second instance dies; an embed config passed through
-  ``ETCD_CONFIG_PATH`` moves it to free loopback ports.
-* The metrics/health port (9091 upwards) cannot be chosen, and the wrapper
-  polls ``/healthz`` on it: starts are serialised with a file lock (also across
-  processes) until the welcome line, so two starts cannot pick the same port.
-* The gRPC ports and the metrics port still listen on all interfaces (Milvus
-  2.3 has no listen-address setting); only etcd is loopback-only.
-* The wrapper keeps running when the milvus binary dies, so the process group
-  is watched; SIGTERM hangs, so :meth:`stop` SIGKILLs the whole group.
-* Extracting the binaries takes ~6 s per fresh data dir; they are extracted
-  once into a cache (``$KBRELEASE_MILVUS_BIN_CACHE`` or the temp dir) and
-  copied (~0.4 s, 250 MB) into each data dir.
+``MilvusServer`` runs ``milvus-server`` (PyPI package ``milvus==2.3.5``) through the
+library's :class:`kbrelease.store.milvus_local.MilvusStandalone`, the same code that runs
+the ``milvus-local`` engine; its docstring lists what it works around (ports, etcd,
+the start lock, SIGKILL of the process group, the binary cache). Extracted binaries
+are cached in ``$KBRELEASE_MILVUS_BIN_CACHE`` or the temp dir.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
-import importlib
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+from kbrelease.store.processes import HOST, free_ports, group_pids, port_open, rss_bytes
 
 __all__ = [
     "HOST",
@@ -67,23 +49,10 @@ __all__ = [
     "free_ports",
 ]
 
-HOST = "127.0.0.1"
-
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now (chosen by the OS)."""
     return free_ports(1)[0]
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on 127.0.0.1 (all held open until chosen)."""
-    with contextlib.ExitStack() as stack:
-        ports: list[int] = []
-        for _ in range(n):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((HOST, 0))
-            ports.append(sock.getsockname()[1])
-        return ports
 
 
 def find_executable(name: str) -> str | None:
@@ -94,93 +63,12 @@ def find_executable(name: str) -> str | None:
     return shutil.which(name)
 
 
-def _port_open(port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+_port_open = port_open
+_group_pids = group_pids
+_rss_bytes = rss_bytes
 
 
-def _group_pids(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid``; [] without /proc."""
-    pids: list[int] = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return pids
-    for name in entries:
-        if not name.isdigit():
-            continue
-        try:
-            stat = Path("/proc", name, "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # state ppid pgrp ...
-        if int(fields[2]) == pgid and (fields[0] not in ("Z", "X") or _threads_alive(name)):
-            pids.append(int(name))
-    return pids
-
-
-def _threads_alive(pid: str) -> bool:
-    """A SIGKILLed process shows its leader as a zombie while other threads still exit
-    (and still hold its sockets); it is gone only when every thread is."""
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return False
-    for tid in tids:
-        try:
-            stat = Path("/proc", pid, "task", tid, "stat").read_text()
-        except OSError:
-            continue
-        if stat[stat.rindex(")") + 2 :].split()[0] not in ("Z", "X"):
-            return True
-    return False
-
-
-def _rss_bytes(pid: int) -> int:
-    try:
-        for line in Path("/proc", str(pid), "status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _tail(path: Path, lines: int, max_bytes: int = 1 << 20, keep: Callable[[str], bool] | None = None) -> list[str]:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(max(0, path.stat().st_size - max_bytes))
-            text = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return []
-    selected = [line for line in text.splitlines() if keep is None or keep(line)]
-    return selected[-lines:]
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path, timeout: float) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (blocks other threads and processes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"could not lock {path} within {timeout:.0f} s") from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-_LIVE: weakref.WeakSet[_ServerProcess] = weakref.WeakSet()
+_LIVE: weakref.WeakSet[Managed] = weakref.WeakSet()
 
 
 @atexit.register
@@ -334,32 +222,17 @@ class _StartFailed(RuntimeError):
         self.retryable = retryable
 
 
-class MilvusServer(_ServerProcess):
-    """Milvus 2.3.5 standalone (``milvus-server`` from ``pip install milvus==2.3.5``).
+class MilvusServer(Managed):
+    """Milvus 2.3.5 standalone (``milvus-server`` from ``pip install milvus==2.3.5``), for one test.
 
-    ``data_dir`` should be fresh for each server (it gets ``bin/``, ``configs/``,
-    ``logs/``, ``data/``). :attr:`uri` is ``http://127.0.0.1:PORT``; auth is
-    off, so any token (or none) is accepted.
+    A thin wrapper around the library's :class:`kbrelease.store.milvus_local.MilvusStandalone`
+    (the ``milvus-local`` engine): the same start, health wait and stop, plus the test
+    conventions (RuntimeError on failure, stopped at exit). ``data_dir`` should be fresh
+    for each server. :attr:`uri` is ``http://127.0.0.1:PORT``; auth is off, so any token
+    (or none) is accepted.
     """
 
     name = "milvus-server"
-    WELCOME = "Welcome to use Milvus!"
-    # wrapper options (all "start points" the wrapper may move up if taken)
-    PORT_OPTIONS = (
-        "proxy_port",
-        "proxy_internal_port",
-        "root_coord_port",
-        "query_coord_port",
-        "query_node_port",
-        "index_coord_port",
-        "index_node_port",
-        "data_coord_port",
-        "data_node_port",
-        "etcd_port",
-    )
-    # advertised addresses (registered in etcd); the listeners stay on 0.0.0.0
-    ROLES = ("rootCoord", "proxy", "queryCoord", "queryNode", "indexNode", "dataCoord", "dataNode")
-    START_LOCK = Path(tempfile.gettempdir()) / "kbrelease-milvus-server-start.lock"
 
     def __init__(
         self,
@@ -368,162 +241,76 @@ class MilvusServer(_ServerProcess):
         executable: str | os.PathLike[str] | None = None,
         extra_config: Mapping[str, str | int | float | bool] | None = None,
         cache_binaries: bool = True,
-        keep_lines: int = 200,
     ) -> None:
-        super().__init__(keep_lines)
-        self.data_dir = Path(data_dir).absolute()
-        self.executable = str(executable) if executable is not None else find_executable("milvus-server")
-        self.extra_config = dict(extra_config or {})
-        self.cache_binaries = cache_binaries
-        self.ports: dict[str, int] = {}
-        self.port = 0
+        from kbrelease.store.milvus_local import MilvusStandalone, default_bin_cache
+
+        cache = Path(os.environ["KBRELEASE_MILVUS_BIN_CACHE"]) if os.environ.get("KBRELEASE_MILVUS_BIN_CACHE") else default_bin_cache()
+        self._server = MilvusStandalone(data_dir, executable=executable, extra_config=extra_config, bin_cache=cache if cache_binaries else None)
+        self.data_dir = self._server.data_dir
         self.startup_seconds = 0.0
-        self._ready = threading.Event()
-        self._gave_up = threading.Event()
 
     @classmethod
     def available(cls) -> bool:
         """Whether ``milvus-server`` can be found (use for ``pytest.skip``)."""
         return find_executable("milvus-server") is not None
 
-    def _on_line(self, line: str) -> None:
-        if self.WELCOME in line:
-            self._ready.set()
-        elif "Wait for milvus server started timeout" in line or "Milvus server already stopped" in line:
-            self._gave_up.set()
+    @property
+    def executable(self) -> str | None:
+        return self._server.executable
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return self._server.ports
+
+    @property
+    def uri(self) -> str:
+        if not self.port:
+            raise RuntimeError("MilvusServer is not started")
+        return self._server.uri
+
+    @property
+    def running(self) -> bool:
+        return self._server.running
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of the launched wrapper (also its process-group id)."""
+        return self._server.pid
+
+    def pids(self) -> list[int]:
+        return self._server.pids()
+
+    def rss_bytes(self) -> int:
+        return self._server.rss_bytes()
+
+    def output(self) -> list[str]:
+        return self._server.output()
 
     def start(self, timeout: float = 120) -> Self:
         """Start and wait for the welcome line; RuntimeError with log tails on failure."""
-        exe = self._executable_to_start("milvus-server", "install the real Milvus server with: pip install milvus==2.3.5")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        began = time.monotonic()
-        deadline = began + timeout
-        if self.cache_binaries:
-            self._prime_binaries(timeout)
-        for attempt in range(3):
-            try:
-                with _file_lock(self.START_LOCK, timeout=max(1.0, deadline - time.monotonic())):
-                    self._launch(exe)
-                    self._wait_ready(deadline)
-            except _StartFailed as exc:
-                self._kill()
-                if exc.retryable and attempt < 2 and time.monotonic() < deadline:
-                    continue
-                raise RuntimeError(str(exc)) from None
-            except BaseException:
-                self._kill()
-                raise
-            break
-        self.port = self._configured_port("proxy") or self.ports["proxy_port"]
-        self.startup_seconds = time.monotonic() - began
+        from kbrelease.errors import StoreError
+
+        if self.running:
+            raise RuntimeError("MilvusServer is already running")
+        exe = self.executable
+        if not exe or not Path(exe).is_file():
+            raise RuntimeError(f"milvus-server not found ({exe or 'not beside ' + sys.executable + ' nor on PATH'}); pip install milvus==2.3.5")
+        _LIVE.add(self)
+        try:
+            self._server.start(timeout)
+        except StoreError as exc:
+            raise RuntimeError(str(exc)) from None
+        self.startup_seconds = self._server.startup_seconds
         return self
 
-    def _launch(self, exe: str) -> None:
-        chosen = free_ports(len(self.PORT_OPTIONS) + 1)
-        self.ports = dict(zip(self.PORT_OPTIONS, chosen, strict=False))
-        self.ports["etcd_peer_port"] = chosen[-1]
-        etcd_client = f"http://{HOST}:{self.ports['etcd_port']}"
-        etcd_peer = f"http://{HOST}:{self.ports['etcd_peer_port']}"
-        etcd_yaml = self.data_dir / "embed-etcd.yaml"
-        etcd_yaml.write_text(
-            f"listen-client-urls: {etcd_client}\n"
-            f"advertise-client-urls: {etcd_client}\n"
-            f"listen-peer-urls: {etcd_peer}\n"
-            f"initial-advertise-peer-urls: {etcd_peer}\n"
-            f"initial-cluster: default={etcd_peer}\n"
-        )
-        argv = [exe, "--data", str(self.data_dir)]
-        for option, port in self.ports.items():
-            if option in self.PORT_OPTIONS:
-                argv += ["--" + option.replace("_", "-"), str(port)]
-        config: dict[str, str | int | float | bool] = {f"{role}.ip": HOST for role in self.ROLES}
-        config.update(self.extra_config)
-        for key, value in config.items():
-            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-            argv += ["--extra-config", f"{key}={text}"]
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"  # else the welcome banner stays in the wrapper's pipe buffer
-        env["ETCD_CONFIG_PATH"] = str(etcd_yaml)
-        self._ready.clear()
-        self._gave_up.clear()
-        self._spawn(argv, env)
-
-    def _wait_ready(self, deadline: float) -> None:
-        assert self._proc is not None
-        seen_binary = False
-        while not self._ready.wait(0.2):
-            if self._proc.poll() is not None:
-                raise self._failure(f"milvus-server exited with code {self._proc.returncode}")
-            if self._gave_up.is_set():
-                raise self._failure("milvus-server gave up waiting for Milvus")
-            others = [pid for pid in _group_pids(self._proc.pid) if pid != self._proc.pid]
-            if others:
-                seen_binary = True
-            elif seen_binary:
-                raise self._failure("the milvus process exited during startup")
-            if time.monotonic() > deadline:
-                raise self._failure("timed out waiting for 'Welcome to use Milvus!'")
-
-    def _failure(self, what: str) -> _StartFailed:
-        logs = self.data_dir / "logs"
-        errors = _tail(logs / "milvus-stdout.log", 15, keep=lambda line: "[ERROR]" in line or "[FATAL]" in line or "panic" in line)
-        stderr = _tail(logs / "milvus-stderr.log", 15)
-        text = "\n".join(errors + stderr)
-        retryable = "address already in use" in text
-        parts = [
-            f"{what} (data dir {self.data_dir}, ports {self.ports})",
-            "--- milvus-server output ---",
-            *self.output()[-20:],
-            "--- milvus errors (logs/milvus-stdout.log) ---",
-            *(line[:1000] for line in errors),
-            "--- logs/milvus-stderr.log ---",
-            *(line[:1000] for line in stderr),
-        ]
-        return _StartFailed("\n".join(parts), retryable=retryable)
-
-    def _configured_port(self, section: str) -> int | None:
-        """``<section>.port`` from the config the wrapper wrote (the port really used)."""
-        try:
-            text = (self.data_dir / "configs" / "milvus.yaml").read_text()
-        except OSError:
-            return None
-        match = re.search(rf"^{section}:\n(?:(?:[ #].*)?\n)*?  port: (\d+)", text, re.MULTILINE)
-        return int(match.group(1)) if match else None
-
-    def _prime_binaries(self, timeout: float) -> None:
-        """Copy the extracted binaries from a per-version cache into ``data_dir/bin``.
-
-        The wrapper checks them by md5 and re-extracts anything that does not
-        match, so a stale or foreign cache only costs time.
-        """
-        target = self.data_dir / "bin"
-        if target.exists():
-            return
-        try:
-            package = importlib.import_module("milvus")
-        except ImportError:
-            return
-        extract = getattr(package, "_initialize_data_files", None)
-        version = getattr(package, "__version__", None)
-        if not callable(extract) or not isinstance(version, str):
-            return
-        default = Path(tempfile.gettempdir()) / f"kbrelease-milvus-bin-{version}-{os.getuid()}"
-        cache = Path(os.environ.get("KBRELEASE_MILVUS_BIN_CACHE") or default)
-        marker = cache / ".complete"
-        if not marker.exists():
-            with _file_lock(cache.with_name(cache.name + ".lock"), timeout=timeout):
-                if not marker.exists():
-                    cache.parent.mkdir(parents=True, exist_ok=True)
-                    staging = Path(tempfile.mkdtemp(prefix=cache.name + ".", dir=cache.parent))
-                    try:
-                        extract(str(staging))
-                        (staging / "bin" / ".complete").touch()
-                        if cache.exists():
-                            shutil.rmtree(cache)
-                        os.replace(staging / "bin", cache)
-                    finally:
-                        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(cache, target, symlinks=True, ignore=shutil.ignore_patterns(".complete"))
+    def stop(self) -> None:
+        """SIGKILL the whole process group and wait for it; idempotent."""
+        _LIVE.discard(self)
+        self._server.stop()
 
 
 class MilvusLiteServer(_ServerProcess):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from kbrelease.monitor.checks import MonitorReport
     from kbrelease.package.export import ExportInfo
     from kbrelease.package.importer import ImportInfo, ImportTarget
+    from kbrelease.package.migrate import MigrateInfo
     from kbrelease.release.build import Builder
     from kbrelease.release.check import CheckReport
     from kbrelease.release.files import ReleaseFiles
@@ -55,6 +56,8 @@ class PublishInfo:
     seconds: float = 0.0
     unchanged: bool = False
     """True when the live release already has this data index and these models: nothing was built."""
+    advice: list[str] = field(default_factory=list)
+    """Warnings with measured numbers when a source has outgrown the store engine (kbrelease.store.engines.advice)."""
 
     def asdict(self) -> dict[str, Any]:
         return {
@@ -64,6 +67,7 @@ class PublishInfo:
             "previous": self.previous,
             "seconds": round(self.seconds, 3),
             "unchanged": self.unchanged,
+            "advice": list(self.advice),
         }
 
 
@@ -371,14 +375,16 @@ class KbRelease:
             current = self._live_if_current(checksum)
             if current is not None:
                 pointer = self.registry.pointer()
-                return PublishInfo(synced, current, pointer.live, pointer.previous, time.monotonic() - started, unchanged=True)
+                return PublishInfo(
+                    synced, current, pointer.live, pointer.previous, time.monotonic() - started, unchanged=True, advice=self.store_advice(current)
+                )
         record = self._builder().run(release, resolved.folder) if resolved is not None else self.build(release)
         faults.point("after:publish.build")
         record = self.verify(record.name)
         faults.point("after:publish.verify")
         self._prepare_query_runtime()
         pointer = self.switch(record.name, skip_quality, reason)
-        return PublishInfo(synced, record, pointer.live, pointer.previous, time.monotonic() - started)
+        return PublishInfo(synced, record, pointer.live, pointer.previous, time.monotonic() - started, advice=self.store_advice(record))
 
     def _prepare_query_runtime(self) -> None:
         """After a build with the local torch model, export it for ONNX Runtime once, so later searches never import torch.
@@ -469,9 +475,72 @@ class KbRelease:
 
     # --- reading --------------------------------------------------------------
     def status(self) -> dict[str, Any]:
+        """The live pointer and every release, the store engine, and advice when the live release has outgrown it."""
         from kbrelease.release.lifecycle import status
 
-        return status(self.registry)
+        data = status(self.registry)
+        live = self.registry.get(data["live"]) if data["live"] else None
+        return {**data, "engine": self.cfg.store_engine, "advice": self.store_advice(live)}
+
+    # --- the store engine (kbrelease.store.engines) ----------------------------------
+    def store_advice(self, record: ReleaseRecord | None = None) -> list[str]:
+        """Warnings (with the measured numbers) for each source of ``record`` past the embedded store's size."""
+        from kbrelease.store.engines import advice, largest_sources
+
+        return advice(self.cfg, largest_sources(record))
+
+    def store_status(self) -> dict[str, Any]:
+        """The engine, its URI or folder, its index, and the server kbrelease runs for it (pid, port, RSS), if running."""
+        from kbrelease.store.engines import server_status
+
+        return server_status(self.cfg)
+
+    def store_stop(self) -> bool:
+        """Stop the server kbrelease runs for this environment (lite, milvus-local); True if one was running."""
+        from kbrelease.store.engines import stop_managed
+
+        if self._store is not None:
+            self._store.close()
+            self._store, self._registry = None, None
+        return stop_managed(self.cfg)
+
+    def migrate_store(self, to: str) -> MigrateInfo:
+        """Move every built or verified release to engine ``to`` (lite or milvus-local) by package export/import,
+        keep the live pointer, and record the engine in the workspace; nothing is re-embedded."""
+        from kbrelease.config import ENGINES, record_engine, recorded_engine
+        from kbrelease.errors import ConfigError
+        from kbrelease.package.migrate import migrate
+
+        source = self.cfg.store_engine
+        if to not in ENGINES or to == "server":
+            raise ConfigError(
+                f"cannot migrate to {to!r}: choose lite or milvus-local (to move releases into a Milvus server, use "
+                "`kbrelease promote` between two environments, or `package export` / `package import`)"
+            )
+        if source == "server":
+            raise ConfigError(
+                "store migrate moves releases out of the stores kbrelease runs (lite, milvus-local); this environment uses the "
+                "Milvus server at milvus.uri: use `kbrelease promote` or `package export` / `package import` instead"
+            )
+        if to == source:
+            raise ConfigError(f"environment {self.cfg.environment!r} already uses the {to} engine; nothing to migrate")
+        pinned = self.cfg.store.engine
+        if pinned is not None and pinned != recorded_engine(self.cfg.workspace, self.cfg.environment):
+            raise ConfigError(
+                f"store.engine is set to {pinned!r} in the configuration (kbrelease.yaml or KBRELEASE_STORE_ENGINE), which would "
+                f"win over the migration; remove it (migrate records the engine in the workspace), then run the migration again"
+            )
+        target_cfg = self.cfg.model_copy(deep=True)
+        target_cfg.store.engine = to  # type: ignore[assignment]
+        target = KbRelease(target_cfg, self.reporter, wait_for_lock=self.wait_for_lock, on_lock_wait=self._on_lock_wait)
+        target.models = self.models  # the same embedders: an import checks identities, it embeds nothing
+        try:
+            with self.locked(f"store migrate --to {to}"), target.locked(f"store migrate --from {source}"):
+                info = migrate(self.store, self.registry, self._release_dir, target._import_target(), source, to)
+        finally:
+            target.close()
+        record_engine(self.cfg.workspace, self.cfg.environment, to, source)  # type: ignore[arg-type]
+        return info
 
     def releases(self) -> list[ReleaseRecord]:
         return self.registry.list()

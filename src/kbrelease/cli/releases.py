@@ -158,11 +158,18 @@ def publish(
     from kbrelease.release.manifest import release_info_text
 
     typer.echo(str(info.sync))
+    _advise(info.advice)
     if info.unchanged:
         typer.echo(f"nothing changed: live release {info.live} has this data index and these models; nothing built (--force to build anyway)")
         return
     typer.echo(release_info_text(info.release, "live" if info.live == info.release.name else None), nl=False)
     typer.echo(f"live: {info.live} (previous: {info.previous or '-'}) — published in {info.seconds:.1f}s")
+
+
+def _advise(advice: list[str]) -> None:
+    """Store advice (a source past the embedded store's size) on stderr, so scripts reading stdout are not disturbed."""
+    for line in advice:
+        typer.echo(f"advice: {line}", err=True)
 
 
 def status(ctx: typer.Context, json_output: JsonOpt = False) -> None:
@@ -172,9 +179,10 @@ def status(ctx: typer.Context, json_output: JsonOpt = False) -> None:
     if json_output:
         echo_json(data)
         return
-    typer.echo(f"environment: {data['environment']}   live: {data['live'] or '-'}   previous: {data['previous'] or '-'}")
+    typer.echo(f"environment: {data['environment']}   live: {data['live'] or '-'}   previous: {data['previous'] or '-'}   engine: {data['engine']}")
     for item in data["releases"]:
         typer.echo("  " + _release_line(item))
+    _advise(data["advice"])
 
 
 def list_(ctx: typer.Context, json_output: JsonOpt = False) -> None:

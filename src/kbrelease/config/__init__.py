@@ -23,6 +23,18 @@ from kbrelease.errors import ConfigError
 from kbrelease.trust.redact import redact_known, redact_url
 
 CONFIG_FILENAME = "kbrelease.yaml"
+ENGINE_STATE_FILE = "store-engine.json"
+"""``<workspace>/state/store-engine.json``: the engine ``kbrelease store migrate`` chose, per environment."""
+
+SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
+"""A Milvus URI with one of these names a server; anything else is the folder of an embedded Milvus Lite."""
+
+
+def names_server(uri: str) -> bool:
+    """Whether a Milvus URI names a server (rather than an embedded Lite folder)."""
+    return uri.startswith(SERVER_SCHEMES)
+
+
 Modality = Literal["text", "image"]
 
 TEXT_SUFFIXES = (".txt", ".md")
@@ -147,6 +159,32 @@ class MilvusConfig(_Model):
         description="Database holding the release registry and live pointer.",
     )
     insert_batch: int = Field(default=512, ge=1, description="Rows per insert call.")
+
+
+Engine = Literal["lite", "milvus-local", "server"]
+ENGINES: tuple[Engine, ...] = ("lite", "milvus-local", "server")
+
+
+class StoreConfig(_Model):
+    """Which engine holds the releases (see docs/usage.md, "Choosing the store engine")."""
+
+    engine: Engine | None = Field(
+        default=None,
+        description="'lite': the embedded Milvus Lite (a folder; the default); 'milvus-local': a Milvus standalone server that kbrelease "
+        "starts, checks and stops itself, data under <workspace>/milvus-local (pip install 'kbrelease[milvus-local]'); 'server': the "
+        "Milvus at milvus.uri (the default when it is a URL). `kbrelease store migrate --to ENGINE` moves the releases and records "
+        "the engine in the workspace. Env: KBRELEASE_STORE_ENGINE.",
+    )
+    local_path: Path | None = Field(
+        default=None, description="Data folder of the milvus-local engine (default: <workspace>/milvus-local, or milvus-local-<environment>)."
+    )
+    start_timeout_s: float = Field(default=180.0, gt=0, description="Longest wait for the milvus-local server to start and answer.")
+    advise_rows: int | None = Field(
+        default=None,
+        ge=1,
+        description="Rows of one source past which publish, status and the service advise leaving the embedded store "
+        "(default: the measured threshold in kbrelease.store.engines). Env: KBRELEASE_STORE_ADVISE_ROWS.",
+    )
 
 
 ENV_NAME = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
@@ -415,6 +453,7 @@ class Config(_Model):
     text: TextConfig = Field(default_factory=TextConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
     milvus: MilvusConfig = Field(default_factory=MilvusConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     packages: PackagesConfig = Field(default_factory=PackagesConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
@@ -455,6 +494,11 @@ class Config(_Model):
         return envs
 
     @model_validator(mode="after")
+    def _engine_fits_uri(self) -> Config:
+        check_engine(self)
+        return self
+
+    @model_validator(mode="after")
     def _openai_needs_url_and_dim(self) -> Config:
         if self.text.embedder == "openai":
             if not self.text.base_url:
@@ -475,12 +519,22 @@ class Config(_Model):
         return self.cache.path or self.workspace / "cache" / "embeddings.sqlite"
 
     @property
+    def store_engine(self) -> Engine:
+        """The engine in use: ``store.engine``, else ``server`` when milvus.uri is a URL, else ``lite``."""
+        if self.store.engine is not None:
+            return self.store.engine
+        return "server" if self.milvus.uri and names_server(self.milvus.uri) else "lite"
+
+    @property
     def milvus_uri(self) -> str:
-        """The Milvus of the selected environment; without one, an embedded Lite folder per environment."""
+        """The Milvus of the selected environment: a server URL, an embedded Lite folder per environment, or (engine
+        ``milvus-local``) the data folder of the server kbrelease runs, which the store turns into its URL."""
+        suffix = "" if self.environment == "default" else f"-{self.environment}"
+        if self.store_engine == "milvus-local":
+            return str(self.store.local_path or self.workspace / f"milvus-local{suffix}")
         if self.milvus.uri:
             return self.milvus.uri
-        folder = "milvus" if self.environment == "default" else f"milvus-{self.environment}"
-        return str(self.workspace / folder)
+        return str(self.workspace / f"milvus{suffix}")
 
     @property
     def environment_config(self) -> EnvironmentConfig | None:
@@ -522,6 +576,61 @@ class Config(_Model):
         return data
 
 
+def check_engine(cfg: Config) -> None:
+    """Refuse an engine that contradicts milvus.uri (a URL is a server; lite and milvus-local keep their data locally)."""
+    engine, uri = cfg.store.engine, cfg.milvus.uri
+    if engine == "server" and not (uri and names_server(uri)):
+        raise ConfigError("store.engine is 'server' but milvus.uri names no server; set milvus.uri (MILVUS_URI) to http://host:19530, or choose engine lite")
+    if engine in ("lite", "milvus-local") and uri and names_server(uri):
+        raise ConfigError(
+            f"store.engine is {engine!r} but milvus.uri ({redact_url(uri)}) names a server; unset milvus.uri (MILVUS_URI) or set store.engine to 'server'"
+        )
+
+
+def engine_state_path(workspace: Path) -> Path:
+    return workspace / "state" / ENGINE_STATE_FILE
+
+
+def recorded_engine(workspace: Path, environment: str) -> Engine | None:
+    """The engine ``store migrate`` recorded for ``environment`` in the workspace, if any."""
+    import json
+
+    try:
+        data = json.loads(engine_state_path(workspace).read_text(encoding="utf-8"))
+        engine = data[environment]["engine"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return engine if engine in ENGINES else None
+
+
+def record_engine(workspace: Path, environment: str, engine: Engine, previous: Engine) -> Path:
+    """Note in the workspace that ``environment`` now uses ``engine`` (written by ``store migrate``)."""
+    import json
+    from datetime import UTC, datetime
+
+    from kbrelease.atomic import atomic_write_json
+
+    path = engine_state_path(workspace)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    data[environment] = {"engine": engine, "from": previous, "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    atomic_write_json(path, data, mkdir=True)
+    return path
+
+
+def _apply_recorded_engine(cfg: Config) -> None:
+    """A migrated workspace keeps its engine, unless the config or environment pins one (or a server URI)."""
+    if cfg.store.engine is not None or (cfg.milvus.uri and names_server(cfg.milvus.uri)):
+        return
+    recorded = recorded_engine(cfg.workspace, cfg.environment)
+    if recorded is not None and recorded != "server":
+        cfg.store.engine = recorded
+
+
 # Variables that set one config key each; the docs page is generated from
 # these tables (scripts/gen_docs.py), so they are the single source of truth.
 SIMPLE_ENV: dict[str, str] = {
@@ -532,6 +641,8 @@ SIMPLE_ENV: dict[str, str] = {
     "AWS_PROFILE": "s3.profile",
     "MILVUS_URI": "milvus.uri",
     "MILVUS_DB_PREFIX": "milvus.db_prefix",
+    "KBRELEASE_STORE_ENGINE": "store.engine",
+    "KBRELEASE_STORE_ADVISE_ROWS": "store.advise_rows",
     "TEXT_EMBEDDING_MODEL": "text.model",
     "TEXT_EMBEDDING_DIM": "text.dim",
     "KBRELEASE_TEXT_RUNTIME": "text.runtime",
@@ -689,6 +800,7 @@ def load_config(
         cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration in {where}:\n{_describe(exc)}") from None
+    _apply_recorded_engine(cfg)
     _read_secrets(cfg, env)
     register_config_secrets(cfg, env)
     env_port = cfg.environment_service_port

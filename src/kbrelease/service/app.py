@@ -84,6 +84,8 @@ def create_app(cfg: Config, kb: KbRelease | None = None) -> FastAPI:
                 "this address; set KBRELEASE_API_TOKEN, or keep it behind a proxy that authenticates",
                 extra={"host": cfg.service.host},
             )
+        for line in await asyncio.to_thread(_store_advice, facade):
+            logger.warning(line, extra={"engine": cfg.store_engine})
         monitor_stop, monitor_task = asyncio.Event(), None
         if monitor is not None:
             monitor_task = asyncio.create_task(monitor.run_async(monitor_stop))
@@ -137,3 +139,13 @@ def app_from_env() -> FastAPI:
     from kbrelease.config import load_config
 
     return create_app(load_config())
+
+
+def _store_advice(kb: KbRelease) -> list[str]:
+    """The store advice for the live release, logged once at start; nothing when the store cannot answer yet (readiness reports that)."""
+    from kbrelease.errors import KbReleaseError
+
+    try:
+        return kb.status()["advice"]  # type: ignore[no-any-return]
+    except KbReleaseError:
+        return []

@@ -91,6 +91,10 @@ class ReleasesOut(BaseModel):
     previous: str | None
     switched_at: str | None
     releases: list[ReleaseSummary]
+    engine: str | None = None
+    """The store engine (lite, milvus-local, server)."""
+    advice: list[str] = []
+    """Set when a source of the live release has outgrown the engine: the measured numbers and the command that moves it."""
 
 
 class ManifestOut(BaseModel):

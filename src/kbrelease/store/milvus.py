@@ -13,12 +13,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from kbrelease.config import Config
+from kbrelease.config import Config, names_server
 from kbrelease.errors import StoreError, StoreUnreachable
 from kbrelease.retry import backoff
+from kbrelease.store.engines import IndexChoice, connect_uri, index_for
 from kbrelease.store.schema import milvus_schema
 from kbrelease.trust.filters import str_literal
 from kbrelease.trust.redact import redact_url
@@ -130,13 +130,9 @@ def classify(exc: BaseException) -> str:
     return "other"
 
 
-SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
-"""A Milvus URI with one of these names a server; anything else is the folder of an embedded Milvus Lite."""
-
-
 def is_embedded(uri: str) -> bool:
     """Whether ``uri`` is an embedded Milvus Lite folder (started by kbrelease) rather than a server."""
-    return not uri.startswith(SERVER_SCHEMES)
+    return not names_server(uri)
 
 
 def _in_list(field: str, values: Sequence[str]) -> str:
@@ -163,8 +159,10 @@ def _translated(op: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
 class MilvusStore:
     """Databases and collections of one Milvus (server, or the embedded Lite server)."""
 
-    def __init__(self, uri: str, token: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, uri: str, token: str | None = None, timeout: float = 10.0, index: IndexChoice | None = None) -> None:
         self.uri = uri
+        self.index = index or index_for("server")
+        """The vector index new collections get, and how searches use it (per engine: kbrelease.store.engines)."""
         self._token = token
         self._timeout = timeout
         self._clients: dict[str, Any] = {}
@@ -172,13 +170,8 @@ class MilvusStore:
 
     @classmethod
     def from_config(cls, cfg: Config) -> MilvusStore:
-        uri = cfg.milvus_uri
         token = cfg.milvus.token.get_secret_value() if cfg.milvus.token else None
-        if is_embedded(uri):
-            from kbrelease.store.lite import ensure_server
-
-            uri = ensure_server(Path(uri))
-        return cls(uri, token)
+        return cls(connect_uri(cfg), token, index=index_for(cfg.store_engine))
 
     def translate(self, exc: Exception, op: str, args: Sequence[Any] = ()) -> StoreError:
         text = str(exc)
@@ -267,7 +260,7 @@ class MilvusStore:
             return
         schema = milvus_schema(dim, description)
         index = c.prepare_index_params()
-        index.add_index(field_name="vector", metric_type="COSINE", index_type="AUTOINDEX")
+        index.add_index(field_name="vector", metric_type="COSINE", index_type=self.index.index_type, params=dict(self.index.build))
         create_indexed(c, name, schema, index)
 
     @_translated("load")
@@ -408,7 +401,7 @@ class MilvusStore:
             "limit": k,
             "filter": expr,
             "output_fields": list(output_fields),
-            "search_params": {"metric_type": "COSINE"},
+            "search_params": self.index.search_params(k),
         }
         res = self._reloading(db, name, lambda: c.search(name, **kwargs))
         return [[dict(hit) for hit in hits] for hits in res]
