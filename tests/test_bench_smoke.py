@@ -68,6 +68,7 @@ def test_every_script_is_covered() -> None:
         "incremental_bench.py",
         "embed_bench.py",
         "search_bench.py",
+        "engine_bench.py",
         "lite_search_profile.py",
         "dataindex_bench.py",
         "package_bench.py",
@@ -123,6 +124,17 @@ def test_search_bench(tmp_path: Path, lite_server: str) -> None:
     for r in results:
         assert r["top1_self_hit"] is True
         assert r["p50_ms"] > 0 and r["insert_rows_per_s"] > 0
+
+
+def test_engine_bench(tmp_path: Path) -> None:
+    report = smoke_report("engine_bench.py", tmp_path)
+    (result,) = report["results"]
+    assert result["engine"] == "lite" and result["rows"] == 300 and result["insert_rows_per_s"] > 0
+    runs = {r["index"]: r for r in result["runs"]}
+    assert set(runs) == {"HNSW", "FLAT"}
+    assert runs["FLAT"]["recall@10"] == 1.0  # exact search agrees with numpy's
+    assert runs["HNSW"]["p50_ms_c8"] > 0 and runs["HNSW"]["server_rss_mb"] > 0
+    assert result["recommended"] is not None and "| lite | 300 |" in report["table"]
 
 
 def test_lite_search_profile(tmp_path: Path) -> None:

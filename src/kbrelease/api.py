@@ -535,7 +535,8 @@ class KbRelease:
         target = KbRelease(target_cfg, self.reporter, wait_for_lock=self.wait_for_lock, on_lock_wait=self._on_lock_wait)
         target.models = self.models  # the same embedders: an import checks identities, it embeds nothing
         try:
-            with self.locked(f"store migrate --to {to}"), target.locked(f"store migrate --from {source}"):
+            # One lock covers both: a managed engine's lock is the workspace's file for this environment, whatever the engine.
+            with self.locked(f"store migrate --to {to}"):
                 info = migrate(self.store, self.registry, self._release_dir, target._import_target(), source, to)
         finally:
             target.close()
