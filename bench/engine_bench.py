@@ -211,7 +211,8 @@ def run_engine_rows(engine: str, rows: int, args: argparse.Namespace, workdir: P
 
 def markdown(results: list[dict[str, Any]], k: int) -> str:
     lines = [
-        f"| engine | rows | index | build | search | index s | recall@{k} | p50 ms (c=1) | p99 ms (c=1) | p50 ms (c=8) | p99 ms (c=8) | QPS (c=8) | server RSS MB |",
+        f"| engine | rows | index | build | search | index s | recall@{k} | p50 ms (c=1) | p99 ms (c=1) | p50 ms (c=8) | p99 ms (c=8) "
+        "| QPS (c=8) | server RSS MB |",
         "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for res in results:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kbrelease.config import Config, Engine
+from kbrelease.trust.redact import redact_url
 
 if TYPE_CHECKING:
     from kbrelease.release.registry import ReleaseRecord
@@ -140,7 +141,7 @@ def server_status(cfg: Config) -> dict[str, Any]:
         lite = running_lite(folder)
         if lite is not None:
             found = {**lite, "uri": f"http://127.0.0.1:{lite['port']}", "rss_bytes": group_rss_bytes(int(lite["pid"]))}
-    return {"engine": engine, "uri": cfg.milvus_uri, "server": found, "index": index_for(engine).asdict()}
+    return {"engine": engine, "uri": redact_url(cfg.milvus_uri), "server": found, "index": index_for(engine).asdict()}
 
 
 def stop_managed(cfg: Config) -> bool:
