@@ -108,7 +108,7 @@ def test_publishing_in_dev_leaves_prod_untouched_and_promote_copies_it(no_config
     published = dev.publish()
 
     assert published.live == "v1" and published.release.database == "kb_dev_v1"
-    assert prod.status() == {"environment": "prod", "live": None, "previous": None, "switched_at": None, "releases": []}
+    assert prod.status() == {"environment": "prod", "live": None, "previous": None, "switched_at": None, "releases": [], "engine": "lite", "advice": []}
     assert (tmp_path / "ws" / "milvus-dev").is_dir() and dev.store.uri != prod.store.uri
     assert "kb_dev_v1" not in prod.store.databases()
 
