@@ -124,7 +124,9 @@ def _hits(kb: KbRelease, query: str) -> list[tuple[str, int]]:
 
 @pytest.mark.slow
 @pytest.mark.milvus_server
-def test_migrate_to_milvus_local_keeps_releases_hits_and_live(workspace: Path, tmp_path: Path, corpus: Path, text_embedder: Any) -> None:
+def test_migrate_to_milvus_local_keeps_releases_hits_and_live(
+    workspace: Path, tmp_path: Path, corpus: Path, text_embedder: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     from fastapi.testclient import TestClient
 
     from kbrelease.service.app import create_app
@@ -138,9 +140,12 @@ def test_migrate_to_milvus_local_keeps_releases_hits_and_live(workspace: Path, t
         kb.publish()
         before = kb.status()
         hits = {q: _hits(kb, q) for q in queries}
+        capsys.readouterr()
         with TestClient(create_app(kb.cfg, kb=kb)) as client:
             releases = client.get("/api/v1/releases").json()
         assert releases["engine"] == "lite" and releases["advice"] == before["advice"] != []
+        logged = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+        assert any(r["level"] == "WARNING" and MIGRATE_COMMAND in r["event"] for r in logged)  # the service says it at start
     assert (before["live"], before["previous"]) == ("v2", "v1")
 
     moved = runner.invoke(app, ["-c", str(workspace), "store", "migrate", "--to", "milvus-local", "--json"])
