@@ -74,12 +74,21 @@ def test_every_script_is_covered() -> None:
         "serve_bench.py",
         "workflow_bench.py",
         "quantize_bench.py",
+        "padding_bench.py",
         "llamaindex_bench.py",
         "vs_llamaindex.py",
         "plot.py",
     }
     scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
     assert scripts == covered
+
+
+def test_padding_bench(tmp_path: Path) -> None:
+    report = smoke_report("padding_bench.py", tmp_path)
+    computed = report["computed_tokens"]
+    assert report["chunks"] > 0 and report["tokens"] > 0
+    # Sorting never computes more than file order, and never less than the real tokens.
+    assert report["tokens"] <= computed["whole source"] <= computed["window 2048"] <= computed["window 256"] <= computed["file order"]
 
 
 def test_make_corpus(tmp_path: Path) -> None:

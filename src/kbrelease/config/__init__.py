@@ -87,6 +87,12 @@ class TextConfig(_Model):
         description="Texts per forward pass of the local model (default: 16 on the CPU, where smaller passes are faster, batch_size on a GPU).",
     )
     concurrency: int = Field(default=4, ge=1, le=64, description="Parallel HTTP requests for 'openai'.")
+    sort_window: int = Field(
+        default=2048,
+        ge=1,
+        description="Chunks of a source sorted by token length together before they go to the model in calls of 4x batch_size "
+        "(less padding: 1 % instead of 6-10 % of computed tokens on real manuals, bench/padding_bench.py).",
+    )
     chunk_target_tokens: int = Field(default=160, ge=8, description="Paragraphs are merged up to about this many tokens; never beyond the model limit.")
     fallback_encoding: str = Field(default="latin-1", description="Encoding tried (with a warning) when a file is neither UTF-8 nor UTF-16 with BOM.")
     max_file_mb: float = Field(default=20.0, gt=0, description="Larger text files are reported and skipped.")

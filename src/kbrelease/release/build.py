@@ -253,10 +253,29 @@ class Builder:
             if len(counts.skips) < MAX_REPORTED:
                 counts.skips.append({"file": prep.record.relative_path, "reason": prep.skip})
 
+    def _token_lengths(self, texts: list[str]) -> list[int]:
+        """Token counts of ``texts`` (one batched call of a fast tokenizer where the embedder has one)."""
+        tokenizer = getattr(self.text, "hf_tokenizer", None)
+        if tokenizer is not None and hasattr(tokenizer, "encode_batch"):
+            return [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+        return [self.text.count_tokens(t) for t in texts]
+
     def _build_text(self, db: str, src: SourceIndex, todo: list[FileRecord], counts: SourceCounts, label: str) -> None:
-        # Several model batches per call: the model sorts by length inside a call.
-        batch_target = self.cfg.text.batch_size * 4
+        # Chunks are gathered across files (text.sort_window of them), sorted by token length and handed to the model
+        # in calls of 4x batch_size: forward passes then hold texts of about one length, so little of what the model
+        # computes is padding (bench/padding_bench.py), while progress, upserts and the embedding cache still advance
+        # one call at a time.
+        call = self.cfg.text.batch_size * 4
+        window: list[tuple[Prepared, Chunk]] = []
         pending: list[tuple[Prepared, Chunk]] = []
+
+        def drain() -> None:
+            lengths = self._token_lengths([c.text for _, c in window])
+            order = sorted(range(len(window)), key=lambda i: lengths[i], reverse=True)
+            for start in range(0, len(order), call):
+                pending.extend(window[i] for i in order[start : start + call])
+                flush()
+            window.clear()
 
         def flush() -> None:
             if not pending:
@@ -283,11 +302,11 @@ class Builder:
         for prep in bounded_map(prepare, todo, workers=2, window=64):
             self._note(counts, prep)
             for chunk in prep.chunks or []:
-                pending.append((prep, chunk))
-            if len(pending) >= batch_target:
-                flush()
+                window.append((prep, chunk))
+            if len(window) >= self.cfg.text.sort_window:
+                drain()
             self.reporter.advance(label)
-        flush()
+        drain()
 
     def _build_images(self, db: str, src: SourceIndex, todo: list[FileRecord], counts: SourceCounts, label: str) -> None:
         import numpy as np
