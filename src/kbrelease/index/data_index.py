@@ -76,6 +76,8 @@ class Bundle:
 
     meta: dict[str, Any]
     data_manifest: list[SourceIndex]
+    access_config: dict[str, Any] | None = None
+    """How clients reach this index over the API (the seed's ``access_config``): base_url, authentication, endpoints."""
 
     @property
     def checksum(self) -> str:
@@ -91,7 +93,10 @@ class Bundle:
         raise ReleaseError(f"source {name!r} is not in the data index; run `kbrelease sync` first")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"meta": self.meta, "data_manifest": [asdict(s) for s in self.data_manifest]}
+        out: dict[str, Any] = {"meta": self.meta, "data_manifest": [asdict(s) for s in self.data_manifest]}
+        if self.access_config is not None:
+            out["access_config"] = self.access_config
+        return out
 
 
 class _NoAliasDumper(yaml.SafeDumper):
@@ -277,10 +282,25 @@ def summarize_source(
     )
 
 
-def write_bundle(index_dir: Path, sources: list[SourceIndex], name: str = "kbrelease", meta: dict[str, Any] | None = None) -> Bundle:
+def access_config(name: str, base_url: str | None, token_required: bool) -> dict[str, Any]:
+    """The seed's ``access_config`` of the index served as ``name``: where the API is, how to sign in, its endpoints."""
+    from urllib.parse import quote
+
+    base = f"/api/v1/bundles/{quote(name, safe='')}"
+    return {
+        "base_url": base_url.rstrip("/") if base_url else None,
+        "authentication": "bearer_token" if token_required else "none",
+        "endpoints": {"list_files": f"{base}/files", "download_batch": f"{base}/download", "streaming": f"{base}/stream"},
+    }
+
+
+def write_bundle(
+    index_dir: Path, sources: list[SourceIndex], name: str = "kbrelease", meta: dict[str, Any] | None = None, access: dict[str, Any] | None = None
+) -> Bundle:
     """Write ``bundle.yaml`` last, after every source's Parquet file.
 
-    ``meta`` adds keys to the bundle's ``meta`` (version, type, spec source).
+    ``meta`` adds keys to the bundle's ``meta`` (version, type, spec source);
+    ``access`` is written as its ``access_config`` (see :func:`access_config`).
     """
     total = sum(s.total_size for s in sources)
     bundle = Bundle(
@@ -294,6 +314,7 @@ def write_bundle(index_dir: Path, sources: list[SourceIndex], name: str = "kbrel
             "total_files": sum(s.file_count for s in sources),
         },
         data_manifest=sources,
+        access_config=access,
     )
     bundle.meta["checksum"] = bundle.checksum
     index_dir.mkdir(parents=True, exist_ok=True)
@@ -306,4 +327,7 @@ def read_bundle(index_dir: Path) -> Bundle:
     if not path.is_file():
         raise ReleaseError(f"no data index at {index_dir}; run `kbrelease sync` first")
     data = load_bundle_yaml(path.read_text(encoding="utf-8"))
-    return Bundle(meta=data["meta"], data_manifest=[SourceIndex(**s) for s in data["data_manifest"]])
+    access = data.get("access_config")
+    return Bundle(
+        meta=data["meta"], data_manifest=[SourceIndex(**s) for s in data["data_manifest"]], access_config=access if isinstance(access, dict) else None
+    )
