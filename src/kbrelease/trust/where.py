@@ -9,6 +9,7 @@ f-strings, lambdas) is refused with a message naming what was found::
     and        := not ("and" not)*
     not        := "not" not | "(" or ")" | comparison
     comparison := KEY op LITERAL | KEY ["not"] "in" "[" LITERAL ("," LITERAL)* "]"
+                | LITERAL ["not"] "in" KEY                  (the key's value is a list holding it)
     op         := == | != | < | <= | > | >=
     KEY        := [A-Za-z_][A-Za-z0-9_]{0,63}        (a user metadata key)
     LITERAL    := "string" | 'string' | integer | float | True | False
@@ -18,7 +19,8 @@ f-strings, lambdas) is refused with a message naming what was found::
 JSON field (keys and strings written with :func:`kbrelease.trust.filters.str_literal`,
 numbers re-printed from their parsed value) or a Python predicate over a
 record's metadata (the data-index API). A key a file lacks matches no
-comparison, in both.
+comparison, in both, and ``not`` of such a comparison matches nothing either
+(three-valued logic, as Milvus evaluates JSON paths).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ _KEY = re.compile(KEY_PATTERN)
 MAX_STRING_CHARS = 1024
 
 Scalar = str | int | float | bool
-Op = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not in"]
+Op = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not in", "contains", "not contains"]
 
 _OPS: dict[type[ast.cmpop], Op] = {
     ast.Eq: "==",
@@ -132,6 +134,8 @@ class _Parser:
 
     def one(self, left: ast.expr, op: Op, right: ast.expr) -> Compare:
         self.count(left)
+        if op in ("in", "not in") and isinstance(right, ast.Name) and not isinstance(left, ast.Name):
+            return Compare(self.key(right), "contains" if op == "in" else "not contains", self.literal(left))
         if op in ("in", "not in"):
             if not isinstance(left, ast.Name):
                 raise _fail(left, self.text, f"the left side of {op!r} must be a metadata key")
@@ -193,7 +197,7 @@ class Filter:
 
     def matches(self, metadata: Mapping[str, Any]) -> bool:
         """Whether a record's metadata passes (the data index's metadata is flat: no path)."""
-        return _eval(self.tree, metadata)
+        return _eval(self.tree, metadata) is True
 
     def predicate(self) -> Callable[[Mapping[str, Any]], bool]:
         return self.matches
@@ -240,9 +244,14 @@ def _milvus(node: Node, prefix: str) -> str:
     if isinstance(node, Not):
         return f"(not {_milvus(node.part, prefix)})"
     target = f"{prefix}[{str_literal(check_key(node.key))}]"
+    if node.op in ("contains", "not contains"):
+        assert not isinstance(node.value, tuple)
+        has = f"json_contains({target}, {_lit(node.value)})"
+        return f"({has})" if node.op == "contains" else f"(not {has})"
     if isinstance(node.value, tuple):
-        items = ", ".join(_lit(v) for v in node.value)
-        return f"({target} {node.op} [{items}])"
+        # Spelled out as == ... or ...: Milvus 2.3 takes 'in' on a plain field only, not on a JSON path.
+        anyof = "(" + " or ".join(f"{target} == {_lit(v)}" for v in node.value) + ")"
+        return anyof if node.op == "in" else f"(not {anyof})"
     return f"({target} {node.op} {_lit(node.value)})"
 
 
@@ -259,6 +268,8 @@ def _cmp(have: Any, op: Op, want: Scalar) -> bool:
         return False
     if op == "==":
         return bool(have == want)
+    if op not in ("!=", "<", "<=", ">", ">="):
+        return False
     if op == "!=":
         return bool(have != want)
     if isinstance(have, bool):
@@ -269,14 +280,23 @@ def _cmp(have: Any, op: Op, want: Scalar) -> bool:
         return False
 
 
-def _eval(node: Node, meta: Mapping[str, Any]) -> bool:
+def _eval(node: Node, meta: Mapping[str, Any]) -> bool | None:
+    """Three-valued, as Milvus evaluates a JSON path: a key the file lacks is unknown (None), and
+    ``not`` of unknown stays unknown, so ``not camera_id == "front"`` does not match a file without camera_id."""
     if isinstance(node, BoolOp):
-        results = (_eval(p, meta) for p in node.parts)
-        return all(results) if node.op == "and" else any(results)
+        results = [_eval(p, meta) for p in node.parts]
+        if node.op == "and":
+            return False if False in results else (None if None in results else True)
+        return True if True in results else (None if None in results else False)
     if isinstance(node, Not):
-        return not _eval(node.part, meta)
-    if node.key not in meta:
-        return False
+        inner = _eval(node.part, meta)
+        return None if inner is None else not inner
+    if node.op in ("contains", "not contains"):  # json_contains is false, not unknown, without a list
+        have = meta.get(node.key)
+        holds = isinstance(have, list) and any(_cmp(x, "==", node.value) for x in have if not isinstance(node.value, tuple))
+        return holds if node.op == "contains" else not holds
+    if node.key not in meta or meta[node.key] is None:
+        return None
     have = meta[node.key]
     if isinstance(node.value, tuple):
         found = any(_cmp(have, "==", v) for v in node.value)
