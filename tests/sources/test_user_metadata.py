@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kbrelease import load_config
-from kbrelease.index.data_index import read_source_index
+from kbrelease.index.bundles import load_spec, resolve
+from kbrelease.index.data_index import FileRecord, index_checksum, read_source_index
 from kbrelease.sources.metadata import MAX_METADATA_BYTES, MetadataError, check_metadata, front_matter, parse_sidecar
 from kbrelease.sources.sync import sync
 
@@ -55,14 +57,32 @@ def test_sidecars_and_front_matter_reach_the_index(tmp_path: Path, index_only: b
     assert "sidecar 'bad.md.meta.json'" in skips["bad.md"] and "'nested'" in skips["bad.md"]
     assert "c.md" in skips["c.md"] and "front matter" in skips["c.md"] and "not valid YAML" in skips["c.md"]
 
-    # A sidecar changes on its own: the next sync picks it up though its file is unchanged.
+    # A sidecar changes on its own: the next sync picks it up though its file is unchanged,
+    # and the data index's checksum changes, so publish builds a release with the new metadata.
     (src / "b.txt.meta.yaml").write_text("tags: [z]\n", encoding="utf-8")
     (src / "bad.md.meta.json").unlink()
-    again, _ = sync(cfg, index_only=index_only)
+    again, bundle = sync(cfg, index_only=index_only)
     meta = _metadata(tmp_path)
     assert meta["b.txt"] == {"suffix": ".txt", "tags": ["z"]}
     assert meta["bad.md"] == {"suffix": ".md"}
     assert again.sources[0].skipped == 1
+    assert again.index_checksum != info.index_checksum
+    # A bundle resolved from it (Arrow's checksum) agrees with the sync's (Python's).
+    spec = tmp_path / "all.yaml"
+    spec.write_text("version: v1\nsources:\n  - source: docs\n", encoding="utf-8")
+    resolved = resolve(cfg, load_spec(spec))
+    assert resolved.bundle.data_manifest[0].checksum == bundle.data_manifest[0].checksum
+
+
+def test_indexes_without_user_metadata_keep_their_checksum() -> None:
+    """The checksum formula of an index with no user metadata is the one before issue 15 (no needless rebuild after an upgrade)."""
+    import hashlib
+
+    records = [FileRecord(f"id{i}", f"p{i}.md", datetime(2025, 1, 1, tzinfo=UTC), 1, f"{i:064x}", metadata={"suffix": ".md"}) for i in range(3)]
+    before = "sha256:" + hashlib.sha256("".join(f"p{i}.md\x00{i:064x}\n" for i in range(3)).encode()).hexdigest()
+    assert index_checksum(records) == before
+    tagged = [*records[:2], FileRecord("id2", "p2.md", records[2].timestamp, 1, records[2].checksum, metadata={"suffix": ".md", "a": 1})]
+    assert index_checksum(tagged) != before
 
 
 @pytest.mark.parametrize(

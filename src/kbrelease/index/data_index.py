@@ -129,23 +129,41 @@ def _human(size: int) -> str:
     return f"{size}B"  # pragma: no cover
 
 
+SYSTEM_METADATA_KEYS = frozenset({"suffix"})
+"""Keys of a record's ``metadata`` that kbrelease sets itself; every other key is the user's."""
+
+
+def _user_line(metadata: Any) -> str:
+    """The part of a checksum line for a file's user metadata: empty without any (so indexes without user metadata keep their checksums)."""
+    user = {k: v for k, v in metadata.items() if k not in SYSTEM_METADATA_KEYS} if isinstance(metadata, dict) else {}
+    return "\x00" + json.dumps(user, sort_keys=True, ensure_ascii=False, separators=(",", ":")) if user else ""
+
+
 def index_checksum(records: Iterable[FileRecord]) -> str:
+    """sha256 over the sorted (path, file checksum, user metadata) of a source: a metadata-only change is a new index too."""
     h = hashlib.sha256()
     for rec in sorted(records, key=lambda r: r.relative_path):
-        h.update(f"{rec.relative_path}\x00{rec.checksum}\n".encode())
+        h.update(f"{rec.relative_path}\x00{rec.checksum}{_user_line(rec.metadata)}\n".encode())
     return "sha256:" + h.hexdigest()
 
 
 def table_checksum(table: Any) -> str:
-    """:func:`index_checksum` of an Arrow table sorted by ``relative_path``, without a Python object per row."""
+    """:func:`index_checksum` of an Arrow table sorted by ``relative_path``, without a Python object per row (but one per distinct metadata)."""
     import pyarrow.compute as pc
 
     h = hashlib.sha256()
-    for batch in table.select(["relative_path", "checksum"]).to_batches(max_chunksize=65_536):
+    parts: dict[str | None, str] = {}
+    for batch in table.select(["relative_path", "checksum", "metadata"]).to_batches(max_chunksize=65_536):
         if not batch.num_rows:
             continue
-        joined = pc.binary_join_element_wise(batch.column(0), batch.column(1), "\x00")
-        h.update(("\n".join(joined.to_pylist()) + "\n").encode())
+        joined = pc.binary_join_element_wise(batch.column(0), batch.column(1), "\x00").to_pylist()
+        metas = batch.column(2).to_pylist()
+        for text in set(metas) - parts.keys():
+            try:
+                parts[text] = _user_line(json.loads(text or "{}"))
+            except ValueError:
+                parts[text] = ""
+        h.update(("\n".join(j + parts[m] for j, m in zip(joined, metas, strict=True)) + "\n").encode())
     return "sha256:" + h.hexdigest()
 
 

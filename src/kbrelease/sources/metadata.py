@@ -30,9 +30,10 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from kbrelease.errors import InputFileError
+from kbrelease.index.data_index import SYSTEM_METADATA_KEYS
 
 SIDECAR_SUFFIXES = (".meta.json", ".meta.yaml", ".meta.yml")
-RESERVED_KEYS = frozenset({"suffix"})
+RESERVED_KEYS = SYSTEM_METADATA_KEYS
 """Keys kbrelease sets itself in the data index's metadata."""
 MAX_KEYS = 64
 MAX_METADATA_BYTES = 8192
