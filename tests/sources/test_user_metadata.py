@@ -74,6 +74,29 @@ def test_sidecars_and_front_matter_reach_the_index(tmp_path: Path, index_only: b
     assert resolved.bundle.data_manifest[0].checksum == bundle.data_manifest[0].checksum
 
 
+def test_cli_files_filters_by_metadata_and_prints_the_seeds_checksum_form(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from kbrelease.cli import app
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, team in [("a.md", "infra"), ("b.md", "hr")]:
+        (src / name).write_text(f"---\nteam: {team}\n---\n# {name}\n", encoding="utf-8")
+    config = _config(tmp_path)
+    sync(load_config(config, env={}))
+    runner = CliRunner()
+
+    shown = runner.invoke(app, ["-c", str(config), "files", "--where", 'team == "infra"'])
+    assert shown.exit_code == 0, shown.output
+    record = read_source_index(tmp_path / "ws" / "index" / "docs.parquet")[0]
+    assert shown.output.splitlines() == [
+        f'{record.file_id}  docs:a.md  {record.size_bytes} B  {record.timestamp.isoformat()}  sha256:{record.checksum}  {{"team": "infra"}}'
+    ]
+    bad = runner.invoke(app, ["-c", str(config), "files", "--where", "team == infra"])
+    assert bad.exit_code == 2 and "a comparison needs one metadata key and one literal" in bad.output
+
+
 def test_indexes_without_user_metadata_keep_their_checksum() -> None:
     """The checksum formula of an index with no user metadata is the one before issue 15 (no needless rebuild after an upgrade)."""
     import hashlib
