@@ -20,7 +20,8 @@ JSON field (keys and strings written with :func:`kbrelease.trust.filters.str_lit
 numbers re-printed from their parsed value) or a Python predicate over a
 record's metadata (the data-index API). A key a file lacks matches no
 comparison, in both, and ``not`` of such a comparison matches nothing either
-(three-valued logic, as Milvus evaluates JSON paths).
+(``not`` is pushed down to the comparisons first, so Milvus 2.3, later
+Milvus versions and the data index all answer the same).
 """
 
 from __future__ import annotations
@@ -145,10 +146,14 @@ class _Parser:
                 raise _fail(right, self.text, f"a list after {op!r} needs 1 to {MAX_IN_ITEMS} values")
             return Compare(self.key(left), op, tuple(self.literal(e) for e in right.elts))
         if isinstance(left, ast.Name) and not isinstance(right, ast.Name):
-            return Compare(self.key(left), op, self.literal(right))
-        if isinstance(right, ast.Name) and not isinstance(left, ast.Name):
-            return Compare(self.key(right), _FLIP[op], self.literal(left))
-        raise _fail(left, self.text, "a comparison needs one metadata key and one literal")
+            found = Compare(self.key(left), op, self.literal(right))
+        elif isinstance(right, ast.Name) and not isinstance(left, ast.Name):
+            found = Compare(self.key(right), _FLIP[op], self.literal(left))
+        else:
+            raise _fail(left, self.text, "a comparison needs one metadata key and one literal")
+        if isinstance(found.value, bool) and op not in ("==", "!="):
+            raise _fail(left, self.text, f"True and False have no order; compare them with == or != (not {op})")
+        return found
 
     def key(self, node: ast.Name) -> str:
         if not _KEY.fullmatch(node.id) or not node.id.isascii():
@@ -193,11 +198,11 @@ class Filter:
         if not field.isidentifier():
             raise ValueError(f"{field!r} is not a field name")
         prefix = field + "".join(f"[{str_literal(p)}]" for p in path)
-        return _milvus(self.tree, prefix)
+        return _milvus(_positive(self.tree), prefix)
 
     def matches(self, metadata: Mapping[str, Any]) -> bool:
         """Whether a record's metadata passes (the data index's metadata is flat: no path)."""
-        return _eval(self.tree, metadata) is True
+        return _eval(_positive(self.tree), metadata) is True
 
     def predicate(self) -> Callable[[Mapping[str, Any]], bool]:
         return self.matches
@@ -238,20 +243,60 @@ def _lit(value: Scalar) -> str:
     return str_literal(value)
 
 
+_NEGATE: dict[Op, Op] = {
+    "==": "!=",
+    "!=": "==",
+    "<": ">=",
+    ">=": "<",
+    "<=": ">",
+    ">": "<=",
+    "in": "not in",
+    "not in": "in",
+    "contains": "not contains",
+    "not contains": "contains",
+}
+
+
+def _positive(node: Node, negate: bool = False) -> Compare | BoolOp:
+    """``node`` without ``not``: negations pushed down to the comparisons (De Morgan), which flip their operator.
+
+    Milvus 2.3 and later versions disagree on ``not`` over a key a row lacks (2.3: true; later: unknown, no
+    match), and on ``!=`` likewise; with no ``not`` left and ``!=`` written as ``<`` or ``>``, every version
+    answers the same, and the data index evaluates this same tree.
+    """
+    if isinstance(node, Not):
+        return _positive(node.part, not negate)
+    if isinstance(node, BoolOp):
+        op: Literal["and", "or"] = node.op if not negate else ("or" if node.op == "and" else "and")
+        return BoolOp(op, tuple(_positive(p, negate) for p in node.parts))
+    return Compare(node.key, _NEGATE[node.op], node.value) if negate else node
+
+
+def _differs(target: str, value: Scalar) -> str:
+    """``target != value`` that is false where the key is missing, in every Milvus version."""
+    if isinstance(value, bool):
+        return f"{target} == {_lit(not value)}"
+    return f"({target} < {_lit(value)} or {target} > {_lit(value)})"
+
+
 def _milvus(node: Node, prefix: str) -> str:
     if isinstance(node, BoolOp):
         return "(" + f" {node.op} ".join(_milvus(p, prefix) for p in node.parts) + ")"
-    if isinstance(node, Not):
-        return f"(not {_milvus(node.part, prefix)})"
+    if isinstance(node, Not):  # pragma: no cover - _positive removed them
+        raise AssertionError("negations are pushed down first")
     target = f"{prefix}[{str_literal(check_key(node.key))}]"
     if node.op in ("contains", "not contains"):
         assert not isinstance(node.value, tuple)
+        # json_contains is false without a list in every version, so its negation is safe.
         has = f"json_contains({target}, {_lit(node.value)})"
         return f"({has})" if node.op == "contains" else f"(not {has})"
     if isinstance(node.value, tuple):
-        # Spelled out as == ... or ...: Milvus 2.3 takes 'in' on a plain field only, not on a JSON path.
-        anyof = "(" + " or ".join(f"{target} == {_lit(v)}" for v in node.value) + ")"
-        return anyof if node.op == "in" else f"(not {anyof})"
+        # Spelled out: Milvus 2.3 takes 'in' on a plain field only, not on a JSON path.
+        if node.op == "in":
+            return "(" + " or ".join(f"{target} == {_lit(v)}" for v in node.value) + ")"
+        return "(" + " and ".join(_differs(target, v) for v in node.value) + ")"
+    if node.op == "!=":
+        return f"({_differs(target, node.value)})"
     return f"({target} {node.op} {_lit(node.value)})"
 
 
