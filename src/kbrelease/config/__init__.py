@@ -67,6 +67,11 @@ class S3Config(_Model):
     region: str | None = Field(default=None, description="Region. Env: AWS_DEFAULT_REGION.")
     anonymous: bool = Field(default=False, description="Read public buckets without credentials.")
     concurrency: int = Field(default=16, ge=1, le=256, description="Parallel downloads during sync.")
+    object_metadata: bool = Field(
+        default=False,
+        description="Read each object's user metadata (x-amz-meta-*) and tags during sync into the file's metadata "
+        "(two more requests per object and sync). Env: KBRELEASE_S3_OBJECT_METADATA.",
+    )
 
 
 class TextConfig(_Model):
@@ -362,6 +367,12 @@ class ServiceConfig(_Model):
 
     host: str = Field(default="127.0.0.1", description="Address to listen on (0.0.0.0 to accept other machines). Env: KBRELEASE_SERVICE_HOST.")
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port. Env: KBRELEASE_SERVICE_PORT.")
+    base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s?#]+$",
+        description="The URL clients reach the service at (https://dataindex.example.com), written as access_config.base_url into "
+        "resolved bundles' bundle.yaml and the bundle API (default: the request's own URL in the API, none on disk). Env: KBRELEASE_BASE_URL.",
+    )
     live_refresh_seconds: float = Field(
         default=2.0,
         gt=0,
@@ -551,6 +562,8 @@ SIMPLE_ENV: dict[str, str] = {
     "KBRELEASE_SERVICE_HOST": "service.host",
     "KBRELEASE_SERVICE_PORT": "service.port",
     "KBRELEASE_LIVE_REFRESH_SECONDS": "service.live_refresh_seconds",
+    "KBRELEASE_BASE_URL": "service.base_url",
+    "KBRELEASE_S3_OBJECT_METADATA": "s3.object_metadata",
 }
 # Variables with more to them than one key.
 OTHER_ENV: dict[str, str] = {

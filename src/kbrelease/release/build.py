@@ -10,6 +10,7 @@ Bad files are recorded with their reason and the build goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import time
@@ -31,6 +32,7 @@ from kbrelease.index.data_index import Bundle, FileRecord, SourceIndex, read_bun
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.manifest import write_manifest
 from kbrelease.release.registry import Registry, ReleaseRecord, SourceCounts, check_release_name
+from kbrelease.sources.metadata import row_metadata, split_front_matter
 from kbrelease.store.milvus import MilvusStore, clip_utf8
 from kbrelease.store.schema import PATH_MAX, TEXT_MAX
 from kbrelease.trust import faults
@@ -156,7 +158,12 @@ class Builder:
             if not data.strip():
                 return Prepared(rec, skip="empty file")
             decoded = decode_text(data, self.cfg.text.fallback_encoding)
-            chunks = self.chunker.chunk(decoded.text, markdown=rec.relative_path.lower().endswith(".md"))
+            markdown = rec.relative_path.lower().endswith(".md")
+            # Front matter is metadata (read at sync), not text: chunk what follows it, offsets still in the whole text.
+            body_at = split_front_matter(decoded.text)[1] if markdown else 0
+            chunks = self.chunker.chunk(decoded.text[body_at:], markdown=markdown)
+            if body_at:
+                chunks = [dataclasses.replace(c, start=c.start + body_at) for c in chunks]
             if not chunks:
                 return Prepared(rec, skip="no text after decoding (whitespace only)")
             return Prepared(rec, chunks=chunks, encoding=decoded.encoding)
@@ -291,7 +298,7 @@ class Builder:
                     start=chunk.start,
                     heading=clip_utf8(chunk.heading, PATH_MAX),
                     text=clip_utf8(chunk.text, TEXT_MAX),
-                    metadata={"source": src.channel, "encoding": prep.encoding},
+                    metadata=row_metadata(prep.record.metadata, prep.record.timestamp, source=src.channel, encoding=prep.encoding),
                 )
                 rows.append(row)
             self._upsert(db, src.collection, rows)
@@ -317,7 +324,7 @@ class Builder:
             rows = []
             for rec, vec in zip(records, vectors, strict=True):
                 row = self._base_row(rec, 0, 1)
-                row.update(vector=vec.tolist(), start=0, heading="", text="", metadata={"source": src.channel})
+                row.update(vector=vec.tolist(), start=0, heading="", text="", metadata=row_metadata(rec.metadata, rec.timestamp, source=src.channel))
                 rows.append(row)
             self._upsert(db, src.collection, rows)
             self.reporter.advance(self._embed_label(src), len(rows))
