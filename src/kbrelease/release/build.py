@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 from kbrelease import __version__
 from kbrelease.cache.embeddings import EmbeddingCache, content_key, namespace
-from kbrelease.chunking.text import Chunk, TextChunker, decode_text
+from kbrelease.chunking.formats import ReadOptions, read_document
+from kbrelease.chunking.text import Chunk, TextChunker
 from kbrelease.config import Config
 from kbrelease.embedding.base import EmbedderIdentity, ImageEmbedder, TextEmbedder, Vectors
 from kbrelease.embedding.models import Models
@@ -63,6 +64,8 @@ class Prepared:
     failure: str | None = None
     skip: str | None = None
     encoding: str = ""
+    notes: tuple[str, ...] = ()
+    """Parts left out of a file that is otherwise indexed (a PDF's scanned pages): listed with the skips, not counted."""
 
 
 def database_name(cfg: Config, release: str) -> str:
@@ -155,11 +158,12 @@ class Builder:
             data = self._read(source, rec, self.cfg.text.max_file_mb)
             if not data.strip():
                 return Prepared(rec, skip="empty file")
-            decoded = decode_text(data, self.cfg.text.fallback_encoding)
-            chunks = self.chunker.chunk(decoded.text, markdown=rec.relative_path.lower().endswith(".md"))
+            options = ReadOptions(self.cfg.text.fallback_encoding, max_unpacked_bytes=int(self.cfg.text.max_file_mb * 10 * 1024 * 1024))
+            doc = read_document(rec.relative_path, data, options)  # by the file's suffix: kbrelease.chunking.formats
+            chunks = self.chunker.chunk_sections(doc.sections, markdown=doc.markdown)
             if not chunks:
-                return Prepared(rec, skip="no text after decoding (whitespace only)")
-            return Prepared(rec, chunks=chunks, encoding=decoded.encoding)
+                return Prepared(rec, skip=doc.empty_reason or "no text after decoding (whitespace only)")
+            return Prepared(rec, chunks=chunks, encoding=doc.encoding, notes=doc.notes)
         except InputFileError as exc:
             return Prepared(rec, failure=exc.reason)
         except KbReleaseError:
@@ -252,6 +256,9 @@ class Builder:
             counts.skipped += 1
             if len(counts.skips) < MAX_REPORTED:
                 counts.skips.append({"file": prep.record.relative_path, "reason": prep.skip})
+        for note in prep.notes:  # the file is indexed; the parts it lacks are named with the skips
+            if len(counts.skips) < MAX_REPORTED:
+                counts.skips.append({"file": prep.record.relative_path, "reason": note[:300]})
 
     def _build_text(self, db: str, src: SourceIndex, todo: list[FileRecord], counts: SourceCounts, label: str) -> None:
         # Several model batches per call: the model sorts by length inside a call.
@@ -272,7 +279,7 @@ class Builder:
                     start=chunk.start,
                     heading=clip_utf8(chunk.heading, PATH_MAX),
                     text=clip_utf8(chunk.text, TEXT_MAX),
-                    metadata={"source": src.channel, "encoding": prep.encoding},
+                    metadata={"source": src.channel, "encoding": prep.encoding} | ({"page": chunk.page} if chunk.page is not None else {}),
                 )
                 rows.append(row)
             self._upsert(db, src.collection, rows)
