@@ -333,3 +333,16 @@ def test_markdown_and_text_read_through_the_registry_chunk_as_before(name: str) 
     assert via_registry == chunker.chunk(decode_text(data).text, markdown=doc.markdown)
     assert len(via_registry) > 1
     assert all(c.page is None for c in via_registry)
+
+
+def test_rst_nested_beyond_docutils_recursion_is_refused_with_the_fix() -> None:
+    deep = "".join("  " * i + "- item\n\n" for i in range(300)).encode()
+
+    with pytest.raises(InputFileError, match="nested too deeply for docutils"):
+        read("deep.rst", deep)
+
+
+def test_html_nested_thousands_deep_is_read() -> None:
+    doc = read("deep.html", b"<div>" * 5000 + b"<h2>Bottom</h2><p>deep text</p>" + b"</div>" * 5000)
+
+    assert by_heading(doc) == {("Bottom",): "deep text"}

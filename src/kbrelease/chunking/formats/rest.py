@@ -14,6 +14,7 @@ from typing import Any
 
 from kbrelease.chunking.formats.base import Extracted, ReadOptions, join_sections
 from kbrelease.chunking.text import decode_text
+from kbrelease.errors import InputFileError
 
 _SETTINGS = {
     "file_insertion_enabled": False,
@@ -31,7 +32,11 @@ def read(data: bytes, options: ReadOptions, name: str) -> Extracted:
     from docutils.core import publish_doctree
 
     decoded = decode_text(data, options.fallback_encoding)
-    doctree = publish_doctree(decoded.text, settings_overrides=dict(_SETTINGS))
+    try:
+        doctree = publish_doctree(decoded.text, settings_overrides=dict(_SETTINGS))
+    except RecursionError as exc:  # docutils parses nested blocks recursively
+        msg = "nested too deeply for docutils (lists or quotes hundreds of levels deep); flatten them or remove the file from the source"
+        raise InputFileError(msg) from exc
     sections = join_sections([(path, text, None) for path, text in _sections(doctree)])
     if not sections:
         return Extracted([], encoding=decoded.encoding, empty_reason="no text after parsing (only directives or comments)")
