@@ -158,7 +158,7 @@ class Builder:
             data = self._read(source, rec, self.cfg.text.max_file_mb)
             if not data.strip():
                 return Prepared(rec, skip="empty file")
-            options = ReadOptions(self.cfg.text.fallback_encoding, max_unpacked_bytes=int(self.cfg.text.max_file_mb * 10 * 1024 * 1024))
+            options = ReadOptions.for_text(self.cfg.text.fallback_encoding, self.cfg.text.max_file_mb)
             doc = read_document(rec.relative_path, data, options)  # by the file's suffix: kbrelease.chunking.formats
             chunks = self.chunker.chunk_sections(doc.sections, markdown=doc.markdown)
             if not chunks:

@@ -32,14 +32,23 @@ class Extracted:
     """Why no text came out, when none did (the file is then skipped with this reason)."""
 
 
+UNPACK_FACTOR = 10
+"""A zip-based document (DOCX) may unpack to this many times text.max_file_mb."""
+
+
 @dataclass(frozen=True)
 class ReadOptions:
     """What a reader needs from the configuration."""
 
     fallback_encoding: str = "latin-1"
     """text.fallback_encoding: tried for text formats that are neither UTF-8 nor UTF-16 with a BOM."""
-    max_unpacked_bytes: int = 200 * 1024 * 1024
-    """Most a zip-based document (DOCX) may unpack to: 10x text.max_file_mb."""
+    max_unpacked_bytes: int = UNPACK_FACTOR * 20 * 1024 * 1024
+    """Most a zip-based document (DOCX) may unpack to: UNPACK_FACTOR x text.max_file_mb."""
+
+    @classmethod
+    def for_text(cls, fallback_encoding: str, max_file_mb: float) -> ReadOptions:
+        """The options of a build whose text settings are ``text.fallback_encoding`` and ``text.max_file_mb``."""
+        return cls(fallback_encoding, max_unpacked_bytes=int(max_file_mb * UNPACK_FACTOR * 1024 * 1024))
 
 
 def join_sections(parts: list[tuple[tuple[str, ...], str, int | None]]) -> list[Section]:

@@ -16,7 +16,7 @@ import re
 import zipfile
 from typing import Any
 
-from kbrelease.chunking.formats.base import Extracted, ReadOptions, join_sections
+from kbrelease.chunking.formats.base import UNPACK_FACTOR, Extracted, ReadOptions, join_sections
 from kbrelease.errors import InputFileError
 
 MAX_ENTRIES = 10_000
@@ -79,7 +79,7 @@ def check_archive(data: bytes, max_unpacked_bytes: int) -> None:
     if unpacked > max_unpacked_bytes:
         raise InputFileError(
             f"the DOCX unpacks to {unpacked / 1048576:.0f} MB, over the {max_unpacked_bytes / 1048576:.0f} MB limit "
-            "(10x text.max_file_mb; a zip bomb?); check the file, or raise text.max_file_mb if it is genuine"
+            f"({UNPACK_FACTOR}x text.max_file_mb; a zip bomb?); check the file, or raise text.max_file_mb if it is genuine"
         )
 
 
