@@ -346,3 +346,19 @@ def test_html_nested_thousands_deep_is_read() -> None:
     doc = read("deep.html", b"<div>" * 5000 + b"<h2>Bottom</h2><p>deep text</p>" + b"</div>" * 5000)
 
     assert by_heading(doc) == {("Bottom",): "deep text"}
+
+
+def test_pdf_page_is_cut_where_an_outline_entry_starts_mid_page() -> None:
+    from pypdf import PdfWriter
+
+    # The printed pages with one more outline entry: it starts on page 1, at the second paragraph (its text is the title).
+    writer = PdfWriter(clone_from=DATA / "field-guide.pdf")
+    writer.add_outline_item(title="Every member signs the tool register", page_number=0)
+    out = io.BytesIO()
+    writer.write(out)
+
+    doc = read("guide.pdf", out.getvalue())
+
+    page1 = [s for s in doc.sections if s.page == 1]
+    assert [s.heading_path for s in page1] == [("Workshop Field Guide",), ("Every member signs the tool register",)]
+    assert page1[0].text.rstrip().endswith("looked after.") and page1[1].text.startswith("Every member signs")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import unicodedata
 from typing import Any
 
@@ -50,9 +51,8 @@ def read(data: bytes, options: ReadOptions, name: str) -> Extracted:
         # Cut the page where an outline entry that starts on it shows its title, so the text before it keeps the previous heading.
         rest = text
         for title, new_path in starts.get(number, []):
-            at = rest.find(title)
-            if at < 0:
-                at = 0
+            found = re.search(r"\s+".join(map(re.escape, title.split())), rest)  # a long title may wrap onto two lines
+            at = found.start() if found else 0
             parts.append((path, rest[:at], number))
             rest = rest[at:]
             path = new_path
