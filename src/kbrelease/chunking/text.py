@@ -33,7 +33,7 @@ class Chunk:
     text: str
     index: int
     start: int
-    """Character offset of the chunk in the decoded file."""
+    """Character offset of the chunk in the decoded file (in the extracted text for PDF, HTML and DOCX)."""
     heading_path: tuple[str, ...] = ()
     page: int | None = None
     """1-based page of a PDF chunk (None for formats without pages)."""
