@@ -78,6 +78,7 @@ def test_every_script_is_covered() -> None:
         "llamaindex_bench.py",
         "vs_llamaindex.py",
         "plot.py",
+        "formats_bench.py",
     }
     scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
     assert scripts == covered
@@ -139,6 +140,14 @@ def test_lite_search_profile(tmp_path: Path) -> None:
     run_smoke("lite_search_profile.py", "--out", str(out), cwd=tmp_path)
     text = out.read_text()
     assert "search p50" in text and "function calls" in text
+
+
+def test_formats_bench(tmp_path: Path) -> None:
+    report = smoke_report("formats_bench.py", tmp_path)
+    formats = {r["format"] for r in report["results"]}
+    assert {"pdf", "html", "restructuredtext", "asciidoc"} <= formats
+    pdf = next(r for r in report["results"] if r["format"] == "pdf")
+    assert pdf["pages_with_text"] == 2 and pdf["pages_per_s"] > 0 and pdf["notes"]
 
 
 def test_dataindex_bench(tmp_path: Path) -> None:

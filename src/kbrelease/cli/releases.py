@@ -253,7 +253,7 @@ def search(
     if not hits:
         typer.echo("no hits")
     for i, h in enumerate(hits, 1):
-        where = f"{h.source}:{h.file}" + (f" § {h.heading}" if h.heading else "")
+        where = f"{h.source}:{h.file}" + (f" p. {h.page}" if h.page is not None else "") + (f" § {h.heading}" if h.heading else "")
         typer.echo(f"{i:>2}. {h.score:.3f}  {where}  [{h.release}]")
         if h.text:
             snippet = " ".join(h.text.split())

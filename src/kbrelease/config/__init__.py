@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from kbrelease.chunking.formats import SUFFIXES as _DOCUMENT_SUFFIXES
 from kbrelease.config.environments import environment_token, select_environment
 from kbrelease.config.secrets import SECRETS, URL_KEYS, parse_url_list, read_env, refuse_in_file, register_config_secrets, value_at
 from kbrelease.errors import ConfigError
@@ -25,7 +26,8 @@ from kbrelease.trust.redact import redact_known, redact_url
 CONFIG_FILENAME = "kbrelease.yaml"
 Modality = Literal["text", "image"]
 
-TEXT_SUFFIXES = (".txt", ".md")
+TEXT_SUFFIXES = _DOCUMENT_SUFFIXES
+"""Suffixes of a text source: every document format kbrelease reads (kbrelease.chunking.formats)."""
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -44,7 +46,7 @@ class SourceConfig(_Model):
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", description="Unique name; also the default collection name.")
     path: str = Field(description="s3://bucket/prefix, file:///abs/path or a local folder (relative to the config file).")
-    modality: Modality = Field(description="'text' (.txt, .md) or 'image' (.jpg, .jpeg, .png).")
+    modality: Modality = Field(description=f"'text' ({', '.join(TEXT_SUFFIXES)}) or 'image' ({', '.join(IMAGE_SUFFIXES)}).")
     collection: str | None = Field(default=None, description="Collection name inside each release database; defaults to the source name.")
     include: list[str] = Field(default_factory=list, description="Glob patterns of relative paths to keep (default: all files of the modality).")
     exclude: list[str] = Field(default_factory=list, description="Glob patterns of relative paths to drop.")
@@ -740,11 +742,11 @@ _STARTER_HEAD = """\
 # (MILVUS_TOKEN, TEXT_EMBEDDING_API_KEY, AWS keys, tokens) live ONLY in the environment.
 """
 
-_STARTER_SOURCES = """\
+_STARTER_SOURCES = f"""\
 sources:
   - name: docs                 # also the collection name unless `collection:` is set
     path: ./corpus/text        # a folder, file:///abs/path, or s3://bucket/prefix
-    modality: text             # text: .txt .md   image: .jpg .jpeg .png
+    modality: text             # text: {" ".join(TEXT_SUFFIXES)}   image: {" ".join(IMAGE_SUFFIXES)}
     # include: ["**/*.md"]
     # exclude: ["drafts/**"]
   - name: images

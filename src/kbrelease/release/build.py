@@ -10,7 +10,6 @@ Bad files are recorded with their reason and the build goes on.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import shutil
 import time
@@ -23,7 +22,8 @@ from typing import Any, TypeVar
 
 from kbrelease import __version__
 from kbrelease.cache.embeddings import EmbeddingCache, content_key, namespace
-from kbrelease.chunking.text import Chunk, TextChunker, decode_text
+from kbrelease.chunking.formats import ReadOptions, read_document
+from kbrelease.chunking.text import Chunk, TextChunker
 from kbrelease.config import Config
 from kbrelease.embedding.base import EmbedderIdentity, ImageEmbedder, TextEmbedder, Vectors
 from kbrelease.embedding.models import Models
@@ -32,7 +32,7 @@ from kbrelease.index.data_index import Bundle, FileRecord, SourceIndex, read_bun
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.manifest import write_manifest
 from kbrelease.release.registry import Registry, ReleaseRecord, SourceCounts, check_release_name
-from kbrelease.sources.metadata import row_metadata, split_front_matter
+from kbrelease.sources.metadata import row_metadata
 from kbrelease.store.milvus import MilvusStore, clip_utf8
 from kbrelease.store.schema import PATH_MAX, TEXT_MAX
 from kbrelease.trust import faults
@@ -65,6 +65,8 @@ class Prepared:
     failure: str | None = None
     skip: str | None = None
     encoding: str = ""
+    notes: tuple[str, ...] = ()
+    """Parts left out of a file that is otherwise indexed (a PDF's scanned pages): listed with the skips, not counted."""
 
 
 def database_name(cfg: Config, release: str) -> str:
@@ -157,16 +159,12 @@ class Builder:
             data = self._read(source, rec, self.cfg.text.max_file_mb)
             if not data.strip():
                 return Prepared(rec, skip="empty file")
-            decoded = decode_text(data, self.cfg.text.fallback_encoding)
-            markdown = rec.relative_path.lower().endswith(".md")
-            # Front matter is metadata (read at sync), not text: chunk what follows it, offsets still in the whole text.
-            body_at = split_front_matter(decoded.text)[1] if markdown else 0
-            chunks = self.chunker.chunk(decoded.text[body_at:], markdown=markdown)
-            if body_at:
-                chunks = [dataclasses.replace(c, start=c.start + body_at) for c in chunks]
+            options = ReadOptions.for_text(self.cfg.text.fallback_encoding, self.cfg.text.max_file_mb)
+            doc = read_document(rec.relative_path, data, options)  # by the file's suffix: kbrelease.chunking.formats
+            chunks = self.chunker.chunk_sections(doc.sections, markdown=doc.markdown)
             if not chunks:
-                return Prepared(rec, skip="no text after decoding (whitespace only)")
-            return Prepared(rec, chunks=chunks, encoding=decoded.encoding)
+                return Prepared(rec, skip=doc.empty_reason or "no text after decoding (whitespace only)")
+            return Prepared(rec, chunks=chunks, encoding=doc.encoding, notes=doc.notes)
         except InputFileError as exc:
             return Prepared(rec, failure=exc.reason)
         except KbReleaseError:
@@ -259,6 +257,9 @@ class Builder:
             counts.skipped += 1
             if len(counts.skips) < MAX_REPORTED:
                 counts.skips.append({"file": prep.record.relative_path, "reason": prep.skip})
+        for note in prep.notes:  # the file is indexed; the parts it lacks are named with the skips
+            if len(counts.skips) < MAX_REPORTED:
+                counts.skips.append({"file": prep.record.relative_path, "reason": note[:300]})
 
     def _token_lengths(self, texts: list[str]) -> list[int]:
         """Token counts of ``texts`` (one batched call of a fast tokenizer where the embedder has one)."""
@@ -298,7 +299,8 @@ class Builder:
                     start=chunk.start,
                     heading=clip_utf8(chunk.heading, PATH_MAX),
                     text=clip_utf8(chunk.text, TEXT_MAX),
-                    metadata=row_metadata(prep.record.metadata, prep.record.timestamp, source=src.channel, encoding=prep.encoding),
+                    metadata=row_metadata(prep.record.metadata, prep.record.timestamp, source=src.channel, encoding=prep.encoding)
+                    | ({"page": chunk.page} if chunk.page is not None else {}),
                 )
                 rows.append(row)
             self._upsert(db, src.collection, rows)

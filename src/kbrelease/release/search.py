@@ -40,6 +40,8 @@ class Hit:
     text: str
     start: int
     file_id: str
+    page: int | None = None
+    """1-based page of a PDF hit (None for other formats and images)."""
 
     def asdict(self) -> dict[str, Any]:
         return asdict(self)
@@ -192,6 +194,7 @@ def search_vectors(
         counts = record.sources[name]
         for raw in store.search(record.database, counts.collection, [vector], k=k, expr=expr)[0]:
             ent = raw.get("entity", raw)
+            page = (ent.get("metadata") or {}).get("page")
             hits.append(
                 Hit(
                     score=round(float(raw["distance"]), 6),
@@ -203,6 +206,7 @@ def search_vectors(
                     text=ent.get("text", ""),
                     start=int(ent.get("start", 0)),
                     file_id=ent.get("file_id", ""),
+                    page=page if isinstance(page, int) else None,
                 )
             )
     hits.sort(key=lambda h: h.score, reverse=True)

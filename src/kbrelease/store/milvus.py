@@ -399,7 +399,7 @@ class MilvusStore:
         name: str,
         vectors: Sequence[Sequence[float]],
         k: int,
-        output_fields: Sequence[str] = ("file", "file_id", "chunk_index", "heading", "text", "start"),
+        output_fields: Sequence[str] = ("file", "file_id", "chunk_index", "heading", "text", "start", "metadata"),
         expr: str = "",
     ) -> list[list[dict[str, Any]]]:
         c = self.client(db)
