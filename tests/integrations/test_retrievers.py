@@ -116,4 +116,3 @@ def test_llamaindex_retriever_follows_a_switch(text_project: KbRelease) -> None:
     assert (after[0].node.metadata["file"], after[0].node.metadata["release"]) == ("bicycles.md", "v2")
     assert "basement rack" in after[0].node.get_content()
     assert {n.node.metadata["release"] for n in pinned.retrieve("where can I park my bicycle")} == {"v1"}
-
