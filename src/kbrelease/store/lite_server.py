@@ -67,10 +67,14 @@ class IdleWatch:
             "log": str(self.data_dir.parent / f"{self.data_dir.name}.server.log"),
             **state,
         }
-        self.entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.entry.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.entry)
+        try:
+            self.entry.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.entry.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self.entry)
+        except OSError as exc:  # the listing is a convenience: the server serves without it
+            print(f"kbrelease: cannot register in {self.entry.parent} ({exc}); `kbrelease store status` will not list this server", flush=True)
+            self.entry = None
 
     def unregister(self) -> None:
         if self.entry is not None:
