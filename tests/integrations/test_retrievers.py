@@ -35,7 +35,8 @@ def text_project(tmp_path: Path, isolated_milvus: dict[str, str], text_embedder:
 
 def _publish_bicycles(kb: KbRelease) -> None:
     docs = Path(kb.cfg.sources[0].path)
-    (docs / "bicycles.md").write_text("# Bicycles\n\n## Parking\n\nBicycles are parked in the basement rack next to the showers.\n", encoding="utf-8")
+    page = "---\nteam: facilities\n---\n# Bicycles\n\n## Parking\n\nBicycles are parked in the basement rack next to the showers.\n"
+    (docs / "bicycles.md").write_text(page, encoding="utf-8")
     assert kb.publish().live == "v2"
 
 
@@ -75,6 +76,10 @@ def test_langchain_retriever_and_store_follow_a_switch(text_project: KbRelease, 
     assert store.similarity_search_by_vector(vector, k=1)[0].metadata["file"] == "bicycles.md"
     with pytest.raises(QueryError, match="dimensions"):
         store.similarity_search_by_vector([0.1, 0.2], k=1)
+    # The library's filters: the files' user metadata (front matter here).
+    only = store.similarity_search("fire drill", k=3, where='team == "facilities"')
+    assert [d.metadata["file"] for d in only] == ["bicycles.md"]
+    assert KbReleaseRetriever(reader=store.reader, k=3, where='team == "nobody"').invoke("fire drill") == []
     with pytest.raises(QueryError, match="unsupported search arguments"):
         store.similarity_search("bicycle", k=1, filter={"file": "x"})
 
@@ -116,3 +121,5 @@ def test_llamaindex_retriever_follows_a_switch(text_project: KbRelease) -> None:
     assert (after[0].node.metadata["file"], after[0].node.metadata["release"]) == ("bicycles.md", "v2")
     assert "basement rack" in after[0].node.get_content()
     assert {n.node.metadata["release"] for n in pinned.retrieve("where can I park my bicycle")} == {"v1"}
+    filtered = KbReleaseRetriever(ReleaseReader(text_project, refresh_seconds=0), k=3, where='team == "facilities"')
+    assert [n.node.metadata["file"] for n in filtered.retrieve("VPN")] == ["bicycles.md"]

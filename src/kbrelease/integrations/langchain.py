@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 __all__ = ["KbReleaseRetriever", "KbReleaseVectorStore"]
 
+_FILTERS = ("where", "after", "before")
+
 
 def _documents(reader: ReleaseReader, result: SearchResult) -> list[tuple[Document, float]]:
     return [(Document(page_content=h.text, metadata=reader.metadata(h), id=f"{h.file_id}:{h.chunk_index}"), h.score) for h in result.hits]
@@ -55,6 +57,8 @@ class KbReleaseRetriever(BaseRetriever):
     k: int = 4
     source: str | None = None
     """Search only this text source (default: all text sources of the release)."""
+    where: str | None = None
+    """Only chunks of files whose user metadata matches (``team == "it"``; the grammar of ``kbrelease search --where``)."""
 
     @classmethod
     def from_config(
@@ -65,6 +69,7 @@ class KbReleaseRetriever(BaseRetriever):
         release: str | None = None,
         k: int = 4,
         source: str | None = None,
+        where: str | None = None,
         refresh_seconds: float | None = None,
     ) -> KbReleaseRetriever:
         """A retriever of ``config`` (a file, default ``./kbrelease.yaml``, or a loaded Config) and ``environment``.
@@ -72,10 +77,10 @@ class KbReleaseRetriever(BaseRetriever):
         ``release`` pins one release; ``refresh_seconds`` is how long a read of the live pointer is reused.
         """
         reader = ReleaseReader.open(config, environment=environment, release=release, refresh_seconds=refresh_seconds)
-        return cls(reader=reader, k=k, source=source)
+        return cls(reader=reader, k=k, source=source, where=where)
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
-        return [doc for doc, _ in _documents(self.reader, self.reader.search(query, self.k, self.source))]
+        return [doc for doc, _ in _documents(self.reader, self.reader.search(query, self.k, self.source, self.where))]
 
 
 class KbReleaseVectorStore(VectorStore):
@@ -84,7 +89,8 @@ class KbReleaseVectorStore(VectorStore):
     Searching works as on any vector store (``similarity_search``,
     ``similarity_search_with_score``, ``similarity_search_by_vector``,
     ``similarity_search_with_relevance_scores``, ``as_retriever``); the one
-    keyword argument searches take is ``source``. Writing (``add_texts``,
+    keyword arguments searches take are ``source`` and the library's filters
+    ``where`` (files' user metadata), ``after`` and ``before`` (files' time). Writing (``add_texts``,
     ``add_documents``, ``delete``, ``from_texts``) raises
     :class:`~kbrelease.errors.ReadOnlyRelease`: releases are built by ``kbrelease publish``.
     """
@@ -111,23 +117,27 @@ class KbReleaseVectorStore(VectorStore):
         """None: queries are embedded by kbrelease with the release's own text model."""
         return None
 
-    def _source(self, kwargs: dict[str, Any]) -> str | None:
-        source = kwargs.pop("source", self.source)
+    def _options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The search keywords a release takes: ``source``, and the filters ``where``, ``after``, ``before``."""
+        options = {"source": kwargs.pop("source", self.source), **{key: kwargs.pop(key) for key in _FILTERS if key in kwargs}}
         if kwargs:
-            raise QueryError(f"unsupported search arguments {sorted(kwargs)}; a kbrelease release is searched by text, k and source only")
-        return source if source is None else str(source)
+            raise QueryError(
+                f"unsupported search arguments {sorted(kwargs)}; a kbrelease release is searched by text, k, source, "
+                "and the filters where (metadata), after and before (time)"
+            )
+        return options
 
     # --- reading --------------------------------------------------------------
     def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
         """Documents with their cosine similarity (higher is closer)."""
-        return _documents(self.reader, self.reader.search(query, k, self._source(kwargs)))
+        return _documents(self.reader, self.reader.search(query, k, **self._options(kwargs)))
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
         return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
 
     def similarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
         """Documents nearest to a vector of the release's text model."""
-        return [doc for doc, _ in _documents(self.reader, self.reader.search_by_vector(embedding, k, self._source(kwargs)))]
+        return [doc for doc, _ in _documents(self.reader, self.reader.search_by_vector(embedding, k, **self._options(kwargs)))]
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         # Scores are cosine similarities in [-1, 1]; LangChain's relevance scores are in [0, 1].

@@ -39,11 +39,13 @@ _SHOWN = ("file", "heading", "source")
 class KbReleaseRetriever(BaseRetriever):
     """The ``k`` best chunks of the live (or pinned) release for a query, as LlamaIndex nodes with scores."""
 
-    def __init__(self, reader: ReleaseReader, k: int = 4, source: str | None = None, **kwargs: Any) -> None:
-        """``source``: search only this text source (default: all text sources); ``kwargs`` go to LlamaIndex's ``BaseRetriever``."""
+    def __init__(self, reader: ReleaseReader, k: int = 4, source: str | None = None, where: str | None = None, **kwargs: Any) -> None:
+        """``source``: search only this text source (default: all text sources); ``where``: only files whose user metadata
+        matches (the grammar of ``kbrelease search --where``); ``kwargs`` go to LlamaIndex's ``BaseRetriever``."""
         self.reader = reader
         self.k = k
         self.source = source
+        self.where = where
         super().__init__(**kwargs)
 
     @classmethod
@@ -55,16 +57,17 @@ class KbReleaseRetriever(BaseRetriever):
         release: str | None = None,
         k: int = 4,
         source: str | None = None,
+        where: str | None = None,
         refresh_seconds: float | None = None,
     ) -> KbReleaseRetriever:
         """A retriever of ``config`` (a file, default ``./kbrelease.yaml``, or a loaded Config) and ``environment``.
 
         ``release`` pins one release; ``refresh_seconds`` is how long a read of the live pointer is reused.
         """
-        return cls(ReleaseReader.open(config, environment=environment, release=release, refresh_seconds=refresh_seconds), k, source)
+        return cls(ReleaseReader.open(config, environment=environment, release=release, refresh_seconds=refresh_seconds), k, source, where)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        result = self.reader.search(query_bundle.query_str, self.k, self.source)
+        result = self.reader.search(query_bundle.query_str, self.k, self.source, self.where)
         nodes = []
         for hit in result.hits:
             metadata = self.reader.metadata(hit)

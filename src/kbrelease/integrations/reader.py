@@ -15,6 +15,7 @@ own text model.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from kbrelease.release.follow import LiveFollower
     from kbrelease.release.registry import ReleaseRecord
     from kbrelease.release.search import Hit, SearchResult
+
+When = datetime | str | None
+"""A time bound of a filter: a datetime, or ISO 8601 text (UTC when no zone)."""
 
 
 class ReleaseReader:
@@ -73,23 +77,30 @@ class ReleaseReader:
         """The release the next query uses: the pinned one, or the live one (re-read if older than ``refresh_seconds``)."""
         return self._follower.resolve(self.release)
 
-    def search(self, query: str, k: int = 4, source: str | None = None) -> SearchResult:
-        """The ``k`` best chunks of the release's text sources (or of ``source``) for ``query``."""
-        return self.kb.query(query, k, source, self.resolve())
+    def search(self, query: str, k: int = 4, source: str | None = None, where: str | None = None, after: When = None, before: When = None) -> SearchResult:
+        """The ``k`` best chunks of the release's text sources (or of ``source``) for ``query``.
 
-    def search_by_vector(self, vector: list[float], k: int = 4, source: str | None = None) -> SearchResult:
+        ``where``, ``after``, ``before``: the library's filters on the files' user metadata and time (see ``KbRelease.query``).
+        """
+        return self.kb.query(query, k, source, self.resolve(), where=where, after=after, before=before)
+
+    def search_by_vector(
+        self, vector: list[float], k: int = 4, source: str | None = None, where: str | None = None, after: When = None, before: When = None
+    ) -> SearchResult:
         """The ``k`` chunks nearest to ``vector``, which must come from the release's text model (same dimension)."""
+        from kbrelease.api import row_filter
         from kbrelease.embedding.base import RecordedEmbedder
         from kbrelease.release.search import SearchResult, check_k, search_vectors
 
         check_k(k)
+        rows = row_filter(where, after, before)
         record = self.resolve()
         if not record.embedders.get("text"):
             raise QueryError(f"release {record.name!r} has no text sources; pick another release")
         dim = RecordedEmbedder.from_record(record.embedders["text"]).dim
         if len(vector) != dim:
             raise QueryError(f"the vector has {len(vector)} dimensions but release {record.name!r} holds {dim}-d text vectors; embed with its model")
-        return SearchResult(record.name, "text", search_vectors(self.kb.store, record, [float(x) for x in vector], "text", k, source))
+        return SearchResult(record.name, "text", search_vectors(self.kb.store, record, [float(x) for x in vector], "text", k, source, rows))
 
     def metadata(self, hit: Hit) -> dict[str, Any]:
         """What a framework document carries about a hit: where it comes from, in which release, and its score."""
