@@ -45,6 +45,18 @@ if TYPE_CHECKING:
     from kbrelease.trust.lock import EnvLock
 
 
+def _read_image(path: Path) -> bytes:
+    """The bytes of a query image file, or a clear error naming it."""
+    from kbrelease.errors import QueryError
+
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise QueryError(f"image file {path} not found; give the path of an image file, or its bytes") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise QueryError(f"cannot read image file {path} ({exc.strerror}); give the path of a readable image file") from None
+
+
 @dataclass
 class PublishInfo:
     """What ``publish`` did: the sync, the release, and the new pointer."""
@@ -596,7 +608,7 @@ class KbRelease:
 
     def query_image(
         self,
-        image: bytes | Path,
+        image: bytes | str | Path,
         k: int = 5,
         source: str | None = None,
         release: str | ReleaseRecord | None = None,
@@ -606,13 +618,13 @@ class KbRelease:
         after: datetime | str | None = None,
         before: datetime | str | None = None,
     ) -> SearchResult:
-        """Image search by an example image. ``max_pixels`` (default ``image.max_pixels``) refuses bombs."""
+        """Image search by an example image: its bytes, or the path of its file. ``max_pixels`` (default ``image.max_pixels``) refuses bombs."""
         from kbrelease.images.preprocess import preprocess_image
         from kbrelease.release.search import check_k, run_search
 
         check_k(k)
         rows = row_filter(where, after, before)
-        data = image.read_bytes() if isinstance(image, Path) else image
+        data = image if isinstance(image, bytes) else _read_image(Path(image))
         emb = self.image_embedder
         # Decode first: a bad upload is the caller's error whatever is live.
         limit = max_pixels or self.cfg.image.max_pixels
@@ -660,7 +672,7 @@ class KbRelease:
 
     def search_image(
         self,
-        image: bytes | Path,
+        image: bytes | str | Path,
         k: int = 5,
         source: str | None = None,
         release: str | ReleaseRecord | None = None,
@@ -668,6 +680,7 @@ class KbRelease:
         after: datetime | str | None = None,
         before: datetime | str | None = None,
     ) -> list[Hit]:
+        """Hits for an example image: its bytes, or the path of its file (str or Path)."""
         return self.query_image(image, k, source, release, where=where, after=after, before=before).hits
 
     def release_files(self) -> ReleaseFiles:

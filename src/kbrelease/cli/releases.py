@@ -27,12 +27,13 @@ def init(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="Where to write the starter config.")] = Path("kbrelease.yaml"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    json_output: JsonOpt = False,
 ) -> None:
     """Write a commented starter kbrelease.yaml."""
     from kbrelease.config import write_starter
 
     written = run(ctx, lambda: write_starter(path, force))
-    typer.echo(f"wrote {written}; edit its sources, then run `kbrelease publish`")
+    echo_json({"written": str(written)}) if json_output else typer.echo(f"wrote {written}; edit its sources, then run `kbrelease publish`")
 
 
 def sync(

@@ -200,6 +200,26 @@ class EnvironmentConfig(_Model):
         return self
 
 
+class StoreConfig(_Model):
+    """The embedded store: the Milvus Lite server kbrelease starts for a workspace without a Milvus URI."""
+
+    idle_stop_minutes: float = Field(
+        default=30.0,
+        ge=0,
+        description="The embedded server stops itself after this many minutes with no kbrelease process using it and no connection "
+        "(0: never); the next command starts it again. Env: KBRELEASE_STORE_IDLE_STOP_MINUTES.",
+    )
+    servers_dir: Path | None = Field(
+        default=None,
+        description="Where running embedded servers register, for `kbrelease store status` (default: ~/.local/state/kbrelease/servers). "
+        "Env: KBRELEASE_SERVERS_DIR.",
+    )
+
+    @property
+    def servers_path(self) -> Path:
+        return self.servers_dir.expanduser() if self.servers_dir else Path.home() / ".local" / "state" / "kbrelease" / "servers"
+
+
 class CacheConfig(_Model):
     """The embedding cache: vectors by content checksum and embedder identity."""
 
@@ -435,6 +455,7 @@ class Config(_Model):
     image: ImageConfig = Field(default_factory=ImageConfig)
     milvus: MilvusConfig = Field(default_factory=MilvusConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
     packages: PackagesConfig = Field(default_factory=PackagesConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
@@ -566,6 +587,8 @@ SIMPLE_ENV: dict[str, str] = {
     "KBRELEASE_LIVE_REFRESH_SECONDS": "service.live_refresh_seconds",
     "KBRELEASE_BASE_URL": "service.base_url",
     "KBRELEASE_S3_OBJECT_METADATA": "s3.object_metadata",
+    "KBRELEASE_STORE_IDLE_STOP_MINUTES": "store.idle_stop_minutes",
+    "KBRELEASE_SERVERS_DIR": "store.servers_dir",
 }
 # Variables with more to them than one key.
 OTHER_ENV: dict[str, str] = {

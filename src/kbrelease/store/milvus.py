@@ -177,7 +177,7 @@ class MilvusStore:
         if is_embedded(uri):
             from kbrelease.store.lite import ensure_server
 
-            uri = ensure_server(Path(uri))
+            uri = ensure_server(Path(uri), idle_stop_minutes=cfg.store.idle_stop_minutes, servers_dir=cfg.store.servers_path)
         return cls(uri, token)
 
     def translate(self, exc: Exception, op: str, args: Sequence[Any] = ()) -> StoreError:
