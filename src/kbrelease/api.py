@@ -453,12 +453,13 @@ class KbRelease:
         """Queries over a data index: a resolved bundle (``version`` or its latest),
         ``current`` (the last sync), ``live``, or a release's frozen index."""
         from kbrelease.index.bundles import LIVE, bundle_versions, locate_index
+        from kbrelease.index.compat import VersionCheck
         from kbrelease.index.query import IndexQuery
         from kbrelease.workspace import Workspace
 
         ws = Workspace.of(self.cfg)
         live = self.registry.pointer().live if name == LIVE and not bundle_versions(ws, name) else None
-        return IndexQuery(locate_index(ws, name, version, live))
+        return IndexQuery(locate_index(ws, name, version, live), VersionCheck.of(self.cfg))
 
     # --- integrity ---------------------------------------------------------------
     def monitor(self, alerts: bool = True, checksum_sample: int | str | None = None) -> MonitorReport:

@@ -22,13 +22,16 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kbrelease.atomic import atomic_write, temp_beside
 from kbrelease.config import Modality
 from kbrelease.errors import ReleaseError
+
+if TYPE_CHECKING:
+    from kbrelease.index.compat import VersionCheck
 
 INDEX_SCHEMA_VERSION = 1
 # Small row groups: their min/max statistics let a query over a path range or
@@ -277,6 +280,12 @@ def summarize_source(
     )
 
 
+def _kbrelease_version() -> str:
+    from kbrelease import __version__
+
+    return __version__
+
+
 def write_bundle(index_dir: Path, sources: list[SourceIndex], name: str = "kbrelease", meta: dict[str, Any] | None = None) -> Bundle:
     """Write ``bundle.yaml`` last, after every source's Parquet file.
 
@@ -288,6 +297,7 @@ def write_bundle(index_dir: Path, sources: list[SourceIndex], name: str = "kbrel
             "bundle_name": name,
             **(meta or {}),
             "schema_version": INDEX_SCHEMA_VERSION,
+            "kbrelease_version": _kbrelease_version(),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "data_volume": _human(total),
             "total_size": total,
@@ -301,9 +311,17 @@ def write_bundle(index_dir: Path, sources: list[SourceIndex], name: str = "kbrel
     return bundle
 
 
-def read_bundle(index_dir: Path) -> Bundle:
+def read_bundle(index_dir: Path, versions: VersionCheck | None = None) -> Bundle:
+    """The data index in ``index_dir``, checked against the compatibility matrix.
+
+    ``versions``: the configured check (:meth:`VersionCheck.of(cfg) <kbrelease.index.compat.VersionCheck.of>`);
+    default: the shipped matrix, refusing an incompatible index.
+    """
+    from kbrelease.index.compat import VersionCheck
+
     path = index_dir / "bundle.yaml"
     if not path.is_file():
         raise ReleaseError(f"no data index at {index_dir}; run `kbrelease sync` first")
     data = load_bundle_yaml(path.read_text(encoding="utf-8"))
+    (versions or VersionCheck.default()).check(data["meta"], f"data index {path}")
     return Bundle(meta=data["meta"], data_manifest=[SourceIndex(**s) for s in data["data_manifest"]])
