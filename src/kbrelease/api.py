@@ -27,6 +27,7 @@ from kbrelease.store.milvus import MilvusStore
 from kbrelease.trust.names import check_name
 
 if TYPE_CHECKING:
+    from kbrelease.deploy.github import Flow
     from kbrelease.deploy.render import RenderInfo
     from kbrelease.embedding.base import EmbedderIdentity
     from kbrelease.index.bundles import ResolvedBundle
@@ -426,6 +427,15 @@ class KbRelease:
         from kbrelease.deploy.github import github_workflow_yaml
 
         return github_workflow_yaml(self.cfg)
+
+    def github_workflows(self, flow: Flow = "single") -> dict[str, str]:
+        """The workflow files of a CI flow (``single``, ``one-repo``, ``two-repo``): file name → YAML.
+
+        ``two-repo`` gives the spec repository's (changed bundle specs → repository_dispatch) then the index repository's.
+        """
+        from kbrelease.deploy.github import workflows_yaml
+
+        return workflows_yaml(self.cfg, flow)
 
     # --- data index and bundles -------------------------------------------------
     def index_bundle(self, spec: Path, sync: bool = False) -> ResolvedBundle:

@@ -255,6 +255,30 @@ class CiConfig(_Model):
     install: str = Field(default="kbrelease", description="pip requirement that installs kbrelease in CI, e.g. 'kbrelease==0.2.0' or a git URL.")
     python: str = Field(default="3.11", description="Python version of the CI job.")
     config: str = Field(default="kbrelease.yaml", description="Path of the config file in the repository.")
+    bundle_glob: str = Field(
+        default="bundles/**/*.yaml", description="Bundle spec files whose changes trigger the one- and two-repository flows (`kbrelease argo github --flow`)."
+    )
+    spec_repository: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
+        description="owner/name of the spec repository (the seed's DataSpecHub), where bundle specs are pushed (two-repository flow).",
+    )
+    index_repository: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
+        description="owner/name of the index repository (the seed's DataIndexHub), which gets the repository_dispatch (two-repository flow).",
+    )
+    event_type: str = Field(default="generate-data-index", pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="repository_dispatch event type.")
+    dispatch_token_secret: str = Field(
+        default="DATAINDEX_TRIGGER_TOKEN",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of the spec repository's GitHub secret: a token allowed to dispatch to the index repository.",
+    )
+    spec_token_secret: str = Field(
+        default="SPEC_REPO_TOKEN",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of the index repository's GitHub secret: a token that can read the spec repository.",
+    )
 
 
 class DeployConfig(_Model):

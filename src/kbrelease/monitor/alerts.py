@@ -453,3 +453,12 @@ class AlertSender:
             if self._client is None:
                 client.close()
         return out
+
+
+def alert_cycle(book: IncidentBook, sender: AlertSender, results: list[CheckResult], now: str) -> list[dict[str, Any]]:
+    """One round on a loaded book: open, resolve, repeat and escalate incidents from ``results``, deliver what is due."""
+    hooks = sender.hooks
+    book.update(results, now, hooks, sender.escalation)
+    sent = sender.deliver(book.pending(hooks, sender.escalation.due))
+    book.forget_delivered(hooks, now)
+    return sent

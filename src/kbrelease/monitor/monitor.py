@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from kbrelease.errors import KbReleaseError
 from kbrelease.index.compat import VersionCheck
 from kbrelease.index.data_index import read_bundle
-from kbrelease.monitor.alerts import AlertSender, IncidentBook
+from kbrelease.monitor.alerts import AlertSender, IncidentBook, alert_cycle
 from kbrelease.monitor.checks import CheckResult, MonitorReport, checksums, completeness, now_utc, spec_updates, storage, sync_delay
 from kbrelease.monitor.metrics import MonitorCollector
 from kbrelease.workspace import Workspace
@@ -98,10 +98,7 @@ class Monitor:
         report = MonitorReport(now.isoformat(timespec="seconds"), self.cfg.environment, live, index_name, results)
         with IncidentBook(self.state_dir).locked() as book:
             if alerts:
-                hooks = self.sender.hooks
-                book.update(results, report.checked_at, hooks, self.sender.escalation)
-                report.alerts = self.sender.deliver(book.pending(hooks, self.sender.escalation.due))
-                book.forget_delivered(hooks, report.checked_at)
+                report.alerts = alert_cycle(book, self.sender, results, report.checked_at)
             report.open_incidents = sorted(book.incidents)
         report.seconds = round(time.monotonic() - started, 3)
         self.collector.report = report
