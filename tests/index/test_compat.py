@@ -108,7 +108,7 @@ def test_a_disabled_check_and_a_bad_matrix_file(tmp_path: Path) -> None:
         load_matrix(bad)
     missing = load_config(write_config(tmp_path, "version_check:\n  matrix: missing.yaml\n"), env={}).version_check.matrix
     assert missing == tmp_path / "missing.yaml"  # relative to the config file
-    with pytest.raises(ConfigError, match="not found; fix version_check.matrix"):
+    with pytest.raises(ConfigError, match=r"not found; fix version_check\.matrix"):
         VersionCheck.of(load_config(tmp_path / "kbrelease.yaml", env={}))
 
 

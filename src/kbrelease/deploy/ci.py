@@ -194,6 +194,17 @@ def _copy_tree(src: Path, dest: Path) -> int:
     return sum(1 for p in dest.rglob("*") if p.is_file())
 
 
+def _same_checksum(ours: Path, theirs: Path) -> bool:
+    """Both folders hold a data index with the same content checksum (``meta.checksum``)."""
+    from kbrelease.index.data_index import load_bundle_yaml
+
+    try:
+        a, b = (load_bundle_yaml((folder / "bundle.yaml").read_bytes())["meta"].get("checksum") for folder in (ours, theirs))
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
+    return bool(a) and a == b
+
+
 def commit_index(
     cfg: Config,
     repo: Path,
@@ -231,8 +242,12 @@ def commit_index(
             for child in dest.iterdir():
                 if child.name != ".git":
                     shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        bundle_src = ws.bundle_dir(bundle_name) / version
+        if exists and _same_checksum(ws.index_dir, dest / "index") and _same_checksum(bundle_src, dest / "bundles" / bundle_name / version):
+            # Only created_at would differ: the branch already holds this content.
+            return IndexCommit(branch, bundle_name, version, git(dest, "rev-parse", "HEAD"), False, False, 0)
         files = _copy_tree(ws.index_dir, dest / "index")
-        files += _copy_tree(ws.bundle_dir(bundle_name) / version, dest / "bundles" / bundle_name / version)
+        files += _copy_tree(bundle_src, dest / "bundles" / bundle_name / version)
         (dest / "bundles" / bundle_name / LATEST).write_text(version + "\n", encoding="utf-8")
         git(dest, "add", "-A", "index", "bundles")
         changed = not _succeeds(dest, "diff", "--cached", "--quiet")
