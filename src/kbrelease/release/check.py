@@ -117,8 +117,6 @@ def _data_index(cfg: Config, report: CheckReport, live: ReleaseRecord | None) ->
         report.add("compatibility", "error" if versions.fail_on_incompatible else "warning", message)
         if versions.fail_on_incompatible:
             return
-    elif verdict is not None:
-        report.add("compatibility", "ok", f"data index {verdict.index_version} is read by kbrelease {verdict.reader} (matrix: {verdict.matrix})")
     indexed = {s.channel: s for s in bundle.data_manifest}
     for src in cfg.sources:
         entry = indexed.get(src.name)
@@ -137,6 +135,8 @@ def _data_index(cfg: Config, report: CheckReport, live: ReleaseRecord | None) ->
     if live is not None:
         same = bundle.checksum == live.data_index_checksum
         note = "; same as the live release" if same else f"; changed since live release {live.name} (publish builds a new one)"
+    if verdict is not None and verdict.compatible:
+        note += f"; compatible with kbrelease {verdict.reader} (matrix: {verdict.matrix})"
     report.add("data index", "ok", f"{bundle.meta.get('total_files', '?')} files in {len(indexed)} source(s), schema {version}{note}")
 
 
