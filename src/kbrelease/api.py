@@ -28,6 +28,7 @@ from kbrelease.store.milvus import MilvusStore
 from kbrelease.trust.names import check_name
 
 if TYPE_CHECKING:
+    from kbrelease.deploy.github import Flow
     from kbrelease.deploy.render import RenderInfo
     from kbrelease.embedding.base import EmbedderIdentity
     from kbrelease.index.bundles import ResolvedBundle
@@ -449,6 +450,15 @@ class KbRelease:
 
         return github_workflow_yaml(self.cfg)
 
+    def github_workflows(self, flow: Flow = "single") -> dict[str, str]:
+        """The workflow files of a CI flow (``single``, ``one-repo``, ``two-repo``): file name → YAML.
+
+        ``two-repo`` gives the spec repository's (changed bundle specs → repository_dispatch) then the index repository's.
+        """
+        from kbrelease.deploy.github import workflows_yaml
+
+        return workflows_yaml(self.cfg, flow)
+
     # --- data index and bundles -------------------------------------------------
     def index_bundle(self, spec: Path, sync: bool = False) -> ResolvedBundle:
         """Resolve a bundle spec file into ``<workspace>/bundles/<name>/<version>/``.
@@ -475,12 +485,13 @@ class KbRelease:
         """Queries over a data index: a resolved bundle (``version`` or its latest),
         ``current`` (the last sync), ``live``, or a release's frozen index."""
         from kbrelease.index.bundles import LIVE, bundle_versions, locate_index
+        from kbrelease.index.compat import VersionCheck
         from kbrelease.index.query import IndexQuery
         from kbrelease.workspace import Workspace
 
         ws = Workspace.of(self.cfg)
         live = self.registry.pointer().live if name == LIVE and not bundle_versions(ws, name) else None
-        return IndexQuery(locate_index(ws, name, version, live))
+        return IndexQuery(locate_index(ws, name, version, live), VersionCheck.of(self.cfg))
 
     # --- integrity ---------------------------------------------------------------
     def monitor(self, alerts: bool = True, checksum_sample: int | str | None = None) -> MonitorReport:

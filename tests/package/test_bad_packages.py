@@ -72,6 +72,20 @@ def _tampered(members: Members) -> Members:
     return out
 
 
+def _future_index(members: Members) -> Members:
+    """The data index rewritten as a future kbrelease's (its checksum covers the manifest entries, which stay)."""
+    import yaml
+
+    out = []
+    for info, data in members:
+        if info.name == "index/bundle.yaml":
+            bundle = yaml.safe_load(data)
+            bundle["meta"].update(schema_version=7, kbrelease_version="9.0.0")
+            data = yaml.safe_dump(bundle, sort_keys=False).encode()
+        out.append((info, data))
+    return out
+
+
 def _zstd(path: Path) -> bytes:
     return zstandard.ZstdCompressor(write_checksum=True).compress(path.read_bytes())
 
@@ -123,6 +137,11 @@ CASES: dict[str, tuple[Callable[[Members, Path], Path], type[KbReleaseError], st
         lambda m, p: _write(p, _manifest(m, lambda d: d["release"].update(schema_version=7)), resum=True),
         CompatibilityError,
         r"manifest schema version 7, newer than kbrelease .* reads \(versions 1, 2\); upgrade kbrelease",
+    ),
+    "data index of an incompatible version": (
+        lambda m, p: _write(p, _future_index(m), resum=True),
+        CompatibilityError,
+        r"its data index: data index version v7 \(written by kbrelease 9\.0\.0\) is not compatible with kbrelease .*, which reads v1",
     ),
     "rows missing from a collection": (
         lambda m, p: _write(p, [(i, d) for i, d in m if i.name != "collections/docs/part-000000.parquet"], resum=True),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from kbrelease.chunking.formats import SUFFIXES as _DOCUMENT_SUFFIXES
 from kbrelease.config.environments import environment_token, select_environment
@@ -288,6 +288,30 @@ class CiConfig(_Model):
     install: str = Field(default="kbrelease", description="pip requirement that installs kbrelease in CI, e.g. 'kbrelease==0.2.0' or a git URL.")
     python: str = Field(default="3.11", description="Python version of the CI job.")
     config: str = Field(default="kbrelease.yaml", description="Path of the config file in the repository.")
+    bundle_glob: str = Field(
+        default="bundles/**/*.yaml", description="Bundle spec files whose changes trigger the one- and two-repository flows (`kbrelease argo github --flow`)."
+    )
+    spec_repository: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
+        description="owner/name of the spec repository (the seed's DataSpecHub), where bundle specs are pushed (two-repository flow).",
+    )
+    index_repository: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
+        description="owner/name of the index repository (the seed's DataIndexHub), which gets the repository_dispatch (two-repository flow).",
+    )
+    event_type: str = Field(default="generate-data-index", pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="repository_dispatch event type.")
+    dispatch_token_secret: str = Field(
+        default="DATAINDEX_TRIGGER_TOKEN",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of the spec repository's GitHub secret: a token allowed to dispatch to the index repository.",
+    )
+    spec_token_secret: str = Field(
+        default="SPEC_REPO_TOKEN",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of the index repository's GitHub secret: a token that can read the spec repository.",
+    )
 
 
 class DeployConfig(_Model):
@@ -329,6 +353,77 @@ class DeployConfig(_Model):
     ci: CiConfig = Field(default_factory=CiConfig)
 
 
+AlertChannel = Literal["webhook", "email", "pagerduty"]
+_ALL_CHANNELS: tuple[AlertChannel, ...] = ("webhook", "email", "pagerduty")
+_CHANNEL_ALIASES = {"slack": "webhook", "webhook": "webhook", "email": "email", "smtp": "email", "pagerduty": "pagerduty"}
+
+
+def alert_channel(value: str) -> AlertChannel:
+    """A channel name: ``webhook`` (``slack``), ``email`` (``smtp``) or ``pagerduty``; the seed's ``slack://data-ops`` form is accepted."""
+    kind = str(value).split("://", 1)[0].strip().lower()
+    if kind not in _CHANNEL_ALIASES:
+        raise ValueError(f"alert channel {str(value)[:60]!r} is not one of slack/webhook, email, pagerduty")
+    return _CHANNEL_ALIASES[kind]  # type: ignore[return-value]
+
+
+def _channels(values: Any) -> Any:
+    if isinstance(values, list):
+        out: list[str] = []
+        for v in values:
+            kind = alert_channel(v)
+            if kind not in out:
+                out.append(kind)
+        return out
+    return values
+
+
+class PagerDutyConfig(_Model):
+    """PagerDuty Events API v2: incidents trigger and resolve PagerDuty alerts (deduplicated per incident)."""
+
+    events_url: str = Field(
+        default="https://events.pagerduty.com/v2/enqueue", pattern=r"^https?://", description="Events API v2 endpoint (a test receiver or a proxy)."
+    )
+    severity: Literal["critical", "error", "warning", "info"] = Field(default="critical", description="payload.severity of the events.")
+    source: str | None = Field(default=None, description="payload.source of the events (default: kbrelease-<environment>).")
+    routing_key: SecretStr | None = Field(
+        default=None, exclude=True, description="Env only: KBRELEASE_PAGERDUTY_ROUTING_KEY (the integration key); PagerDuty is used when it is set."
+    )
+
+
+class EmailConfig(_Model):
+    """Alerts by email over SMTP (used when ``smtp_host`` and ``recipients`` are set)."""
+
+    smtp_host: str | None = Field(default=None, description="SMTP server host name.")
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP server port (587 STARTTLS, 465 SSL, 25 plain).")
+    security: Literal["starttls", "ssl", "none"] = Field(default="starttls", description="'starttls', 'ssl' (SMTPS) or 'none' (a local relay only).")
+    username: str | None = Field(default=None, description="SMTP login user (the password: env KBRELEASE_SMTP_PASSWORD).")
+    sender: str = Field(default="kbrelease@localhost", description="From: address.")
+    recipients: list[str] = Field(default_factory=list, description="To: addresses.")
+    timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one SMTP conversation.")
+    password: SecretStr | None = Field(default=None, exclude=True, description="Env only: KBRELEASE_SMTP_PASSWORD.")
+
+
+class EscalationConfig(_Model):
+    """How an unresolved incident is repeated and escalated (the seed's escalation policy)."""
+
+    order: list[AlertChannel] = Field(
+        default_factory=lambda: list(_ALL_CHANNELS),
+        description="Channels in escalation order (the seed's `alerts.channels`: 'slack://data-ops' is read as webhook); "
+        "configured channels not listed come last.",
+    )
+    escalate_minutes: float | None = Field(
+        default=None,
+        gt=0,
+        description="Alert the first configured channel of `order` only, and add the next one each time an incident stays open "
+        "this long (null: every configured channel at once).",
+    )
+    repeat_minutes: float | None = Field(
+        default=None, gt=0, description="Send an open incident's alert again to its channels each time it stays open this long (null: once)."
+    )
+
+    _order = field_validator("order", mode="before")(_channels)
+
+
 class MonitorConfig(_Model):
     """The integrity monitor (``kbrelease monitor`` and the service's background loop)."""
 
@@ -352,6 +447,19 @@ class MonitorConfig(_Model):
         exclude=True,
         description="Env only: KBRELEASE_ALERT_WEBHOOKS (comma-separated). Slack-compatible webhooks; treated as secrets.",
     )
+    pagerduty: PagerDutyConfig = Field(default_factory=PagerDutyConfig)
+    email: EmailConfig = Field(default_factory=EmailConfig)
+    escalation: EscalationConfig = Field(default_factory=EscalationConfig)
+    alert_on_sync_failure: bool = Field(default=True, description="A failed sync opens an incident at once (not only after max_sync_delay_minutes).")
+    check_spec_updates: bool = Field(
+        default=True, description="Report a bundle spec file whose content changed since its bundle was resolved (`kbrelease index --bundle`)."
+    )
+    state_dir: Path | None = Field(
+        default=None,
+        description="Folder of the open incidents and their lock; must be writable (default: <workspace>/state). "
+        "The rendered Deployment points it at a writable emptyDir, since the service mounts the workspace read-only. "
+        "Env: KBRELEASE_MONITOR_STATE_DIR.",
+    )
 
     @field_validator("checksum_sample")
     @classmethod
@@ -359,6 +467,29 @@ class MonitorConfig(_Model):
         if isinstance(value, int) and value < 1:
             raise ValueError("checksum_sample must be a positive number of files or 'all'")
         return value
+
+
+class VersionCheckConfig(_Model):
+    """The compatibility matrix check (seed 003's ``version_check``): data indexes and packages of other kbrelease versions."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    enabled: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("enabled", "enable_automatic_check"),
+        description="Check every data index read (check, build, package import, the service) against the compatibility matrix.",
+    )
+    fail_on_incompatible: bool = Field(default=True, description="Refuse an incompatible data index or package (false: warn and read it).")
+    notification_channels: list[AlertChannel] = Field(
+        default_factory=lambda: list(_ALL_CHANNELS[:2]),
+        description="Alert channels told about an incompatibility, once per index and version ('slack' is read as webhook).",
+    )
+    matrix: Path | None = Field(
+        default=None,
+        description="A compatibility.yaml replacing the one shipped with kbrelease (relative to the config file). Env: KBRELEASE_COMPATIBILITY_MATRIX.",
+    )
+
+    _channels = field_validator("notification_channels", mode="before")(_channels)
 
 
 class PackagesConfig(_Model):
@@ -461,6 +592,7 @@ class Config(_Model):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    version_check: VersionCheckConfig = Field(default_factory=VersionCheckConfig)
     max_failed_share: float = Field(
         default=0.01,
         ge=0,
@@ -582,6 +714,8 @@ SIMPLE_ENV: dict[str, str] = {
     "KBRELEASE_COMPLETENESS_THRESHOLD": "monitor.completeness_threshold",
     "KBRELEASE_MAX_SYNC_DELAY_MINUTES": "monitor.max_sync_delay_minutes",
     "KBRELEASE_CHECKSUM_SAMPLE": "monitor.checksum_sample",
+    "KBRELEASE_MONITOR_STATE_DIR": "monitor.state_dir",
+    "KBRELEASE_COMPATIBILITY_MATRIX": "version_check.matrix",
     "KBRELEASE_SERVICE_HOST": "service.host",
     "KBRELEASE_SERVICE_PORT": "service.port",
     "KBRELEASE_LIVE_REFRESH_SECONDS": "service.live_refresh_seconds",
@@ -686,6 +820,9 @@ def _resolve_local_paths(data: dict[str, Any], base: Path) -> None:
     if isinstance(quality, dict) and isinstance(quality.get("golden_queries"), str):
         golden = Path(quality["golden_queries"]).expanduser()
         quality["golden_queries"] = str(golden if golden.is_absolute() else (base / golden).resolve())
+    checks = data.get("version_check")
+    if isinstance(checks, dict) and isinstance(checks.get("matrix"), str):
+        checks["matrix"] = _local(checks["matrix"], base)
     ws = data.get("workspace")
     if isinstance(ws, str) and not Path(ws).expanduser().is_absolute():
         data["workspace"] = str((base / ws).resolve())

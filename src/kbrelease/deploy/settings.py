@@ -25,6 +25,8 @@ WORKSPACE_MOUNT = "/workspace"
 CONFIG_MOUNT = "/etc/kbrelease"
 CONFIG_FILE = "kbrelease.yaml"
 TMP_MOUNT = "/tmp"  # noqa: S108 - an emptyDir in the pod: the root filesystem is read-only
+MONITOR_STATE_DIR = f"{TMP_MOUNT}/monitor-state"
+"""Where the service's monitor keeps its incidents: writable (the workspace is mounted read-only in the service)."""
 RUN_AS_USER = 10001  # the non-root user of the Dockerfile
 
 # Keys of the Secret deploy.secret_name that pods read come from the one

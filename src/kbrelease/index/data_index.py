@@ -22,13 +22,16 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kbrelease.atomic import atomic_write, temp_beside
 from kbrelease.config import Modality
 from kbrelease.errors import ReleaseError
+
+if TYPE_CHECKING:
+    from kbrelease.index.compat import VersionCheck
 
 INDEX_SCHEMA_VERSION = 1
 # Small row groups: their min/max statistics let a query over a path range or
@@ -312,6 +315,12 @@ def access_config(name: str, base_url: str | None, token_required: bool) -> dict
     }
 
 
+def _kbrelease_version() -> str:
+    from kbrelease import __version__
+
+    return __version__
+
+
 def write_bundle(
     index_dir: Path, sources: list[SourceIndex], name: str = "kbrelease", meta: dict[str, Any] | None = None, access: dict[str, Any] | None = None
 ) -> Bundle:
@@ -326,6 +335,7 @@ def write_bundle(
             "bundle_name": name,
             **(meta or {}),
             "schema_version": INDEX_SCHEMA_VERSION,
+            "kbrelease_version": _kbrelease_version(),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "data_volume": _human(total),
             "total_size": total,
@@ -340,11 +350,19 @@ def write_bundle(
     return bundle
 
 
-def read_bundle(index_dir: Path) -> Bundle:
+def read_bundle(index_dir: Path, versions: VersionCheck | None = None) -> Bundle:
+    """The data index in ``index_dir``, checked against the compatibility matrix.
+
+    ``versions``: the configured check (:meth:`VersionCheck.of(cfg) <kbrelease.index.compat.VersionCheck.of>`);
+    default: the shipped matrix, refusing an incompatible index.
+    """
+    from kbrelease.index.compat import VersionCheck
+
     path = index_dir / "bundle.yaml"
     if not path.is_file():
         raise ReleaseError(f"no data index at {index_dir}; run `kbrelease sync` first")
     data = load_bundle_yaml(path.read_text(encoding="utf-8"))
+    (versions or VersionCheck.default()).check(data["meta"], f"data index {path}")
     access = data.get("access_config")
     return Bundle(
         meta=data["meta"], data_manifest=[SourceIndex(**s) for s in data["data_manifest"]], access_config=access if isinstance(access, dict) else None

@@ -21,11 +21,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kbrelease.errors import DataIndexError
 from kbrelease.index.data_index import Bundle, arrow_schema, read_bundle
 from kbrelease.trust.names import is_name
+
+if TYPE_CHECKING:
+    from kbrelease.index.compat import VersionCheck
 
 MAX_PAGE = 10_000
 """Most records one page of ``files`` may ask for."""
@@ -155,10 +158,12 @@ class IndexQuery:
     """Queries over one data index folder."""
 
     folder: Path
+    versions: VersionCheck | None = None
+    """The compatibility check (default: the shipped matrix, refusing an incompatible index)."""
     bundle: Bundle = field(init=False)
 
     def __post_init__(self) -> None:
-        self.bundle = read_bundle(self.folder)
+        self.bundle = read_bundle(self.folder, self.versions)
         self._files: dict[str, Path] = {}
         for s in self.bundle.data_manifest:  # the index may have come in a package: its names become paths
             if not is_name("source", s.channel) or s.index_file != f"{s.channel}.parquet" or s.channel in self._files:

@@ -397,8 +397,10 @@ class Builder:
         ``building``/``failed`` release with the same data index is resumed;
         with another data index it starts over (its database is dropped).
         """
+        from kbrelease.index.compat import VersionCheck
+
         index_dir = index_dir or self.ws.index_dir
-        bundle = read_bundle(index_dir)
+        bundle = read_bundle(index_dir, VersionCheck.of(self.cfg))
         release = check_release_name(name) if name else self.registry.next_name()
         self.use_release(release)
         record = self.registry.get(release)

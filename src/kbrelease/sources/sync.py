@@ -15,6 +15,7 @@ updated under a lock file.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from typing import Any
 
 from kbrelease.atomic import atomic_write_json
 from kbrelease.config import Config, SourceConfig
-from kbrelease.errors import UnsafePath
+from kbrelease.errors import KbReleaseError, UnsafePath
 from kbrelease.index.data_index import (
     Bundle,
     FileRecord,
@@ -87,23 +88,65 @@ SYNC_STATE = "sync.json"
 MAX_REPORTED = 200  # skipped keys named per source; the count is exact
 
 
+def _read_state_file(ws: Workspace) -> dict[str, Any]:
+    try:
+        data = json.loads((ws.state_dir / SYNC_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def record_sync(ws: Workspace, sources: list[str], when: datetime | None = None) -> None:
     """Note that ``sources`` finished a successful sync (read by the monitor's sync-delay check)."""
-    path = ws.state_dir / SYNC_STATE
-    state = read_sync_state(ws)
     stamp = (when or datetime.now(UTC)).isoformat(timespec="seconds")
-    state.update(dict.fromkeys(sources, stamp))
-    atomic_write_json(path, {"last_success": state}, mkdir=True, sort_keys=True)
+    with _state_lock(ws):
+        data = _read_state_file(ws)
+        state = read_sync_state(ws)
+        state.update(dict.fromkeys(sources, stamp))
+        failures = {k: v for k, v in (data.get("last_failure") or {}).items() if k not in sources}
+        atomic_write_json(ws.state_dir / SYNC_STATE, {"last_success": state, "last_failure": failures}, mkdir=True, sort_keys=True)
+
+
+def record_sync_failure(ws: Workspace, sources: list[str], error: str, when: datetime | None = None) -> None:
+    """Note that a sync of ``sources`` failed (the monitor alerts at once). Never raises: the sync's own error matters more."""
+    from kbrelease.trust.redact import redact
+
+    stamp = (when or datetime.now(UTC)).isoformat(timespec="seconds")
+    try:
+        with _state_lock(ws):
+            data = _read_state_file(ws)
+            failures = dict(data.get("last_failure") or {})
+            failures.update({name: {"at": stamp, "error": redact(error)[:500]} for name in sources})
+            atomic_write_json(ws.state_dir / SYNC_STATE, {"last_success": read_sync_state(ws), "last_failure": failures}, mkdir=True, sort_keys=True)
+    except OSError:
+        pass
+
+
+@contextlib.contextmanager
+def _state_lock(ws: Workspace) -> Iterator[None]:
+    ws.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(ws.state_dir / f"{SYNC_STATE}.lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def read_sync_state(ws: Workspace) -> dict[str, str]:
     """Source name → ISO time of its last successful sync (empty when never synced)."""
-    path = ws.state_dir / SYNC_STATE
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return {str(k): str(v) for k, v in (data.get("last_success") or {}).items()}
-    except (OSError, ValueError, AttributeError):
+        return {str(k): str(v) for k, v in (_read_state_file(ws).get("last_success") or {}).items()}
+    except AttributeError:
         return {}
+
+
+def read_sync_failures(ws: Workspace) -> dict[str, dict[str, str]]:
+    """Source name → ``{"at": ISO time, "error": message}`` of a failed sync not followed by a successful one."""
+    raw = _read_state_file(ws).get("last_failure") or {}
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): {"at": str(v.get("at", "")), "error": str(v.get("error", ""))} for k, v in raw.items() if isinstance(v, dict)}
 
 
 def sha256_file(path: Path) -> str:
@@ -303,6 +346,7 @@ def sync(
     a mirror (files are hashed where they are).
     """
     from kbrelease.errors import ConfigError
+    from kbrelease.index.compat import VersionCheck
     from kbrelease.index.data_index import read_bundle
 
     if not cfg.sources:
@@ -314,16 +358,24 @@ def sync(
     info = SyncInfo()
     fresh: dict[str, SourceIndex] = {}
     for src_cfg in wanted:
-        s_info, s_index = _sync_source(src_cfg, cfg, ws, reporter, index_only)
+        try:
+            s_info, s_index = _sync_source(src_cfg, cfg, ws, reporter, index_only)
+        except (KbReleaseError, OSError) as exc:
+            record_sync_failure(ws, [src_cfg.name], f"{type(exc).__name__}: {exc}")
+            raise
         info.sources.append(s_info)
         fresh[src_cfg.name] = s_index
-    with bundle_lock(ws.index_dir):
-        summaries: dict[str, SourceIndex] = {}
-        if sources and (ws.index_dir / "bundle.yaml").is_file():
-            summaries = {s.channel: s for s in read_bundle(ws.index_dir).data_manifest}
-        summaries.update(fresh)
-        configured = [s.name for s in cfg.sources]
-        bundle = write_bundle(ws.index_dir, [summaries[n] for n in configured if n in summaries])
+    try:
+        with bundle_lock(ws.index_dir):
+            summaries: dict[str, SourceIndex] = {}
+            if sources and (ws.index_dir / "bundle.yaml").is_file():
+                summaries = {s.channel: s for s in read_bundle(ws.index_dir, VersionCheck.of(cfg)).data_manifest}
+            summaries.update(fresh)
+            configured = [s.name for s in cfg.sources]
+            bundle = write_bundle(ws.index_dir, [summaries[n] for n in configured if n in summaries])
+    except (KbReleaseError, OSError) as exc:
+        record_sync_failure(ws, [s.name for s in wanted], f"writing the data index: {type(exc).__name__}: {exc}")
+        raise
     info.index_checksum = bundle.checksum
     record_sync(ws, [s.name for s in wanted])
     info.seconds = time.monotonic() - started
