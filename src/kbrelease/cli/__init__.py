@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from kbrelease.cli import argo, cache, check, index, monitor, package, quality, releases, serve, store
+from kbrelease.cli import argo, cache, check, files, index, monitor, notify, package, quality, releases, serve, store
 from kbrelease.cli._common import Options, RedactingStream
 
 app = typer.Typer(
@@ -31,8 +31,10 @@ releases.register(app)
 quality.register(app)
 index.register(app)
 monitor.register(app)
+notify.register(app)
 app.add_typer(store.app, name="store")
 app.add_typer(cache.app, name="cache")
+app.add_typer(files.app, name="files")
 app.add_typer(argo.app, name="argo")
 package.register(app)
 check.register(app)

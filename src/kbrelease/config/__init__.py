@@ -115,8 +115,7 @@ class ImageConfig(_Model):
 
     model: str = Field(
         default="efficientnet-lite0",
-        description="Encoder name: efficientnet-lite0 (bundled), or any name for an encoder saved with torch.export at model_path. "
-        "Env: IMAGE_EMBEDDING_MODEL.",
+        description="Encoder name: efficientnet-lite0 (bundled), or any name for an encoder saved with torch.export at model_path. Env: IMAGE_EMBEDDING_MODEL.",
     )
     model_path: str | None = Field(
         default=None,
@@ -128,8 +127,7 @@ class ImageConfig(_Model):
         default=None,
         ge=32,
         le=1024,
-        description="Crop size in pixels (the seed's is 384); default: the model's native input (224 for efficientnet-lite0). "
-        "Env: IMAGE_EMBEDDING_INPUT_SIZE.",
+        description="Crop size in pixels (the seed's is 384); default: the model's native input (224 for efficientnet-lite0). Env: IMAGE_EMBEDDING_INPUT_SIZE.",
     )
     mean: tuple[float, float, float] | None = Field(default=None, description="Normalization mean of an exported model (default: ImageNet's).")
     std: tuple[float, float, float] | None = Field(default=None, description="Normalization std of an exported model (default: ImageNet's).")
@@ -270,12 +268,36 @@ class CiConfig(_Model):
     config: str = Field(default="kbrelease.yaml", description="Path of the config file in the repository.")
 
 
+CRON = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every \d+[smh]|(\S+\s+){4}\S+)$"
+
+
+class ScheduleConfig(_Model):
+    """Scheduled runs, rendered as Argo CronWorkflows (none unless a schedule is set)."""
+
+    publish: str | None = Field(
+        default=None,
+        pattern=CRON,
+        description="Cron schedule of the publish workflow, e.g. '0 3 * * *': a CronWorkflow submits the WorkflowTemplate with "
+        "release name r<YYYYmmddHHMM> (CLI: `argo render --publish-schedule`).",
+    )
+    monitor: str | None = Field(
+        default=None, pattern=CRON, description="Cron schedule of `kbrelease monitor` (alerts to KBRELEASE_ALERT_WEBHOOKS), e.g. '*/15 * * * *'."
+    )
+    timezone: str = Field(default="UTC", pattern=r"^[A-Za-z0-9_+\-/]{1,64}$", description="IANA time zone of both schedules.")
+
+
 class DeployConfig(_Model):
     """How `kbrelease argo render` lays the project out on Kubernetes and Argo Workflows."""
 
     name: str = Field(default="kbrelease", pattern=r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$", description="Prefix of every rendered object's name.")
     namespace: str = Field(default="kbrelease", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", description="Kubernetes namespace of every object.")
     create_namespace: bool = Field(default=True, description="Render the Namespace object too.")
+    workflow_template: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="Name of the WorkflowTemplate (default: '<name>-publish'); 'bg-deploy' keeps the seed's "
+        "`argo submit --from workflowtemplate/bg-deploy` working. CLI: `argo render --template-name`.",
+    )
     image: str = Field(default="ghcr.io/kbrelease/kbrelease", description="Container image (built from the Dockerfile), without tag.")
     tag: str = Field(default="", description="Image tag of the CPU variant (default: the kbrelease version).")
     gpu_tag: str = Field(default="", description="Image tag of the GPU variant, used by image steps (default: '<tag>-gpu').")
@@ -294,6 +316,12 @@ class DeployConfig(_Model):
         pattern=r"^\d+[smh]$",
         description="A step running longer is killed and fails (not retried): a hung pod never holds a GPU for good. null: no limit.",
     )
+    exit_alerts: bool = Field(
+        default=False,
+        description="Give the publish workflow an exit handler (onExit) that posts its result and failed steps to the alert webhooks "
+        "(KBRELEASE_ALERT_WEBHOOKS in the Secret).",
+    )
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     gpu: GpuConfig = Field(default_factory=GpuConfig)
     step_resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="sync, index, text build, verify, switch, gc steps.")

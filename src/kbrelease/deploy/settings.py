@@ -44,6 +44,7 @@ class Names:
 
     prefix: str
     namespace: str
+    template: str | None = None
 
     @property
     def config_env(self) -> str:
@@ -59,7 +60,7 @@ class Names:
 
     @property
     def workflow(self) -> str:
-        return f"{self.prefix}-publish"
+        return self.template or f"{self.prefix}-publish"
 
     @property
     def service(self) -> str:
@@ -71,7 +72,7 @@ class Names:
 
 
 def names(cfg: Config) -> Names:
-    return Names(cfg.deploy.name, cfg.deploy.namespace)
+    return Names(cfg.deploy.name, cfg.deploy.namespace, cfg.deploy.workflow_template)
 
 
 def image(cfg: Config, gpu: bool = False) -> str:

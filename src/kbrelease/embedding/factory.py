@@ -108,7 +108,11 @@ def image_model_kind(cfg: Config) -> str:
     i = cfg.image
     if i.model.lower().replace("_", "-") in _LITE0_ALIASES:
         return "efficientnet-lite0"
-    missing = [env for env, value in (("IMAGE_EMBEDDING_MODEL_PATH", i.model_path), ("IMAGE_EMBEDDING_DIM", i.dim), ("IMAGE_EMBEDDING_INPUT_SIZE", i.input_size)) if not value]
+    missing = [
+        env
+        for env, value in (("IMAGE_EMBEDDING_MODEL_PATH", i.model_path), ("IMAGE_EMBEDDING_DIM", i.dim), ("IMAGE_EMBEDDING_INPUT_SIZE", i.input_size))
+        if not value
+    ]
     if missing:
         supported = "; ".join(f"{name}: {what}" for name, what in SUPPORTED_IMAGE_MODELS.items())
         raise ConfigError(

@@ -171,6 +171,19 @@ class AlertSender:
                 time.sleep(backoff(attempt))
         return False
 
+    def send_text(self, text: str) -> int:
+        """Post one message to every webhook (quick retries); returns how many took it."""
+        import httpx
+
+        if not self._urls:
+            return 0
+        client = self._client or httpx.Client()
+        try:
+            return sum(self._post(client, hook, {"text": text}) for hook in self._urls)
+        finally:
+            if self._client is None:
+                client.close()
+
     def deliver(self, notices: list[Notice]) -> list[dict[str, Any]]:
         """Send each notice to each webhook that lacks it; record who got it. Returns what was attempted."""
         import httpx
