@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from kbrelease.index.bundles import ResolvedBundle
     from kbrelease.index.query import IndexQuery
     from kbrelease.monitor.checks import MonitorReport
+    from kbrelease.monitor.notify import NotifyInfo
     from kbrelease.package.export import ExportInfo
     from kbrelease.package.importer import ImportInfo, ImportTarget
     from kbrelease.release.build import Builder
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from kbrelease.release.files import ReleaseFiles
     from kbrelease.release.follow import LiveFollower
     from kbrelease.release.lifecycle import GcReport
-    from kbrelease.monitor.notify import NotifyInfo
     from kbrelease.release.quality import GoldenQuery, QualityReport
     from kbrelease.release.registrations import FileStatus
     from kbrelease.release.shards import BuildPlan, ShardResult

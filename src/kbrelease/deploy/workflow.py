@@ -49,7 +49,7 @@ def task_names(cfg: Config) -> dict[str, str]:
     return out
 
 
-CRON_RELEASE = "r{{workflow.creationTimestamp.Y}}{{workflow.creationTimestamp.m}}{{workflow.creationTimestamp.d}}{{workflow.creationTimestamp.H}}{{workflow.creationTimestamp.M}}"
+CRON_RELEASE = "r" + "".join(f"{{{{workflow.creationTimestamp.{c}}}}}" for c in "YmdHM")
 """The release name of a scheduled publish: ``r`` and the run's creation time to the minute (``r202612040300``)."""
 NOTIFY_ARGS = ["notify", "--workflow", "{{workflow.name}}", "--status", "{{workflow.status}}", "--release", RELEASE, "--failures", "{{workflow.failures}}"]
 """The exit handler's command: Argo fills in the run's name, its result and the failed steps (JSON)."""
@@ -183,7 +183,7 @@ def cron_workflows(cfg: Config) -> list[tuple[str, Any]]:
 
     n, d = names(cfg), cfg.deploy
     out: list[tuple[str, Any]] = []
-    common = {"timezone": d.schedule.timezone, "concurrency_policy": "Forbid", "starting_deadline_seconds": 600}
+    common: dict[str, Any] = {"timezone": d.schedule.timezone, "concurrency_policy": "Forbid", "starting_deadline_seconds": 600}
     if d.schedule.publish:
         publish = w.CronWorkflow(
             name=f"{d.name}-publish-scheduled",

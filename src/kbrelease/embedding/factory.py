@@ -6,7 +6,6 @@ from kbrelease.config import Config
 from kbrelease.embedding.base import ImageEmbedder, TextEmbedder
 from kbrelease.errors import ConfigError
 
-
 BUNDLED_TEXT_MODEL = "all-MiniLM-L6-v2"
 _BUNDLED_TEXT_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
