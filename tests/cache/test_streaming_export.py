@@ -21,9 +21,7 @@ DIM = 8
 BIG_ROWS = 17_000  # more than the 16,384 rows one Milvus query may return
 
 
-def test_export_streams_a_file_of_more_than_16384_rows_and_many_files(
-    tmp_path: Path, isolated_milvus: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_export_streams_a_file_of_more_than_16384_rows_and_many_files(tmp_path: Path, isolated_milvus: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(file_packages, "FILES_PER_SCAN", 16)  # several scans, with a small corpus of small files
     store = MilvusStore(isolated_milvus["milvus.uri"])
     db = isolated_milvus["milvus.db_prefix"] + "v1"

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deploy.rendering import CONFIG, SECRETS, by_kind, parse_kbrelease, schema_errors
+
 from local_http import WebhookReceiver
 
 FAILURES = [{"displayName": "build-docs(0:1/3)", "message": "Error (exit code 1)", "templateName": "build-text", "phase": "Failed"}]
@@ -99,14 +100,25 @@ def test_the_exit_handler_posts_the_result_to_the_alert_webhooks(scheduled: Path
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in notify["container"]["env"]}
     assert refs["KBRELEASE_ALERT_WEBHOOKS"] == {"name": "kbrelease-secrets", "key": "KBRELEASE_ALERT_WEBHOOKS", "optional": True}
     # What Argo would run when the workflow fails: its own placeholders filled in.
-    values = {"workflow.name": "bg-deploy-x7k2p", "workflow.status": "Failed", "workflow.parameters.database-name": "v7", "workflow.failures": json.dumps(FAILURES)}
+    values = {
+        "workflow.name": "bg-deploy-x7k2p",
+        "workflow.status": "Failed",
+        "workflow.parameters.database-name": "v7",
+        "workflow.failures": json.dumps(FAILURES),
+    }
     args = [re.sub(r"\{\{([\w.-]+)\}\}", lambda m: values[m.group(1)], a) for a in notify["container"]["args"]]
     assert parse_kbrelease(args).name == "notify"
     config = tmp_path / "local.yaml"
     config.write_text(f"workspace: {tmp_path / 'ws'}\nsources: []\n", encoding="utf-8")
     with WebhookReceiver() as hooks:
-        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "KBRELEASE_ALERT_WEBHOOKS": f"{hooks.url()},{hooks.url('/second')}"}
-        done = subprocess.run([sys.executable, "-m", "kbrelease.cli", "-c", str(config), *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+            "KBRELEASE_ALERT_WEBHOOKS": f"{hooks.url()},{hooks.url('/second')}",
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "kbrelease.cli", "-c", str(config), *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
         assert done.returncode == 0, done.stderr
         assert "posted to 2 of 2 webhook(s)" in done.stdout
         assert hooks.paths == ["/services/T000/B000/secret-token", "/second"]

@@ -73,13 +73,13 @@ def test_a_registered_file_follows_the_publish_to_live_and_a_corrupt_one_fails_w
 
     runner = CliRunner()
     root = ["-c", str(config)]
-    one = runner.invoke(app, [*root, "files", "status", page["file_id"], "--json"])
+    one = runner.invoke(app, [*root, "file", "status", page["file_id"], "--json"])
     assert one.exit_code == 0, one.output
     assert json.loads(one.stdout)["status"] == "synced"
-    listed = runner.invoke(app, [*root, "files", "status"])
+    listed = runner.invoke(app, [*root, "file", "status"])
     assert "failed" in listed.stdout and "stripes/broken.png" in listed.stdout
-    added = runner.invoke(app, [*root, "files", "register", "docs", "it/new-page.md", "--json"])
+    added = runner.invoke(app, [*root, "file", "register", "docs", "it/new-page.md", "--json"])
     assert added.exit_code == 0, added.output
     assert json.loads(added.stdout)[0]["status"] == "registered"
-    refused = runner.invoke(app, [*root, "files", "register", "docs", "../../etc/passwd"])
+    refused = runner.invoke(app, [*root, "file", "register", "docs", "../../etc/passwd"])
     assert refused.exit_code != 0 and "error:" in refused.stderr

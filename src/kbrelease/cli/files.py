@@ -1,4 +1,4 @@
-"""``kbrelease files``: register files for the next release and follow each one to live (seed 001)."""
+"""``kbrelease file``: register files for the next release and follow each one to live (seed 001)."""
 
 from __future__ import annotations
 
@@ -37,4 +37,4 @@ def status(
     if json_output:
         echo_json(found[0].asdict() if file_id is not None else [f.asdict() for f in found])
         return
-    typer.echo("\n".join(map(str, found)) if found else "no registered files; register one with `kbrelease files register SOURCE PATH`")
+    typer.echo("\n".join(map(str, found)) if found else "no registered files; register one with `kbrelease file register SOURCE PATH`")

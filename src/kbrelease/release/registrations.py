@@ -110,10 +110,10 @@ class FileRegistry:
 
     def get(self, file_id: str) -> FileStatus:
         if not isinstance(file_id, str) or not FILE_ID.fullmatch(file_id):
-            raise UnknownFile(f"{str(file_id)[:80]!r} is not a file id; take it from `kbrelease files register` or `files status`")
+            raise UnknownFile(f"{str(file_id)[:80]!r} is not a file id; take it from `kbrelease file register` or `kbrelease file status`")
         body = self.registry.get_file(file_id)
         if body is None:
-            raise UnknownFile(f"file {file_id} is not registered; register it with `kbrelease files register SOURCE PATH`")
+            raise UnknownFile(f"file {file_id} is not registered; register it with `kbrelease file register SOURCE PATH`")
         return self.status(file_id, body)
 
     def _index_row(self, folder: Any, source: str, file_id: str) -> FileRecord | None:

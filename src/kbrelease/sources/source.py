@@ -27,6 +27,9 @@ from kbrelease.config import S3Config, SourceConfig
 from kbrelease.errors import ConfigError, SourceError, SourceUnreachable, UnsafePath
 from kbrelease.trust.paths import contained, path_problem, safe_relpath
 
+FSSPEC_PACKAGES: dict[str, str] = {"gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs", "sftp": "sshfs", "ftp": "fsspec"}
+"""Protocols besides s3:// and local folders, each through its fsspec package."""
+
 
 @dataclass(frozen=True)
 class RemoteFile:
@@ -122,9 +125,15 @@ class Source:
             if not self.root:
                 raise ConfigError(f"source {cfg.name!r}: path {cfg.path!r} names no bucket; use s3://bucket/prefix")
             self.fs = self._s3_filesystem(s3)
+        elif "://" in cfg.path and cfg.path.split("://", 1)[0] in FSSPEC_PACKAGES:
+            self.protocol = cfg.path.split("://", 1)[0]
+            self.fs, self.root = self._fsspec_filesystem(cfg)
         elif "://" in cfg.path and not cfg.path.startswith("file://"):
             scheme = cfg.path.split("://", 1)[0]
-            raise ConfigError(f"source {cfg.name!r}: unsupported scheme {scheme!r} in {cfg.path!r}; use s3://, file:// or a local folder")
+            raise ConfigError(
+                f"source {cfg.name!r}: unsupported scheme {scheme!r} in {cfg.path!r}; use s3://, file://, a local folder, "
+                f"or {', '.join(f'{k}://' for k in FSSPEC_PACKAGES)}"
+            )
         else:
             import fsspec
 
@@ -132,6 +141,27 @@ class Source:
             local = cfg.path[len("file://") :] if cfg.path.startswith("file://") else cfg.path
             self.root = str(Path(local).expanduser().resolve())
             self.fs = fsspec.filesystem("file")
+
+    @staticmethod
+    def _fsspec_filesystem(cfg: SourceConfig) -> tuple[Any, str]:
+        """An fsspec filesystem of another protocol (GCS, Azure, SFTP, FTP); credentials never in the URL."""
+        from urllib.parse import urlsplit
+
+        import fsspec.core
+
+        scheme = cfg.path.split("://", 1)[0]
+        if urlsplit(cfg.path).password is not None:
+            raise ConfigError(
+                f"source {cfg.name!r}: a password in the path; put it in FSSPEC_{scheme.upper()}_PASSWORD (or the protocol's own variables) instead"
+            )
+        try:
+            fs, root = fsspec.core.url_to_fs(cfg.path, skip_instance_cache=True)
+        except ImportError as exc:
+            raise ConfigError(f"source {cfg.name!r}: {scheme}:// sources need {FSSPEC_PACKAGES[scheme]}: pip install {FSSPEC_PACKAGES[scheme]}") from exc
+        root = str(root).rstrip("/")
+        if not root:
+            raise ConfigError(f"source {cfg.name!r}: path {cfg.path!r} names no folder; use {scheme}://host/folder")
+        return fs, root
 
     @staticmethod
     def _s3_filesystem(s3: S3Config) -> Any:
@@ -341,6 +371,6 @@ class Source:
     def reachable(self) -> bool:
         """True when the source's root can be read; raises the translated error when the storage cannot be reached."""
         try:
-            return bool(self.fs.exists(self.root)) if self.protocol == "s3" else Path(self.root).is_dir()
+            return bool(self.fs.exists(self.root)) if self.protocol != "file" else Path(self.root).is_dir()
         except Exception as exc:
             raise self._translate(exc, "checking the storage") from exc
