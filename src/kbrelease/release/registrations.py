@@ -15,8 +15,9 @@ time from what really happened to it, so it cannot disagree with a publish:
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import asdict, dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from kbrelease.config import Config
@@ -96,17 +97,18 @@ class FileRegistry:
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_REGISTER:
             raise QueryError(f"register 1 to {MAX_REGISTER} files at a time")
         checked = [check_registration(self.cfg, item) for item in items]
-        out = []
+        bodies = []
         for item in checked:
             file_id = file_id_for(item["source"], item["path"])
             old = self.registry.get_file(file_id)
             body = {**item, "file_id": file_id, "registered_at": old["registered_at"] if old else now_iso()}
             self.registry.put_file(file_id, body)
-            out.append(self.status(file_id, body))
-        return out
+            bodies.append(body)
+        return self._statuses(bodies)
 
     def list(self) -> list[FileStatus]:
-        return [self.status(b["file_id"], b) for b in sorted(self.registry.list_files(), key=lambda b: (b["source"], b["path"]))]
+        """Every registered file, by source and path."""
+        return self._statuses(sorted(self.registry.list_files(), key=lambda b: (b["source"], b["path"])))
 
     def get(self, file_id: str) -> FileStatus:
         if not isinstance(file_id, str) or not FILE_ID.fullmatch(file_id):
@@ -114,51 +116,78 @@ class FileRegistry:
         body = self.registry.get_file(file_id)
         if body is None:
             raise UnknownFile(f"file {file_id} is not registered; register it with `kbrelease file register SOURCE PATH`")
-        return self.status(file_id, body)
+        return self._statuses([body])[0]
 
-    def _index_row(self, folder: Any, source: str, file_id: str) -> FileRecord | None:
-        try:
-            index_file = read_bundle(folder).source(source).index_file
-            rows = read_source_index(folder / index_file, where=f"data index {folder}, source {source!r}")
-        except (KbReleaseError, OSError, KeyError):
-            return None
-        return next((r for r in rows if r.file_id == file_id), None)
+    def _statuses(self, bodies: builtins.list[dict[str, Any]]) -> builtins.list[FileStatus]:
+        """The status of each registration, reading each index, release list and collection once for all of them."""
+        view = _View(self.store, self.ws, self.registry.pointer().live, list(reversed(self.registry.list())), bodies)
+        return [view.status(body) for body in bodies]
 
-    def status(self, file_id: str, body: dict[str, Any]) -> FileStatus:
-        source, path = str(body["source"]), str(body["path"])
+
+class _View:
+    """What the statuses are derived from, read once per call: the data index, the releases (newest first) and their rows."""
+
+    def __init__(self, store: MilvusStore, ws: Workspace, live: str | None, releases: list[ReleaseRecord], bodies: list[dict[str, Any]]) -> None:
+        self.store, self.ws, self.live, self.releases = store, ws, live, releases
+        self.wanted: dict[str, set[str]] = {}
+        for body in bodies:
+            self.wanted.setdefault(str(body["source"]), set()).add(str(body["file_id"]))
+        self._indexes: dict[tuple[str, str], dict[str, FileRecord]] = {}
+        self._rows: dict[tuple[str, str], dict[str, tuple[int, int]] | None] = {}
+
+    def index(self, folder: Path, source: str) -> dict[str, FileRecord]:
+        """``file_id -> FileRecord`` of the registered files of ``source`` in a data index (empty when there is none)."""
+        key = (str(folder), source)
+        if key not in self._indexes:
+            found: dict[str, FileRecord] = {}
+            if (folder / "bundle.yaml").exists():
+                try:
+                    index_file = read_bundle(folder).source(source).index_file
+                    rows = read_source_index(folder / index_file, where=f"data index {folder}, source {source!r}")
+                    found = {r.file_id: r for r in rows if r.file_id in self.wanted.get(source, set())}
+                except (KbReleaseError, OSError, KeyError):
+                    found = {}
+            self._indexes[key] = found
+        return self._indexes[key]
+
+    def rows(self, record: ReleaseRecord, source: str) -> dict[str, tuple[int, int]] | None:
+        """``file_id -> (rows present, chunks expected)`` of the registered files in a release's collection (None: unreadable)."""
+        key = (record.name, source)
+        if key not in self._rows:
+            try:
+                self._rows[key] = self.store.file_rows(record.database, record.sources[source].collection, sorted(self.wanted.get(source, set())))
+            except KbReleaseError:
+                self._rows[key] = None
+        return self._rows[key]
+
+    def status(self, body: dict[str, Any]) -> FileStatus:
+        file_id, source, path = str(body["file_id"]), str(body["source"]), str(body["path"])
         out = FileStatus(file_id, source, path, "registered", str(body.get("registered_at", "")), note=str(body.get("note", "")))
-        current = self._index_row(self.ws.index_dir, source, file_id) if (self.ws.index_dir / "bundle.yaml").exists() else None
+        current = self.index(self.ws.index_dir, source).get(file_id)
         if current is not None:
             out.status, out.checksum = "synced", current.checksum
         else:
             out.reason = "not in the data index yet; the next `kbrelease sync` (or publish) picks it up"
-        live = self.registry.pointer().live
-        for record in reversed(self.registry.list()):  # newest first
-            found = self._in_release(record, live, source, path, file_id, current)
+        for record in self.releases:
+            found = self._in_release(record, source, path, file_id, current)
             if found is not None:
-                status, reason = found
-                out.status, out.reason, out.release = status, reason, record.name
-                return out
+                out.status, out.reason, out.release = found[0], found[1], record.name
+                break
         return out
 
-    def _in_release(
-        self, record: ReleaseRecord, live: str | None, source: str, path: str, file_id: str, current: FileRecord | None
-    ) -> tuple[FileState, str | None] | None:
+    def _in_release(self, record: ReleaseRecord, source: str, path: str, file_id: str, current: FileRecord | None) -> tuple[FileState, str | None] | None:
         counts = record.sources.get(source)
         if counts is None or record.state in ("dropping", "dropped", "registered", "importing"):
             return None
         refused = next((f for f in [*counts.failures, *counts.skips] if f.get("file") == path), None)
         if refused is not None:
             return "failed", str(refused.get("reason", ""))[:300] + f" (release {record.name}); fix the file and publish again"
-        if record.name != live and record.state not in _BUILT:
+        if record.name != self.live and record.state not in _BUILT:
             return None
-        try:
-            present, expected = self.store.file_rows(record.database, counts.collection, [file_id]).get(file_id, (0, 0))
-        except KbReleaseError:
-            return None
+        present, expected = (self.rows(record, source) or {}).get(file_id, (0, 0))
         if present == 0 or present < expected:
             return None
-        frozen = self._index_row(self.ws.release_index(record.name), source, file_id)
+        frozen = self.index(self.ws.release_index(record.name), source).get(file_id)
         if current is not None and frozen is not None and frozen.checksum != current.checksum:
             return "synced", f"changed since release {record.name} was built; the next publish embeds the new version"
-        return ("live" if record.name == live else "embedded"), None
+        return ("live" if record.name == self.live else "embedded"), None

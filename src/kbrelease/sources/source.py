@@ -110,6 +110,11 @@ def _as_datetime(value: Any) -> datetime:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, int | float):
         return datetime.fromtimestamp(float(value), tz=UTC)
+    if isinstance(value, str) and len(value) >= 14 and value[:14].isdigit():  # FTP MLSD "modify": YYYYMMDDHHMMSS[.sss], UTC
+        try:
+            return datetime.strptime(value[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        except ValueError:
+            pass
     return datetime.fromtimestamp(0, tz=UTC)
 
 
@@ -243,7 +248,7 @@ class Source:
             if not full_s.startswith(prefix):
                 continue
             etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
-            ts = info.get("LastModified") or info.get("mtime") or info.get("created")
+            ts = info.get("LastModified") or info.get("mtime") or info.get("created") or info.get("modify")
             out.append((full_s[len(prefix) :], int(info.get("size") or 0), ts, etag))
         return out
 
@@ -365,7 +370,7 @@ class Source:
         if info.get("type") == "directory":
             return None
         etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
-        ts = info.get("LastModified") or info.get("mtime") or info.get("created")
+        ts = info.get("LastModified") or info.get("mtime") or info.get("created") or info.get("modify")
         return RemoteFile(relative_path, int(info.get("size") or 0), _as_datetime(ts), etag)
 
     def reachable(self) -> bool:
