@@ -130,3 +130,16 @@ def test_the_exit_handler_posts_the_result_to_the_alert_webhooks(scheduled: Path
         )
         assert failed.returncode == 1 and "posted to 1 of 2" in failed.stdout
         assert "secret-token" not in failed.stdout + failed.stderr  # webhook URLs are secrets
+
+
+def test_failures_are_read_as_argo_gives_them_and_bounded() -> None:
+    from kbrelease import ConfigError
+    from kbrelease.monitor.notify import failed_steps
+
+    raw = json.dumps(FAILURES)
+    assert failed_steps(raw) == failed_steps(json.dumps(raw)) == ["build-docs(0:1/3): Error (exit code 1)"]
+    assert failed_steps("{{workflow.failures}}") == failed_steps("[]") == []
+    with pytest.raises(ConfigError, match="not JSON"):
+        failed_steps("[{")
+    with pytest.raises(ConfigError, match="over 65536 bytes"):
+        failed_steps("[" + "1," * 40_000 + "1]")

@@ -189,6 +189,8 @@ def pod_env(cfg: Config) -> dict[str, str]:
     env["IMAGE_EMBEDDING_MODEL"] = cfg.image.model
     if cfg.image.dim:
         env["IMAGE_EMBEDDING_DIM"] = str(cfg.image.dim)
+    if cfg.image.input_size:
+        env["IMAGE_EMBEDDING_INPUT_SIZE"] = str(cfg.image.input_size)
     if cfg.s3.endpoint_url:
         env["S3_ENDPOINT_URL"] = cfg.s3.endpoint_url
     if cfg.s3.region:

@@ -58,6 +58,8 @@ def failed_steps(failures: str | None) -> list[str]:
         raise ConfigError(f"--failures is over {MAX_FAILURES_BYTES} bytes; pass Argo's {{{{workflow.failures}}}} as it is")
     try:
         items = json.loads(failures)
+        if isinstance(items, str):  # quoted once more on the way (Argo quotes the value to keep its escapes)
+            items = json.loads(items)
     except ValueError:
         raise ConfigError("--failures is not JSON; pass Argo's {{workflow.failures}} as it is") from None
     if not isinstance(items, list):
