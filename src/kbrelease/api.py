@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from kbrelease.embedding.base import ImageEmbedder, RecordedEmbedder, TextEmbedd
 from kbrelease.embedding.models import Models
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.registry import Pointer, Registry, ReleaseRecord
-from kbrelease.release.search import Hit, SearchResult
+from kbrelease.release.search import Hit, RowFilter, SearchResult, parse_when
 from kbrelease.sources.sync import SyncInfo
 from kbrelease.store.milvus import MilvusStore
 from kbrelease.trust.names import check_name
@@ -46,6 +47,18 @@ if TYPE_CHECKING:
     from kbrelease.trust.lock import EnvLock
 
 
+def _read_image(path: Path) -> bytes:
+    """The bytes of a query image file, or a clear error naming it."""
+    from kbrelease.errors import QueryError
+
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise QueryError(f"image file {path} not found; give the path of an image file, or its bytes") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise QueryError(f"cannot read image file {path} ({exc.strerror}); give the path of a readable image file") from None
+
+
 @dataclass
 class PublishInfo:
     """What ``publish`` did: the sync, the release, and the new pointer."""
@@ -67,6 +80,15 @@ class PublishInfo:
             "seconds": round(self.seconds, 3),
             "unchanged": self.unchanged,
         }
+
+
+def row_filter(where: str | None, after: datetime | str | None, before: datetime | str | None) -> RowFilter | None:
+    """The search's metadata/time filter, checked now (a bad one raises QueryError before anything runs)."""
+    if not (where and where.strip()) and after is None and before is None:
+        return None
+    rows = RowFilter(where, parse_when(after, "after"), parse_when(before, "before"))
+    rows.expr()
+    return rows
 
 
 class KbRelease:
@@ -572,38 +594,65 @@ class KbRelease:
 
         return release if isinstance(release, ReleaseRecord) else resolve_release(self.registry, release)
 
-    def query(self, query: str, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> SearchResult:
-        """Text search of one release's text sources, with the release name and timings."""
+    def query(
+        self,
+        query: str,
+        k: int = 5,
+        source: str | None = None,
+        release: str | ReleaseRecord | None = None,
+        where: str | None = None,
+        after: datetime | str | None = None,
+        before: datetime | str | None = None,
+    ) -> SearchResult:
+        """Text search of one release's text sources, with the release name and timings.
+
+        ``where`` filters by the files' user metadata (``camera_id == "front" and speed > 3``, see
+        :mod:`kbrelease.trust.where`); ``after``/``before`` by the files' timestamps (inclusive, UTC when no zone).
+        """
         from kbrelease.release.search import check_query, run_search
 
         text = check_query(query, k)
+        rows = row_filter(where, after, before)
         record = self.resolve(release)
         emb = self.query_text_embedder
-        return run_search(self.store, record, "text", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source)
+        return run_search(self.store, record, "text", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source, rows)
 
     def query_image(
         self,
-        image: bytes | Path,
+        image: bytes | str | Path,
         k: int = 5,
         source: str | None = None,
         release: str | ReleaseRecord | None = None,
         max_pixels: int | None = None,
         limit_name: str = "image.max_pixels",
+        where: str | None = None,
+        after: datetime | str | None = None,
+        before: datetime | str | None = None,
     ) -> SearchResult:
-        """Image search by an example image. ``max_pixels`` (default ``image.max_pixels``) refuses bombs."""
+        """Image search by an example image: its bytes, or the path of its file. ``max_pixels`` (default ``image.max_pixels``) refuses bombs."""
         from kbrelease.images.preprocess import preprocess_image
         from kbrelease.release.search import check_k, run_search
 
         check_k(k)
-        data = image.read_bytes() if isinstance(image, Path) else image
+        rows = row_filter(where, after, before)
+        data = image if isinstance(image, bytes) else _read_image(Path(image))
         emb = self.image_embedder
         # Decode first: a bad upload is the caller's error whatever is live.
         limit = max_pixels or self.cfg.image.max_pixels
         arr = preprocess_image(data, emb.input_size, emb.mean, emb.std, limit, limit_name, self.cfg.image.max_aspect_ratio)
         record = self.resolve(release)
-        return run_search(self.store, record, "image", emb.identity, lambda: emb.embed_arrays(arr[None, ...])[0].tolist(), k, source)
+        return run_search(self.store, record, "image", emb.identity, lambda: emb.embed_arrays(arr[None, ...])[0].tolist(), k, source, rows)
 
-    def query_text_to_image(self, query: str, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> SearchResult:
+    def query_text_to_image(
+        self,
+        query: str,
+        k: int = 5,
+        source: str | None = None,
+        release: str | ReleaseRecord | None = None,
+        where: str | None = None,
+        after: datetime | str | None = None,
+        before: datetime | str | None = None,
+    ) -> SearchResult:
         """Images described by a text, when the image model has a text tower (CLIP-like); else QueryError."""
         from kbrelease.embedding.base import ImageTextEmbedder
         from kbrelease.errors import QueryError
@@ -616,14 +665,34 @@ class KbRelease:
                 f"image model {emb.identity.model!r} cannot embed text, so images cannot be searched by a description; "
                 "search them with an example image, or configure an image model with a text encoder"
             )
+        rows = row_filter(where, after, before)
         record = self.resolve(release)
-        return run_search(self.store, record, "image", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source)
+        return run_search(self.store, record, "image", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source, rows)
 
-    def search(self, query: str, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> list[Hit]:
-        return self.query(query, k, source, release).hits
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        source: str | None = None,
+        release: str | ReleaseRecord | None = None,
+        where: str | None = None,
+        after: datetime | str | None = None,
+        before: datetime | str | None = None,
+    ) -> list[Hit]:
+        return self.query(query, k, source, release, where=where, after=after, before=before).hits
 
-    def search_image(self, image: bytes | Path, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> list[Hit]:
-        return self.query_image(image, k, source, release).hits
+    def search_image(
+        self,
+        image: bytes | str | Path,
+        k: int = 5,
+        source: str | None = None,
+        release: str | ReleaseRecord | None = None,
+        where: str | None = None,
+        after: datetime | str | None = None,
+        before: datetime | str | None = None,
+    ) -> list[Hit]:
+        """Hits for an example image: its bytes, or the path of its file (str or Path)."""
+        return self.query_image(image, k, source, release, where=where, after=after, before=before).hits
 
     # --- registered files (seed 001) ---------------------------------------------
     def register_files(self, files: list[dict[str, Any]]) -> list[FileStatus]:

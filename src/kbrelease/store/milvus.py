@@ -177,7 +177,7 @@ class MilvusStore:
         if is_embedded(uri):
             from kbrelease.store.lite import ensure_server
 
-            uri = ensure_server(Path(uri))
+            uri = ensure_server(Path(uri), idle_stop_minutes=cfg.store.idle_stop_minutes, servers_dir=cfg.store.servers_path)
         return cls(uri, token)
 
     def translate(self, exc: Exception, op: str, args: Sequence[Any] = ()) -> StoreError:
@@ -402,7 +402,7 @@ class MilvusStore:
         name: str,
         vectors: Sequence[Sequence[float]],
         k: int,
-        output_fields: Sequence[str] = ("file", "file_id", "chunk_index", "heading", "text", "start"),
+        output_fields: Sequence[str] = ("file", "file_id", "chunk_index", "heading", "text", "start", "metadata"),
         expr: str = "",
     ) -> list[list[dict[str, Any]]]:
         c = self.client(db)
