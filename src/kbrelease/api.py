@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from kbrelease.index.bundles import ResolvedBundle
     from kbrelease.index.query import IndexQuery
     from kbrelease.monitor.checks import MonitorReport
+    from kbrelease.monitor.notify import NotifyInfo
     from kbrelease.package.export import ExportInfo
     from kbrelease.package.importer import ImportInfo, ImportTarget
     from kbrelease.release.build import Builder
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from kbrelease.release.follow import LiveFollower
     from kbrelease.release.lifecycle import GcReport
     from kbrelease.release.quality import GoldenQuery, QualityReport
+    from kbrelease.release.registrations import FileStatus
     from kbrelease.release.shards import BuildPlan, ShardResult
     from kbrelease.trust.lock import EnvLock
 
@@ -200,6 +202,8 @@ class KbRelease:
     def _builder(self) -> Builder:
         from kbrelease.release.build import Builder
 
+        for modality in sorted({s.modality for s in self.cfg.sources}):
+            self.identity(modality)  # a model the config names but cannot run is refused before anything is written
         return Builder(self.cfg, self.store, self.registry, self.reporter, self.models, self.cache)
 
     def build(self, release: str | None = None, bundle: str | None = None, bundle_version: str | None = None) -> ReleaseRecord:
@@ -438,11 +442,18 @@ class KbRelease:
         return None
 
     # --- deployment -------------------------------------------------------------
-    def render_kubernetes(self, out: Path) -> RenderInfo:
-        """Write the Argo WorkflowTemplate and the Kubernetes objects for this config into ``out``."""
-        from kbrelease.deploy.render import render
+    def render_kubernetes(
+        self, out: Path, template_name: str | None = None, publish_schedule: str | None = None, monitor_schedule: str | None = None
+    ) -> RenderInfo:
+        """Write the Argo WorkflowTemplate and the Kubernetes objects for this config into ``out``.
 
-        return render(self.cfg, out)
+        ``template_name`` names the WorkflowTemplate (``bg-deploy``: the seed's), the schedules add CronWorkflows;
+        each overrides its ``deploy`` key for this rendering only.
+        """
+        from kbrelease.deploy.render import render, with_deploy
+
+        changes = {"workflow_template": template_name, "schedule.publish": publish_schedule, "schedule.monitor": monitor_schedule}
+        return render(with_deploy(self.cfg, changes), out)
 
     def github_workflow(self) -> str:
         """The GitHub Actions workflow (YAML) that keeps the data index on the branch data/<bundle>."""
@@ -693,6 +704,30 @@ class KbRelease:
     ) -> list[Hit]:
         """Hits for an example image: its bytes, or the path of its file (str or Path)."""
         return self.query_image(image, k, source, release, where=where, after=after, before=before).hits
+
+    # --- registered files (seed 001) ---------------------------------------------
+    def register_files(self, files: list[dict[str, Any]]) -> list[FileStatus]:
+        """Register files for the next release: ``[{"source": "docs", "path": "it/vpn.md", "note": "..."}]``.
+
+        Every item is validated before the first is written (a configured source, a plain
+        relative path of its modality). Returns each file's id and current status.
+        """
+        from kbrelease.release.registrations import FileRegistry
+
+        return FileRegistry(self.cfg, self.registry, self.store).register(files)
+
+    def file_status(self, file_id: str | None = None) -> list[FileStatus]:
+        """The status of one registered file (``file_id``) or of all: registered, synced, embedded, live or failed (with the reason)."""
+        from kbrelease.release.registrations import FileRegistry
+
+        files = FileRegistry(self.cfg, self.registry, self.store)
+        return [files.get(file_id)] if file_id is not None else files.list()
+
+    def notify(self, workflow: str, status: str, release: str | None = None, failures: str | None = None) -> NotifyInfo:
+        """Post a workflow's result to the alert webhooks (what the Argo exit handler runs)."""
+        from kbrelease.monitor.notify import notify_workflow
+
+        return notify_workflow(self.cfg, workflow, status, release, failures)
 
     def release_files(self) -> ReleaseFiles:
         """Input files of releases, checked against their data index (thumbnails, downloads)."""

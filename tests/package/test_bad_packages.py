@@ -18,7 +18,7 @@ from kbrelease.errors import CompatibilityError, KbReleaseError, PackageError
 from kbrelease.package.format import format_sums, sha256_hex
 
 from .support import MakeTarget, footprint
-from helpers import mini_corpus, write_config
+from helpers import ENDPOINT, mini_corpus, write_config
 
 Members = list[tuple[tarfile.TarInfo, bytes]]
 
@@ -167,7 +167,7 @@ def test_a_bad_package_is_refused_and_nothing_is_written(case: str, good_package
 
 
 def test_a_package_of_another_model_is_refused_before_anything_is_written(good_package: Path, make_target: MakeTarget) -> None:
-    prod = make_target("prod", models=False, environ={"TEXT_EMBEDDING_MODEL": "paraphrase-multilingual-MiniLM-L12-v2"})
+    prod = make_target("prod", models=False, environ={**ENDPOINT, "TEXT_EMBEDDING_MODEL": "paraphrase-multilingual-MiniLM-L12-v2"})
 
     with pytest.raises(CompatibilityError, match=r"text vectors of model 'all-MiniLM-L6-v2' .* configured for 'paraphrase-multilingual-MiniLM-L12-v2'"):
         prod.package_import(good_package)

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from kbrelease.cli import argo, cache, check, ci, index, monitor, package, quality, releases, serve, store
+from kbrelease.cli import argo, cache, check, ci, files, index, monitor, notify, package, quality, releases, serve, store
 from kbrelease.cli._common import Options, RedactingStream
 from kbrelease.cli._globals import GlobalOptionsGroup, use_json_below
 
@@ -33,8 +33,10 @@ releases.register(app)
 quality.register(app)
 index.register(app)
 monitor.register(app)
+notify.register(app)
 app.add_typer(store.app, name="store")
 app.add_typer(cache.app, name="cache")
+app.add_typer(files.app, name="file")
 app.add_typer(argo.app, name="argo")
 package.register(app)
 check.register(app)

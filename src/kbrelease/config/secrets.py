@@ -83,8 +83,8 @@ SECRETS: tuple[Secret, ...] = (
     Secret(
         "KBRELEASE_ALERT_WEBHOOKS",
         "monitor.webhook_urls",
-        "comma-separated webhook URLs for monitor alerts, Slack-compatible",
-        frozenset({"service"}),
+        "comma-separated webhook URLs for monitor alerts and the workflows' exit handler, Slack-compatible",
+        frozenset({"service", "workflow"}),
         kind="url_list",
     ),
     Secret(

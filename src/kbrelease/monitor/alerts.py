@@ -424,6 +424,20 @@ class AlertSender:
     def of_channels(self, channels: list[str]) -> list[str]:
         return [t.id for t in self.targets.values() if t.channel in channels]
 
+    def send_text(self, text: str) -> int:
+        """Post one message to every webhook (quick retries); returns how many took it."""
+        import httpx
+
+        hooks = [t for t in self.targets.values() if isinstance(t, WebhookTarget)]
+        if not hooks:
+            return 0
+        client = self._client or httpx.Client()
+        try:
+            return sum(_post_json(client, f"webhook {t.id}", t.url.get_secret_value(), {"text": text}, t.timeout, t.attempts) for t in hooks)
+        finally:
+            if self._client is None:
+                client.close()
+
     def deliver(self, notices: list[Notice], only: list[str] | None = None) -> list[dict[str, Any]]:
         """Send each notice to each due target that lacks it; record who got it. Returns what was attempted.
 

@@ -205,7 +205,7 @@ def checksums(cfg: Config, bundle: Bundle, folder: Path, sample: int | str, rng:
             out.append(CheckResult("checksums", src.channel, "unknown", str(exc)))
             continue
         rows, n = _sample_rows(folder / src.index_file, sample, rng)
-        workers = cfg.s3.concurrency if source.protocol == "s3" else 4
+        workers = cfg.s3.concurrency if source.protocol == "s3" else 1 if source.protocol == "ftp" else 4
         try:
             with ThreadPoolExecutor(max_workers=max(1, min(workers, len(rows)))) as pool:
                 verdicts = list(pool.map(_verdict, [source] * len(rows), rows))

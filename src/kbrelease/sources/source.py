@@ -28,6 +28,9 @@ from kbrelease.errors import ConfigError, SourceError, SourceUnreachable, Unsafe
 from kbrelease.sources.metadata import is_sidecar, sidecar_target
 from kbrelease.trust.paths import contained, path_problem, safe_relpath
 
+FSSPEC_PACKAGES: dict[str, str] = {"gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs", "sftp": "sshfs", "ftp": "fsspec"}
+"""Protocols besides s3:// and local folders, each through its fsspec package."""
+
 
 @dataclass(frozen=True)
 class RemoteFile:
@@ -110,6 +113,11 @@ def _as_datetime(value: Any) -> datetime:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, int | float):
         return datetime.fromtimestamp(float(value), tz=UTC)
+    if isinstance(value, str) and len(value) >= 14 and value[:14].isdigit():  # FTP MLSD "modify": YYYYMMDDHHMMSS[.sss], UTC
+        try:
+            return datetime.strptime(value[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        except ValueError:
+            pass
     return datetime.fromtimestamp(0, tz=UTC)
 
 
@@ -125,9 +133,15 @@ class Source:
             if not self.root:
                 raise ConfigError(f"source {cfg.name!r}: path {cfg.path!r} names no bucket; use s3://bucket/prefix")
             self.fs = self._s3_filesystem(s3)
+        elif "://" in cfg.path and cfg.path.split("://", 1)[0] in FSSPEC_PACKAGES:
+            self.protocol = cfg.path.split("://", 1)[0]
+            self.fs, self.root = self._fsspec_filesystem(cfg)
         elif "://" in cfg.path and not cfg.path.startswith("file://"):
             scheme = cfg.path.split("://", 1)[0]
-            raise ConfigError(f"source {cfg.name!r}: unsupported scheme {scheme!r} in {cfg.path!r}; use s3://, file:// or a local folder")
+            raise ConfigError(
+                f"source {cfg.name!r}: unsupported scheme {scheme!r} in {cfg.path!r}; use s3://, file://, a local folder, "
+                f"or {', '.join(f'{k}://' for k in FSSPEC_PACKAGES)}"
+            )
         else:
             import fsspec
 
@@ -135,6 +149,27 @@ class Source:
             local = cfg.path[len("file://") :] if cfg.path.startswith("file://") else cfg.path
             self.root = str(Path(local).expanduser().resolve())
             self.fs = fsspec.filesystem("file")
+
+    @staticmethod
+    def _fsspec_filesystem(cfg: SourceConfig) -> tuple[Any, str]:
+        """An fsspec filesystem of another protocol (GCS, Azure, SFTP, FTP); credentials never in the URL."""
+        from urllib.parse import urlsplit
+
+        import fsspec.core
+
+        scheme = cfg.path.split("://", 1)[0]
+        if urlsplit(cfg.path).password is not None:
+            raise ConfigError(
+                f"source {cfg.name!r}: a password in the path; put it in FSSPEC_{scheme.upper()}_PASSWORD (or the protocol's own variables) instead"
+            )
+        try:
+            fs, root = fsspec.core.url_to_fs(cfg.path, skip_instance_cache=True)
+        except ImportError as exc:
+            raise ConfigError(f"source {cfg.name!r}: {scheme}:// sources need {FSSPEC_PACKAGES[scheme]}: pip install {FSSPEC_PACKAGES[scheme]}") from exc
+        root = str(root).rstrip("/")
+        if not root:
+            raise ConfigError(f"source {cfg.name!r}: path {cfg.path!r} names no folder; use {scheme}://host/folder")
+        return fs, root
 
     @staticmethod
     def _s3_filesystem(s3: S3Config) -> Any:
@@ -226,7 +261,7 @@ class Source:
             if not full_s.startswith(prefix):
                 continue
             etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
-            ts = info.get("LastModified") or info.get("mtime") or info.get("created")
+            ts = info.get("LastModified") or info.get("mtime") or info.get("created") or info.get("modify")
             out.append((full_s[len(prefix) :], int(info.get("size") or 0), ts, etag))
         return out
 
@@ -369,12 +404,12 @@ class Source:
         if info.get("type") == "directory":
             return None
         etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
-        ts = info.get("LastModified") or info.get("mtime") or info.get("created")
+        ts = info.get("LastModified") or info.get("mtime") or info.get("created") or info.get("modify")
         return RemoteFile(relative_path, int(info.get("size") or 0), _as_datetime(ts), etag)
 
     def reachable(self) -> bool:
         """True when the source's root can be read; raises the translated error when the storage cannot be reached."""
         try:
-            return bool(self.fs.exists(self.root)) if self.protocol == "s3" else Path(self.root).is_dir()
+            return bool(self.fs.exists(self.root)) if self.protocol != "file" else Path(self.root).is_dir()
         except Exception as exc:
             raise self._translate(exc, "checking the storage") from exc

@@ -289,7 +289,9 @@ def _sync_source(src_cfg: SourceConfig, cfg: Config, ws: Workspace, reporter: Re
         reporter.advance(label)
         return _record(src_cfg.name, rf, checksum, size, meta), True
 
-    workers = cfg.s3.concurrency if source.protocol == "s3" else min(8, (os.cpu_count() or 2) * 2)
+    workers = (
+        cfg.s3.concurrency if source.protocol == "s3" else 1 if source.protocol == "ftp" else min(8, (os.cpu_count() or 2) * 2)
+    )  # one FTP control connection
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(one, remote))
     records = [rec for rec, _, _ in results if rec is not None]

@@ -342,11 +342,14 @@ class MilvusStore:
                 it.close()
         return out
 
-    def iter_rows(self, db: str, name: str, fields: Sequence[str], batch_size: int = 2048) -> Iterator[list[dict[str, Any]]]:
-        """Every row of a collection in batches, with a server-side cursor (memory stays flat)."""
+    def iter_rows(
+        self, db: str, name: str, fields: Sequence[str], batch_size: int = 2048, file_ids: Sequence[str] | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every row of a collection (or of ``file_ids`` only) in batches, with a server-side cursor (memory stays flat)."""
+        expr = "" if file_ids is None else _in_list("file_id", sorted(set(file_ids)))
 
         def first() -> tuple[Any, list[Any]]:
-            it = self.client(db).query_iterator(name, batch_size=batch_size, filter="", output_fields=list(fields))
+            it = self.client(db).query_iterator(name, batch_size=batch_size, filter=expr, output_fields=list(fields))
             try:
                 return it, it.next()
             except BaseException:
