@@ -21,7 +21,7 @@ from kbrelease.embedding.base import ImageEmbedder, RecordedEmbedder, TextEmbedd
 from kbrelease.embedding.models import Models
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.registry import Pointer, Registry, ReleaseRecord
-from kbrelease.release.search import Hit, SearchResult
+from kbrelease.release.search import Hit, SearchMode, SearchResult
 from kbrelease.sources.sync import SyncInfo
 from kbrelease.store.milvus import MilvusStore
 from kbrelease.trust.names import check_name
@@ -409,6 +409,9 @@ class KbRelease:
             return None
         if record.chunking.get("target_tokens") != self.cfg.text.chunk_target_tokens:
             return None
+        hybrid = {s.name: s.hybrid for s in self.cfg.sources}
+        if any(counts.sparse != hybrid.get(name, counts.sparse) for name, counts in record.sources.items()):
+            return None  # `hybrid:` was switched on or off since: the collections need (or lose) the BM25 field
         # The configured identities, read from the model files: a publish with nothing to do loads no model.
         if all(RecordedEmbedder.from_record(built).compare(self.identity(kind)) == "same" for kind, built in record.embedders.items()):
             return record
@@ -561,14 +564,25 @@ class KbRelease:
 
         return release if isinstance(release, ReleaseRecord) else resolve_release(self.registry, release)
 
-    def query(self, query: str, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> SearchResult:
-        """Text search of one release's text sources, with the release name and timings."""
-        from kbrelease.release.search import check_query, run_search
+    def query(
+        self, query: str, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None, mode: SearchMode | None = None
+    ) -> SearchResult:
+        """Text search of one release's text sources, with the release name and timings.
+
+        ``mode``: ``dense`` (vectors), ``sparse`` (BM25 keywords) or ``hybrid`` (both, reciprocal rank fusion); none:
+        hybrid on the sources built with ``hybrid: true``, dense on the others. Each hit says which retrievers found it.
+        """
+        from kbrelease.release.search import check_mode, check_query, run_search
 
         text = check_query(query, k)
+        mode = check_mode(mode)
         record = self.resolve(release)
+        if mode == "sparse":  # no model: BM25 needs only the words
+            from kbrelease.embedding.base import EmbedderIdentity
+
+            return run_search(self.store, record, "text", EmbedderIdentity("text", "", 0), list, k, source, text, mode)
         emb = self.query_text_embedder
-        return run_search(self.store, record, "text", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source)
+        return run_search(self.store, record, "text", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source, text, mode)
 
     def query_image(
         self,
@@ -608,8 +622,10 @@ class KbRelease:
         record = self.resolve(release)
         return run_search(self.store, record, "image", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source)
 
-    def search(self, query: str, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> list[Hit]:
-        return self.query(query, k, source, release).hits
+    def search(
+        self, query: str, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None, mode: SearchMode | None = None
+    ) -> list[Hit]:
+        return self.query(query, k, source, release, mode).hits
 
     def search_image(self, image: bytes | Path, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> list[Hit]:
         return self.query_image(image, k, source, release).hits

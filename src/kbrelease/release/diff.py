@@ -101,7 +101,8 @@ def diff_text(d: dict[str, Any], limit: int = 20) -> str:
         )
         hybrid = s.get("hybrid", {})
         if hybrid.get("before") != hybrid.get("after"):
-            lines.append(f"    search: {'hybrid (BM25 + vectors)' if hybrid.get('after') else 'vectors only'} (was {'hybrid' if hybrid.get('before') else 'vectors only'})")
+            names = {True: "hybrid (BM25 + vectors)", False: "vectors only"}
+            lines.append(f"    search: {names[bool(hybrid.get('after'))]} (was {names[bool(hybrid.get('before'))]})")
         for mark, key in (("+", "added"), ("-", "removed"), ("~", "changed")):
             for path in f[key][:limit]:
                 lines.append(f"    {mark} {path}")

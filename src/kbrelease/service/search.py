@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
 from kbrelease.errors import UnknownFile
-from kbrelease.release.search import SearchResult
+from kbrelease.release.search import SearchMode, SearchResult
 from kbrelease.service.auth import ReadAccess
 from kbrelease.service.errors import ApiError, responses
 from kbrelease.service.models import HitOut, SearchOut, json_response
@@ -32,6 +32,10 @@ Q = Query(min_length=1, description="The text to search for (at most service.max
 K = Query(5, ge=1, description="Number of results (at most service.max_k).")
 SOURCE = Query(None, pattern=SOURCE_PATTERN, description="Only this source (default: every source of the modality).")
 RELEASE = Query(None, pattern=NAME_PATTERN, description="Pin a release (canary checks); default: the live one.")
+MODE_HELP = (
+    "dense (vectors), sparse (BM25 keywords) or hybrid (both, reciprocal rank fusion); default: hybrid on sources built with hybrid: true, dense on the others."
+)
+MODE = Query(None, description=MODE_HELP)
 
 
 def service(request: Request) -> ServiceState:
@@ -66,6 +70,7 @@ def _out(
         hits=hits,
         embed_ms=round(result.embed_seconds * 1000, 3),
         search_ms=round(result.search_seconds * 1000, 3),
+        mode=result.mode,
         took_ms=round((time.perf_counter() - started) * 1000, 3),
     )
     response = json_response(out)
@@ -76,14 +81,16 @@ def _out(
 
 
 @router.get("/search", response_model=SearchOut, responses=responses(400, 401, 403, 404, 409, 422, 503))
-def search_text(request: Request, q: str = Q, k: int = K, source: str | None = SOURCE, release: str | None = RELEASE) -> Response:
+def search_text(
+    request: Request, q: str = Q, k: int = K, source: str | None = SOURCE, release: str | None = RELEASE, mode: SearchMode | None = MODE
+) -> Response:
     """Text search over the text sources of the live release (or the pinned one)."""
     started = time.perf_counter()
     svc = service(request)
     check_limits(svc, q, k)
     svc.require_model("text")
     record, canary = svc.route(release)
-    result = svc.kb.query(q, k, source, record)
+    result = svc.kb.query(q, k, source, record, mode)
     return _out(request, svc, result, q, k, source, started, canary)
 
 
@@ -96,12 +103,13 @@ class SearchIn(BaseModel):
     k: int = Field(5, ge=1, description="Number of results (at most service.max_k).")
     source: str | None = Field(None, pattern=SOURCE_PATTERN, description="Only this source.")
     release: str | None = Field(None, pattern=NAME_PATTERN, description="Pin a release; default: the live one.")
+    mode: SearchMode | None = Field(None, description=MODE_HELP)
 
 
 @router.post("/search", response_model=SearchOut, responses=responses(400, 401, 403, 404, 409, 422, 503))
 def search_text_post(request: Request, body: SearchIn) -> Response:
     """The same text search, with the parameters in a JSON body."""
-    return search_text(request, body.q, body.k, body.source, body.release)
+    return search_text(request, body.q, body.k, body.source, body.release, body.mode)
 
 
 _UPLOAD_BODY: dict[str, Any] = {
