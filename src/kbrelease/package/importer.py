@@ -147,7 +147,10 @@ class _Loader:
             info.resumed = same and existing.state != "dropped"
         for source, counts in src.sources.items():  # before anything is dropped or registered
             if counts.sparse:
-                store.check_sparse(f"package of release {src.name!r}: source {source!r} (exported with a BM25 field for hybrid search)")
+                store.check_sparse(
+                    f"package of release {src.name!r}: source {source!r} (exported with a BM25 field for hybrid search)",
+                    "import it into Milvus 2.5 or later or the embedded store, or export a release built with `hybrid: false`",
+                )
         if not info.resumed:
             store.drop_database(db)  # an unfinished import of other rows, or a leftover database
         origin = {

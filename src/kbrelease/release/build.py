@@ -388,7 +388,7 @@ class Builder:
             raise ReleaseError(f"release {release!r} is already {record.state}; releases are immutable — build a new one (omit --release for the next name)")
         for src in bundle.data_manifest:  # before anything is dropped or created
             if self.hybrid(src):
-                self.store.check_sparse(f"source {src.channel!r} (hybrid: true)")
+                self.store.check_sparse(f"source {src.channel!r} (hybrid: true)", "set `hybrid: false` on the source, or use Milvus 2.5 or later")
         restart = record is None or record.data_index_checksum != bundle.checksum
         if restart:
             self.store.drop_database(db)

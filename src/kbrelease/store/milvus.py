@@ -158,7 +158,7 @@ def _translated(op: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def inner(self: MilvusStore, *args: Any, **kwargs: Any) -> T:
             try:
                 return fn(self, *args, **kwargs)
-            except (StoreError, StoreUnreachable):
+            except (StoreError, StoreUnreachable, CompatibilityError):
                 raise
             except Exception as exc:
                 raise self.translate(exc, op, args) from exc
@@ -275,7 +275,7 @@ class MilvusStore:
             self._version = str(self.client().get_server_version())
         return self._version
 
-    def check_sparse(self, what: str) -> None:
+    def check_sparse(self, what: str, fix: str = "use Milvus 2.5 or later, or the embedded store") -> None:
         """Refuse ``what`` (a hybrid source, a package with a sparse field) on a Milvus without BM25 functions.
 
         Checked before anything is created: Milvus 2.3.5 accepts a schema with a BM25 function and silently drops the
@@ -286,8 +286,7 @@ class MilvusStore:
         if found is not None and found < SPARSE_MIN_VERSION:
             raise CompatibilityError(
                 f"{what} needs sparse (BM25) search, but Milvus at {redact_uri(self.uri)} is version {version}, which has no BM25 function "
-                f"(Milvus {'.'.join(map(str, SPARSE_MIN_VERSION))} or later, or the embedded store, has one); "
-                "set `hybrid: false` on the source, or use a newer Milvus"
+                f"(Milvus {'.'.join(map(str, SPARSE_MIN_VERSION))} or later, or the embedded store, has one); {fix}"
             )
 
     @_translated("create collection")
