@@ -122,7 +122,7 @@ CASES: dict[str, tuple[Callable[[Members, Path], Path], type[KbReleaseError], st
     "newer manifest schema": (
         lambda m, p: _write(p, _manifest(m, lambda d: d["release"].update(schema_version=7)), resum=True),
         CompatibilityError,
-        r"manifest schema version 7, newer than kbrelease .* reads \(versions 1, 2\); upgrade kbrelease",
+        r"manifest schema version 7, newer than kbrelease .* reads \(versions 1, 2, 3\); upgrade kbrelease",
     ),
     "rows missing from a collection": (
         lambda m, p: _write(p, [(i, d) for i, d in m if i.name != "collections/docs/part-000000.parquet"], resum=True),

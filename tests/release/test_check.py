@@ -149,10 +149,10 @@ def test_releases_of_older_and_newer_manifests_and_a_lost_database(published: Pa
         assert "models and collections match, migrated from schema 1" in str(migrated)
         assert kb.status()["releases"][0]["state"] == "live"
 
-        kb.registry._upsert(f"{kb.registry.env}/release/v1", "release", old | {"schema_version": 3})
+        kb.registry._upsert(f"{kb.registry.env}/release/v1", "release", old | {"schema_version": 4})
         newer = kb.check()
         assert not newer.ok
-        assert "FAIL  live release v1: release 'v1' has manifest schema version 3, newer than kbrelease" in str(newer)
+        assert "FAIL  live release v1: release 'v1' has manifest schema version 4, newer than kbrelease" in str(newer)
 
         kb.registry._upsert(f"{kb.registry.env}/release/v1", "release", record.asdict())
         kb.store.drop_database(record.database)

@@ -79,9 +79,9 @@ def test_modes_versions_and_manifest_flags_are_checked() -> None:
     assert version_tuple("unknown") is None
     with pytest.raises(ValueError, match="hybrid search is for text sources"):
         SourceConfig(name="pics", path="/x", modality="image", hybrid=True)
-    base = {"name": "v1", "environment": "default", "database": "d", "schema_version": 2}
+    base = {"name": "v1", "environment": "default", "database": "d", "schema_version": 3}
     source = {"collection": "docs", "modality": "text"}
-    assert ReleaseRecord.from_dict({**base, "sources": {"docs": source}}).sources["docs"].sparse is False  # a release from before
+    assert ReleaseRecord.from_dict({**base, "schema_version": 2, "sources": {"docs": source}}).sources["docs"].sparse is False  # a release from before
     assert ReleaseRecord.from_dict({**base, "sources": {"docs": {**source, "sparse": "yes"}}}).sources["docs"].sparse is False
     assert ReleaseRecord.from_dict({**base, "sources": {"docs": {**source, "sparse": True}}}).sources["docs"].sparse is True
 
