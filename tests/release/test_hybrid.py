@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from kbrelease import KbRelease, load_config
 from kbrelease.config import SourceConfig
 from kbrelease.errors import QueryError
+from kbrelease.release.manifest import release_info_text
 from kbrelease.release.registry import ReleaseRecord
 from kbrelease.release.search import check_mode, fuse
 from kbrelease.store.milvus import version_tuple
@@ -92,6 +93,7 @@ def test_a_hybrid_release_records_its_bm25_field_and_answers_every_mode(hybrid_k
     assert kb.release("v2").sources["docs"].sparse is True
     assert kb.release("v1").sources["docs"].sparse is False
     assert kb.store.has_sparse(kb.release("v2").database, "docs") and not kb.store.has_sparse(kb.release("v1").database, "docs")
+    assert "docs -> docs [text, +BM25]" in release_info_text(kb.release("v2"))
 
     sparse = kb.query("XQZ_SPILL_LIMIT", k=3, mode="sparse")
     assert sparse.mode == "sparse"
