@@ -221,16 +221,17 @@ def smoke_corpora(dest: Path) -> tuple[Corpus, ...]:
 
 # --- measuring ---------------------------------------------------------------------------
 def answered(hit: Any, query: Query) -> bool:
-    return bool(hit.file == query.page and query.needle.lower() in hit.text.lower())
+    """The hit is a chunk of the expected page whose heading path or text contains the expected string."""
+    return bool(hit.file == query.page and query.needle.lower() in f"{hit.heading}\n{hit.text}".lower())
 
 
 def check_gold(kb: Any, source: str, queries: tuple[Query, ...]) -> list[str]:
     """Queries whose expected (page, string) is in no chunk of the release."""
     record = kb.resolve(None)
     missing = {(q.page, q.needle.lower()) for q in queries}
-    for batch in kb.store.iter_rows(record.database, record.sources[source].collection, ["file", "text"]):
+    for batch in kb.store.iter_rows(record.database, record.sources[source].collection, ["file", "heading", "text"]):
         for row in batch:
-            text = str(row.get("text") or "").lower()
+            text = f"{row.get('heading') or ''}\n{row.get('text') or ''}".lower()
             missing -= {(page, needle) for page, needle in missing if row.get("file") == page and needle in text}
     return [f"{q.q!r} (expects {q.page} with {q.needle!r})" for q in queries if (q.page, q.needle.lower()) in missing]
 
@@ -304,8 +305,8 @@ def run(corpora: tuple[Corpus, ...], work: Path, uri: str | None, overrides: dic
             for c in corpora:
                 source = c.name.replace("-", "_")
                 missing = check_gold(kb, source, c.queries)
-                if missing:
-                    sys.exit(f"{c.name}: these queries' answers are not in the corpus (another version?): " + "; ".join(missing))
+                if missing:  # measured anyway (they count as misses in every mode), then the run fails at the end
+                    report.setdefault("gold_missing", []).extend(f"{c.name}: {m}" for m in missing)
                 summary, per_query = measure(kb, source, c.queries)
                 counts = published.release.sources[source]
                 report["corpora"][c.name] = {
@@ -337,6 +338,8 @@ def main() -> None:
             report = run(CORPORA, work, args.milvus_uri, {}, stage_files=True)
     emit(report, args.json_out)
     print("\n" + report["table_md"], file=sys.stderr)
+    if report.get("gold_missing"):
+        sys.exit("these queries' answers are in no chunk of the corpus (another version of the docs?): " + "; ".join(report["gold_missing"]))
 
 
 if __name__ == "__main__":
