@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from kbrelease.embedding.base import ImageEmbedder, RecordedEmbedder, TextEmbedd
 from kbrelease.embedding.models import Models
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.registry import Pointer, Registry, ReleaseRecord
-from kbrelease.release.search import Hit, SearchMode, SearchResult
+from kbrelease.release.search import Hit, RowFilter, SearchMode, SearchResult, parse_when
 from kbrelease.sources.sync import SyncInfo
 from kbrelease.store.milvus import MilvusStore
 from kbrelease.trust.names import check_name
@@ -65,6 +66,15 @@ class PublishInfo:
             "seconds": round(self.seconds, 3),
             "unchanged": self.unchanged,
         }
+
+
+def row_filter(where: str | None, after: datetime | str | None, before: datetime | str | None) -> RowFilter | None:
+    """The search's metadata/time filter, checked now (a bad one raises QueryError before anything runs)."""
+    if not (where and where.strip()) and after is None and before is None:
+        return None
+    rows = RowFilter(where, parse_when(after, "after"), parse_when(before, "before"))
+    rows.expr()
+    return rows
 
 
 class KbRelease:
@@ -565,10 +575,20 @@ class KbRelease:
         return release if isinstance(release, ReleaseRecord) else resolve_release(self.registry, release)
 
     def query(
-        self, query: str, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None, mode: SearchMode | None = None
+        self,
+        query: str,
+        k: int = 5,
+        source: str | None = None,
+        release: str | ReleaseRecord | None = None,
+        where: str | None = None,
+        after: datetime | str | None = None,
+        before: datetime | str | None = None,
+        mode: SearchMode | None = None,
     ) -> SearchResult:
         """Text search of one release's text sources, with the release name and timings.
 
+        ``where`` filters by the files' user metadata (``camera_id == "front" and speed > 3``, see
+        :mod:`kbrelease.trust.where`); ``after``/``before`` by the files' timestamps (inclusive, UTC when no zone).
         ``mode``: ``dense`` (vectors), ``sparse`` (BM25 keywords) or ``hybrid`` (both, reciprocal rank fusion); none:
         hybrid on the sources built with ``hybrid: true``, dense on the others. Each hit says which retrievers found it.
         """
@@ -576,13 +596,14 @@ class KbRelease:
 
         text = check_query(query, k)
         mode = check_mode(mode)
+        rows = row_filter(where, after, before)
         record = self.resolve(release)
         if mode == "sparse":  # no model: BM25 needs only the words
             from kbrelease.embedding.base import EmbedderIdentity
 
-            return run_search(self.store, record, "text", EmbedderIdentity("text", "", 0), list, k, source, text, mode)
+            return run_search(self.store, record, "text", EmbedderIdentity("text", "", 0), list, k, source, rows, query=text, mode=mode)
         emb = self.query_text_embedder
-        return run_search(self.store, record, "text", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source, text, mode)
+        return run_search(self.store, record, "text", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source, rows, query=text, mode=mode)
 
     def query_image(
         self,
@@ -592,21 +613,34 @@ class KbRelease:
         release: str | ReleaseRecord | None = None,
         max_pixels: int | None = None,
         limit_name: str = "image.max_pixels",
+        where: str | None = None,
+        after: datetime | str | None = None,
+        before: datetime | str | None = None,
     ) -> SearchResult:
         """Image search by an example image. ``max_pixels`` (default ``image.max_pixels``) refuses bombs."""
         from kbrelease.images.preprocess import preprocess_image
         from kbrelease.release.search import check_k, run_search
 
         check_k(k)
+        rows = row_filter(where, after, before)
         data = image.read_bytes() if isinstance(image, Path) else image
         emb = self.image_embedder
         # Decode first: a bad upload is the caller's error whatever is live.
         limit = max_pixels or self.cfg.image.max_pixels
         arr = preprocess_image(data, emb.input_size, emb.mean, emb.std, limit, limit_name, self.cfg.image.max_aspect_ratio)
         record = self.resolve(release)
-        return run_search(self.store, record, "image", emb.identity, lambda: emb.embed_arrays(arr[None, ...])[0].tolist(), k, source)
+        return run_search(self.store, record, "image", emb.identity, lambda: emb.embed_arrays(arr[None, ...])[0].tolist(), k, source, rows)
 
-    def query_text_to_image(self, query: str, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> SearchResult:
+    def query_text_to_image(
+        self,
+        query: str,
+        k: int = 5,
+        source: str | None = None,
+        release: str | ReleaseRecord | None = None,
+        where: str | None = None,
+        after: datetime | str | None = None,
+        before: datetime | str | None = None,
+    ) -> SearchResult:
         """Images described by a text, when the image model has a text tower (CLIP-like); else QueryError."""
         from kbrelease.embedding.base import ImageTextEmbedder
         from kbrelease.errors import QueryError
@@ -619,16 +653,34 @@ class KbRelease:
                 f"image model {emb.identity.model!r} cannot embed text, so images cannot be searched by a description; "
                 "search them with an example image, or configure an image model with a text encoder"
             )
+        rows = row_filter(where, after, before)
         record = self.resolve(release)
-        return run_search(self.store, record, "image", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source)
+        return run_search(self.store, record, "image", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source, rows)
 
     def search(
-        self, query: str, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None, mode: SearchMode | None = None
+        self,
+        query: str,
+        k: int = 5,
+        source: str | None = None,
+        release: str | ReleaseRecord | None = None,
+        where: str | None = None,
+        after: datetime | str | None = None,
+        before: datetime | str | None = None,
+        mode: SearchMode | None = None,
     ) -> list[Hit]:
-        return self.query(query, k, source, release, mode).hits
+        return self.query(query, k, source, release, where=where, after=after, before=before, mode=mode).hits
 
-    def search_image(self, image: bytes | Path, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> list[Hit]:
-        return self.query_image(image, k, source, release).hits
+    def search_image(
+        self,
+        image: bytes | Path,
+        k: int = 5,
+        source: str | None = None,
+        release: str | ReleaseRecord | None = None,
+        where: str | None = None,
+        after: datetime | str | None = None,
+        before: datetime | str | None = None,
+    ) -> list[Hit]:
+        return self.query_image(image, k, source, release, where=where, after=after, before=before).hits
 
     def release_files(self) -> ReleaseFiles:
         """Input files of releases, checked against their data index (thumbnails, downloads)."""

@@ -230,6 +230,11 @@ def search(
     k: Annotated[int, typer.Option("--k", "-k", min=1, max=1000, help="Number of hits.")] = 5,
     source: Annotated[str | None, typer.Option("--source", "-s", help="Only this source.")] = None,
     release: Annotated[str | None, typer.Option("--release", "-r", help="Search this release instead of the live one.")] = None,
+    where: Annotated[
+        str | None, typer.Option("--where", "-w", help="Only files whose metadata passes this filter, e.g. 'camera_id == \"front\" and speed > 3'.")
+    ] = None,
+    after: Annotated[str | None, typer.Option("--after", help="Only files with a timestamp at or after this ISO date/time (UTC if no zone).")] = None,
+    before: Annotated[str | None, typer.Option("--before", help="Only files with a timestamp at or before this ISO date/time (UTC if no zone).")] = None,
     mode: Annotated[
         str | None,
         typer.Option(
@@ -241,7 +246,7 @@ def search(
     ] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Search the live (or a pinned) release by text or by image."""
+    """Search the live (or a pinned) release by text or by image, optionally filtered by file metadata and time."""
     from kbrelease.release.search import SEARCH_MODES, check_mode
 
     if (query is None) == (image is None):
@@ -257,7 +262,11 @@ def search(
         typer.echo(f"error: image file {image} not found", err=True)
         raise typer.Exit(2)
     with project(ctx, json_output) as kb:
-        hits = kb.search_image(image, k, source, release) if image is not None else kb.search(query or "", k, source, release, check_mode(mode))
+        filters: dict[str, str | None] = {"where": where, "after": after, "before": before}
+        if image is not None:
+            hits = kb.search_image(image, k, source, release, **filters)
+        else:
+            hits = kb.search(query or "", k, source, release, **filters, mode=check_mode(mode))
     if json_output:
         echo_json([h.asdict() for h in hits])
         return

@@ -35,7 +35,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from kbrelease.atomic import atomic_write
 from kbrelease.config import Config
 from kbrelease.errors import DataIndexError, NotInIndex
-from kbrelease.index.data_index import ROW_GROUP_ROWS, Bundle, SourceIndex, read_bundle, table_checksum, write_bundle
+from kbrelease.index.data_index import ROW_GROUP_ROWS, Bundle, SourceIndex, access_config, read_bundle, table_checksum, write_bundle
 from kbrelease.workspace import Workspace
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -270,7 +270,8 @@ def resolve(cfg: Config, spec: BundleSpec, spec_path: Path | None = None) -> Res
             "description": spec.description,
             "spec_source": spec_source(spec_path) if spec_path else None,
         }
-        bundle = write_bundle(stage, sources, name=spec.name, meta=meta)
+        access = access_config(spec.name, cfg.service.base_url, cfg.service.api_token is not None)
+        bundle = write_bundle(stage, sources, name=spec.name, meta=meta, access=access)
         _swap_into_place(stage, final)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

@@ -60,8 +60,14 @@ class FileFilter:
     start_time: datetime | None = None
     end_time: datetime | None = None
     prefix: str = ""
+    where: str = ""
+    """A metadata filter (:mod:`kbrelease.trust.where`), e.g. ``camera_id == "front"``; checked here."""
 
     def __post_init__(self) -> None:
+        from kbrelease.trust.where import parse_where
+
+        object.__setattr__(self, "where", (self.where or "").strip())
+        object.__setattr__(self, "_where", parse_where(self.where))
         object.__setattr__(self, "start_time", _utc(self.start_time))
         object.__setattr__(self, "end_time", _utc(self.end_time))
         object.__setattr__(self, "sources", tuple(sorted(set(self.sources))))
@@ -70,6 +76,8 @@ class FileFilter:
 
     def fingerprint(self, bundle: Bundle) -> str:
         key = [bundle.checksum, list(self.sources), str(self.start_time), str(self.end_time), self.prefix]
+        if self.where:  # only when set: the cursors of queries without a filter stay as they were
+            key.append(self.where)
         return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
 
 
@@ -260,6 +268,8 @@ class IndexQuery:
                 mask = self._mask(table, flt, after_path)
                 if mask is not None:
                     table = table.filter(mask)
+                if flt.where and table.num_rows:
+                    table = table.filter(_metadata_mask(table.column("metadata"), flt))
                 for batch in table.to_batches():
                     if batch.num_rows:
                         cols = [batch.column(n) for n in _STORED]
@@ -334,6 +344,24 @@ class IndexQuery:
             for row in table.to_pylist():
                 found[row["file_id"]] = row | {"source": name}
         return found
+
+
+def _metadata_mask(column: Any, flt: FileFilter) -> Any:
+    """Which rows' metadata (JSON text) pass ``flt.where``; each distinct value is parsed once."""
+    import pyarrow as pa
+
+    check = getattr(flt, "_where").matches  # noqa: B009 - set in __post_init__ of the frozen dataclass
+    seen: dict[str | None, bool] = {}
+    out = []
+    for text in column.to_pylist():
+        if text not in seen:
+            try:
+                value = json.loads(text or "{}")
+            except ValueError:
+                value = {}
+            seen[text] = isinstance(value, dict) and check(value)
+        out.append(seen[text])
+    return pa.array(out, pa.bool_())
 
 
 _DAY_US = 86_400_000_000

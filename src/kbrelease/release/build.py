@@ -10,6 +10,7 @@ Bad files are recorded with their reason and the build goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 import time
@@ -31,6 +32,7 @@ from kbrelease.index.data_index import Bundle, FileRecord, SourceIndex, read_bun
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.manifest import write_manifest
 from kbrelease.release.registry import Registry, ReleaseRecord, SourceCounts, check_release_name
+from kbrelease.sources.metadata import row_metadata, split_front_matter
 from kbrelease.store.milvus import MilvusStore, clip_utf8
 from kbrelease.store.schema import PATH_MAX, TEXT_MAX
 from kbrelease.trust import faults
@@ -165,7 +167,12 @@ class Builder:
             if not data.strip():
                 return Prepared(rec, skip="empty file")
             decoded = decode_text(data, self.cfg.text.fallback_encoding)
-            chunks = self.chunker.chunk(decoded.text, markdown=rec.relative_path.lower().endswith(".md"))
+            markdown = rec.relative_path.lower().endswith(".md")
+            # Front matter is metadata (read at sync), not text: chunk what follows it, offsets still in the whole text.
+            body_at = split_front_matter(decoded.text)[1] if markdown else 0
+            chunks = self.chunker.chunk(decoded.text[body_at:], markdown=markdown)
+            if body_at:
+                chunks = [dataclasses.replace(c, start=c.start + body_at) for c in chunks]
             if not chunks:
                 return Prepared(rec, skip="no text after decoding (whitespace only)")
             return Prepared(rec, chunks=chunks, encoding=decoded.encoding)
@@ -262,10 +269,29 @@ class Builder:
             if len(counts.skips) < MAX_REPORTED:
                 counts.skips.append({"file": prep.record.relative_path, "reason": prep.skip})
 
+    def _token_lengths(self, texts: list[str]) -> list[int]:
+        """Token counts of ``texts`` (one batched call of a fast tokenizer where the embedder has one)."""
+        tokenizer = getattr(self.text, "hf_tokenizer", None)
+        if tokenizer is not None and hasattr(tokenizer, "encode_batch"):
+            return [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+        return [self.text.count_tokens(t) for t in texts]
+
     def _build_text(self, db: str, src: SourceIndex, todo: list[FileRecord], counts: SourceCounts, label: str) -> None:
-        # Several model batches per call: the model sorts by length inside a call.
-        batch_target = self.cfg.text.batch_size * 4
+        # Chunks are gathered across files (text.sort_window of them), sorted by token length and handed to the model
+        # in calls of 4x batch_size: forward passes then hold texts of about one length, so little of what the model
+        # computes is padding (bench/padding_bench.py), while progress, upserts and the embedding cache still advance
+        # one call at a time.
+        call = self.cfg.text.batch_size * 4
+        window: list[tuple[Prepared, Chunk]] = []
         pending: list[tuple[Prepared, Chunk]] = []
+
+        def drain() -> None:
+            lengths = self._token_lengths([c.text for _, c in window])
+            order = sorted(range(len(window)), key=lambda i: lengths[i], reverse=True)
+            for start in range(0, len(order), call):
+                pending.extend(window[i] for i in order[start : start + call])
+                flush()
+            window.clear()
 
         def flush() -> None:
             if not pending:
@@ -281,7 +307,7 @@ class Builder:
                     start=chunk.start,
                     heading=clip_utf8(chunk.heading, PATH_MAX),
                     text=clip_utf8(chunk.text, TEXT_MAX),
-                    metadata={"source": src.channel, "encoding": prep.encoding},
+                    metadata=row_metadata(prep.record.metadata, prep.record.timestamp, source=src.channel, encoding=prep.encoding),
                 )
                 rows.append(row)
             self._upsert(db, src.collection, rows)
@@ -292,11 +318,11 @@ class Builder:
         for prep in bounded_map(prepare, todo, workers=2, window=64):
             self._note(counts, prep)
             for chunk in prep.chunks or []:
-                pending.append((prep, chunk))
-            if len(pending) >= batch_target:
-                flush()
+                window.append((prep, chunk))
+            if len(window) >= self.cfg.text.sort_window:
+                drain()
             self.reporter.advance(label)
-        flush()
+        drain()
 
     def _build_images(self, db: str, src: SourceIndex, todo: list[FileRecord], counts: SourceCounts, label: str) -> None:
         import numpy as np
@@ -307,7 +333,7 @@ class Builder:
             rows = []
             for rec, vec in zip(records, vectors, strict=True):
                 row = self._base_row(rec, 0, 1)
-                row.update(vector=vec.tolist(), start=0, heading="", text="", metadata={"source": src.channel})
+                row.update(vector=vec.tolist(), start=0, heading="", text="", metadata=row_metadata(rec.metadata, rec.timestamp, source=src.channel))
                 rows.append(row)
             self._upsert(db, src.collection, rows)
             self.reporter.advance(self._embed_label(src), len(rows))

@@ -8,9 +8,11 @@ the middle of a request can never mix two releases.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from kbrelease.config import Modality
@@ -144,6 +146,52 @@ def source_names(record: ReleaseRecord, modality: Modality, source: str | None =
     return names
 
 
+@dataclass(frozen=True)
+class RowFilter:
+    """What a search keeps: a metadata ``where`` filter and a time range on the files' timestamps (inclusive)."""
+
+    where: str | None = None
+    after: datetime | None = None
+    before: datetime | None = None
+
+    def expr(self) -> str:
+        """The Milvus expression (``""``: none). The filter text is parsed by :mod:`kbrelease.trust.where`; nothing of it is pasted."""
+        from kbrelease.trust.where import parse_where
+
+        parts = []
+        parsed = parse_where(self.where)
+        if parsed is not None:
+            parts.append(parsed.milvus("metadata", ("user",)))
+        after, before = _epoch(self.after, "after"), _epoch(self.before, "before")
+        if after is not None and before is not None and after > before:
+            raise QueryError(f"after ({self.after}) is later than before ({self.before}); swap them")
+        if after is not None:
+            parts.append(f'(metadata["time"] >= {after})')
+        if before is not None:
+            parts.append(f'(metadata["time"] <= {before})')
+        return " and ".join(parts)
+
+
+def _epoch(when: datetime | None, name: str) -> int | None:
+    if when is None:
+        return None
+    if not isinstance(when, datetime):
+        raise QueryError(f"{name} must be a time")
+    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return math.floor(aware.timestamp())  # rows hold whole seconds (floored) too
+
+
+def parse_when(value: str | datetime | None, name: str) -> datetime | None:
+    """A CLI/HTTP time: ISO 8601 date or time (UTC when no zone), or None; QueryError naming ``name`` otherwise."""
+    if value is None or isinstance(value, datetime):
+        return value
+    text = value.strip()
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise QueryError(f"{name} {value[:60]!r} is not an ISO 8601 date or time; use e.g. 2026-01-01 or 2026-01-01T12:00:00Z") from None
+
+
 def check_mode(mode: str | None) -> SearchMode | None:
     """``mode`` if it is one of :data:`SEARCH_MODES` (or None), else QueryError naming them."""
     if mode is None or mode in SEARCH_MODES:
@@ -199,11 +247,13 @@ def search_vectors(
     modality: Modality,
     k: int,
     source: str | None = None,
+    rows: RowFilter | None = None,
 ) -> list[Hit]:
     hits: list[Hit] = []
+    expr = rows.expr() if rows is not None else ""
     for name in source_names(record, modality, source):
         counts = record.sources[name]
-        for raw in store.search(record.database, counts.collection, [vector], k=k)[0]:
+        for raw in store.search(record.database, counts.collection, [vector], k=k, expr=expr)[0]:
             hits.append(_hit(raw, name, record, float(raw["distance"]), ["dense"]))
     hits.sort(key=lambda h: h.score, reverse=True)
     return hits[:k]
@@ -236,6 +286,7 @@ def search_fused(
     query: str,
     plan: dict[str, tuple[bool, bool]],
     k: int,
+    rows: RowFilter | None = None,
 ) -> list[Hit]:
     """Dense and BM25 lists of every planned source, fused by reciprocal rank fusion (RRF) into one ranking.
 
@@ -243,14 +294,15 @@ def search_fused(
     and so that sources built without the BM25 field join the same ranking with their dense list.
     """
     depth = max(k, RRF_CANDIDATES)
+    expr = rows.expr() if rows is not None else ""
     lists: list[tuple[str, list[tuple[str, Any]]]] = []
     for name, (dense, sparse) in plan.items():
         collection = record.sources[name].collection
         if dense and vector is not None:
-            raw = store.search(record.database, collection, [vector], k=depth)[0]
+            raw = store.search(record.database, collection, [vector], k=depth, expr=expr)[0]
             lists.append(("dense", [(f"{name}\0{r['id']}", (name, r)) for r in raw]))
         if sparse:
-            raw = store.search_text(record.database, collection, query, k=depth)
+            raw = store.search_text(record.database, collection, query, k=depth, expr=expr)
             lists.append(("sparse", [(f"{name}\0{r['id']}", (name, r)) for r in raw]))
     return [_hit(payload[1], payload[0], record, score, found) for _, score, found, payload in fuse(lists, k)]
 
@@ -263,12 +315,14 @@ def run_search(
     embed: Callable[[], list[float]],
     k: int,
     source: str | None = None,
+    rows: RowFilter | None = None,
     query: str | None = None,
     mode: SearchMode | None = None,
 ) -> SearchResult:
     """Check the model matches the release, embed the query once, search; timed per step.
 
-    ``query`` is the text of a text query (what a BM25 list matches); ``mode`` see :data:`SearchMode`.
+    ``rows`` filters by metadata and time (both retrievers); ``query`` is the text of a text query (what a BM25 list
+    matches); ``mode`` see :data:`SearchMode`.
     """
     mode = check_mode(mode)
     if query is None and mode in ("hybrid", "sparse"):
@@ -281,15 +335,17 @@ def run_search(
         if mode != "sparse":
             check_compatible(record, modality, identity)
         plan = plan_retrievers(record, modality, mode, source)  # an unknown source fails before the model runs
+    if rows is not None:
+        rows.expr()  # a bad filter fails before the model runs too
     started = time.perf_counter()
     if not any(sparse for _, sparse in plan.values()):
         vector = embed()
         embedded = time.perf_counter()
-        hits = search_vectors(store, record, vector, modality, k, source)
+        hits = search_vectors(store, record, vector, modality, k, source, rows)
         return SearchResult(record.name, modality, hits, embedded - started, time.perf_counter() - embedded)
     dense_vector = embed() if any(dense for dense, _ in plan.values()) else None  # sparse alone needs no model
     embedded = time.perf_counter()
     assert query is not None
-    hits = search_fused(store, record, dense_vector, query, plan, k)
+    hits = search_fused(store, record, dense_vector, query, plan, k, rows)
     used: SearchMode = "sparse" if dense_vector is None else "hybrid"
     return SearchResult(record.name, modality, hits, embedded - started, time.perf_counter() - embedded, mode=used)

@@ -25,6 +25,7 @@ from typing import Any
 
 from kbrelease.config import S3Config, SourceConfig
 from kbrelease.errors import ConfigError, SourceError, SourceUnreachable, UnsafePath
+from kbrelease.sources.metadata import is_sidecar, sidecar_target
 from kbrelease.trust.paths import contained, path_problem, safe_relpath
 
 
@@ -45,6 +46,8 @@ class Listing:
     files: list[RemoteFile] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     """``{"file": key as shown, "reason": why}`` per skipped key, sorted by key."""
+    sidecars: dict[str, str] = field(default_factory=dict)
+    """Relative path of a file → its metadata sidecar (``<file>.meta.json`` / ``.meta.yaml``); sidecars are not files of the source."""
 
 
 def shown(key: str, limit: int = 200) -> str:
@@ -172,6 +175,8 @@ class Source:
         """Whether a (not yet checked) relative path is content of this source by name."""
         if any(part.startswith(".") and part not in (".", "..") for part in rel.split("/")):
             return False  # hidden files and folders (.git, .DS_Store) are never content
+        if is_sidecar(rel):
+            return False  # metadata of another file, never a document
         if PurePosixPath(rel).suffix.lower() not in self.cfg.suffixes:
             return False
         if self.cfg.include and not _matches(rel, self.cfg.include):
@@ -183,9 +188,15 @@ class Source:
         listing = Listing()
         entries = self._walk_local(listing) if self.protocol == "file" else self._walk_s3()
         files: list[RemoteFile] = []
+        sidecars: dict[str, str] = {}
         for rel, size, ts, etag in entries:
             if not rel or (rel.endswith("/") and not size):
                 continue  # the prefix itself, or an empty "folder marker" object
+            if is_sidecar(rel):
+                target = sidecar_target(rel)
+                if self._wanted(target) and _key_problem(rel) is None and (target not in sidecars or rel < sidecars[target]):
+                    sidecars[target] = rel  # one per file: .meta.json before .meta.yaml
+                continue
             if not self._wanted(rel):
                 continue
             problem = _key_problem(rel)
@@ -194,6 +205,8 @@ class Source:
                 continue
             files.append(RemoteFile(rel, size, _as_datetime(ts), etag))
         listing.files = _without_collisions(files, listing.skipped)
+        kept = {f.relative_path for f in listing.files}
+        listing.sidecars = {t: rel for t, rel in sidecars.items() if t in kept}
         listing.skipped.sort(key=lambda s: s["file"])
         return listing
 
@@ -236,7 +249,7 @@ class Source:
                     listing.skipped.append({"file": shown(rel), "reason": self._link_problem(rel) or "is a link to a folder; not followed"})
             for name in names:
                 rel = name if base == "." else f"{base}/{name}"
-                if not self._wanted(rel):
+                if not self._wanted(rel) and not (is_sidecar(rel) and self._wanted(sidecar_target(rel))):
                     continue
                 path = Path(folder) / name
                 try:
@@ -314,6 +327,27 @@ class Source:
         except Exception as exc:
             raise self._translate(exc, f"reading {relative_path}") from exc
         return h.hexdigest(), size
+
+    def read_head(self, relative_path: str, limit: int) -> bytes:
+        """Up to ``limit`` bytes from the start of one file (a sidecar, a front matter), after the same checks as :meth:`fetch`."""
+        safe_relpath(relative_path, f"file of source {self.cfg.name!r}")
+        try:
+            opened = self._open_local(relative_path) if self.protocol == "file" else self.fs.open(f"{self.root}/{relative_path}", "rb", block_size=limit)
+            with opened as fh:
+                data: bytes = fh.read(limit)
+                return data
+        except UnsafePath:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, f"reading {relative_path}") from exc
+
+    def user_metadata(self, relative_path: str) -> dict[str, Any]:
+        """The S3 object metadata and tags of one object, checked (``{}`` for a folder source)."""
+        from kbrelease.sources.metadata import s3_metadata
+
+        if self.protocol != "s3":
+            return {}
+        return s3_metadata(self.fs, f"{self.root}/{relative_path}", f"file {relative_path!r} of source {self.cfg.name!r}")
 
     def stat(self, relative_path: str) -> RemoteFile | None:
         """The file as the source has it now, or None when it is gone (or no longer a regular file inside the folder)."""

@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from kbrelease.index.data_index import (
     write_source_index,
 )
 from kbrelease.progress import Quiet, Reporter
+from kbrelease.sources.metadata import MetadataError
 from kbrelease.sources.source import RemoteFile, Source, shown
 from kbrelease.trust.paths import contained
 from kbrelease.workspace import Workspace
@@ -132,8 +133,8 @@ def _same_listing(prev: FileRecord | None, remote: RemoteFile) -> bool:
     return prev.timestamp == remote.timestamp
 
 
-def _record(src_name: str, rf: RemoteFile, checksum: str, size: int) -> FileRecord:
-    """The index row of a listed file whose bytes hashed to ``checksum``."""
+def _record(src_name: str, rf: RemoteFile, checksum: str, size: int, user: dict[str, Any] | None = None) -> FileRecord:
+    """The index row of a listed file whose bytes hashed to ``checksum``, with its user metadata."""
     return FileRecord(
         file_id=file_id_for(src_name, rf.relative_path),
         relative_path=rf.relative_path,
@@ -141,8 +142,28 @@ def _record(src_name: str, rf: RemoteFile, checksum: str, size: int) -> FileReco
         size_bytes=size,
         checksum=checksum,
         etag=rf.etag,
-        metadata={"suffix": Path(rf.relative_path).suffix.lower()},
+        metadata={**(user or {}), "suffix": Path(rf.relative_path).suffix.lower()},
     )
+
+
+def _user_metadata(source: Source, s3_meta: bool, rf: RemoteFile, sidecar: str | None, local: Path | None) -> dict[str, Any]:
+    """S3 metadata/tags, then front matter, then the sidecar (a later one wins per key); MetadataError names the file."""
+    from kbrelease.sources.metadata import FRONT_MATTER_BYTES, MAX_SIDECAR_BYTES, front_matter, is_markdown, parse_sidecar
+
+    rel = rf.relative_path
+    where = f"file {shown(rel)!r} of source {source.cfg.name!r}"
+    out: dict[str, Any] = source.user_metadata(rel) if s3_meta else {}
+    if is_markdown(rel):
+        if local is not None:
+            with local.open("rb") as fh:
+                head = fh.read(FRONT_MATTER_BYTES)
+        else:
+            head = source.read_head(rel, FRONT_MATTER_BYTES)
+        out.update(front_matter(head.decode("utf-8", errors="replace"), where)[0])
+    if sidecar is not None:
+        data = source.read_head(sidecar, MAX_SIDECAR_BYTES + 1)
+        out.update(parse_sidecar(sidecar, data, f"sidecar {shown(sidecar)!r} of source {source.cfg.name!r}"))
+    return out
 
 
 def _prune(mirror: Path, keep: set[str]) -> int:
@@ -181,27 +202,36 @@ def _sync_source(src_cfg: SourceConfig, cfg: Config, ws: Workspace, reporter: Re
         # Stale files go first, so a file that became a folder (or the reverse) has room.
         info.deleted = _prune(mirror, {rf.relative_path for rf in remote})
 
+    s3_meta = cfg.s3.object_metadata and source.protocol == "s3"
+
     def one(rf: RemoteFile) -> tuple[FileRecord | None, bool, str]:
         """The file's record (None when skipped), whether it was fetched (or hashed), and why it was skipped."""
         try:
             return (*fetch_one(rf), "")
-        except UnsafePath as exc:
+        except (UnsafePath, MetadataError) as exc:
             reporter.advance(label)
             return None, False, str(exc)
 
+    def user(rf: RemoteFile, local: Path | None) -> dict[str, Any]:
+        return _user_metadata(source, s3_meta, rf, listing.sidecars.get(rf.relative_path), local)
+
     def fetch_one(rf: RemoteFile) -> tuple[FileRecord, bool]:
         prev = previous.get(rf.relative_path)
+        sidecar = rf.relative_path in listing.sidecars
         if index_only:
             if prev is not None and _same_listing(prev, rf):
                 reporter.advance(label)
-                return prev, False
+                # Unchanged bytes, unchanged front matter; a sidecar or S3 tags may have changed on their own.
+                fresh = _record(src_cfg.name, rf, prev.checksum, prev.size_bytes, user(rf, None)) if (sidecar or s3_meta) else prev
+                return replace(prev, metadata=fresh.metadata), False
             checksum, size = source.sha256(rf.relative_path)
             reporter.advance(label)
-            return _record(src_cfg.name, rf, checksum, size), True
+            return _record(src_cfg.name, rf, checksum, size, user(rf, None)), True
         local = contained(mirror, rf.relative_path, f"file of source {src_cfg.name!r}")
         if prev is not None and _unchanged(prev, rf, local):
             reporter.advance(label)
-            return prev, False
+            # The metadata is read again (a local read): a sidecar changes without its file.
+            return replace(prev, metadata=_record(src_cfg.name, rf, prev.checksum, prev.size_bytes, user(rf, local)).metadata), False
         tmp = tmp_dir / uuid.uuid4().hex
         try:
             source.fetch(rf.relative_path, tmp)
@@ -209,11 +239,12 @@ def _sync_source(src_cfg: SourceConfig, cfg: Config, ws: Workspace, reporter: Re
             local = contained(mirror, rf.relative_path, f"file of source {src_cfg.name!r}")  # again: nothing swapped a folder for a link meanwhile
             checksum = sha256_file(tmp)
             size = tmp.stat().st_size
+            meta = user(rf, tmp)
             os.replace(tmp, local)
         finally:
             tmp.unlink(missing_ok=True)
         reporter.advance(label)
-        return _record(src_cfg.name, rf, checksum, size), True
+        return _record(src_cfg.name, rf, checksum, size, meta), True
 
     workers = cfg.s3.concurrency if source.protocol == "s3" else min(8, (os.cpu_count() or 2) * 2)
     with ThreadPoolExecutor(max_workers=workers) as pool:
