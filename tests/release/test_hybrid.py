@@ -25,7 +25,7 @@ from kbrelease.store.milvus import version_tuple
 
 REPO = Path(__file__).resolve().parents[2]
 # An exact term no sentence of the example corpus is about: a keyword query a dense model has no meaning for.
-FLAGS = "# Tool flags\n\nPass --xqz-spill to kbtool to raise XQZ_SPILL_LIMIT for one run.\n"
+FLAGS = "---\nteam: tools\n---\n# Tool flags\n\nPass --xqz-spill to kbtool to raise XQZ_SPILL_LIMIT for one run.\n"
 
 
 def _config(folder: Path, corpus: Path, milvus: dict[str, str], hybrid: bool) -> Path:
@@ -106,6 +106,11 @@ def test_a_hybrid_release_records_its_bm25_field_and_answers_every_mode(hybrid_k
     assert "sparse" in default.hits[0].retrievers
     assert all(h.retrievers == ["dense"] for h in default.hits[1:])  # the others come from the vectors only
     assert default.hits[0].score == pytest.approx(sum(1 / (60 + 1) for _ in default.hits[0].retrievers), abs=1e-3)
+
+    # A metadata filter (issue 15) applies to the BM25 list as well as to the dense one.
+    assert [h.file for h in kb.query("XQZ_SPILL_LIMIT", k=3, mode="sparse", where='team == "tools"').hits] == ["tools/flags.md"]
+    assert kb.query("XQZ_SPILL_LIMIT", k=3, mode="sparse", where='team == "other"').hits == []
+    assert all(h.file == "tools/flags.md" for h in kb.query("XQZ_SPILL_LIMIT", k=3, mode="hybrid", where='team == "tools"').hits)
 
     dense = kb.query("how do I connect to the VPN from home", k=2, mode="dense")
     assert dense.mode == "dense" and dense.hits[0].file == "it/vpn-setup.md"
