@@ -95,7 +95,7 @@ def test_a_consistent_environment_and_service_pass(published: Path) -> None:
         ({"embedders": {}}, "error", r"has no text embedder but the live release has text sources"),
         ({"environment": "prod"}, "error", r"serves environment 'prod', this check is for 'default'; pass --env prod"),
         ({"live": "v0"}, "warning", r"serves release v0 but the live pointer says v1; it has not followed the last switch"),
-        ({"manifest_schema_version": 1}, "error", r"reads manifest schema up to 1 but the live release is schema 2; upgrade the service"),
+        ({"manifest_schema_version": 1}, "error", r"reads manifest schema up to 1 but the live release is schema 3; upgrade the service"),
         ({"manifest_schema_version": 9, "kbrelease_version": "9.0.0"}, "warning", r"is newer \(kbrelease 9\.0\.0, schema 9\) than this kbrelease"),
     ],
 )
@@ -126,7 +126,7 @@ def test_the_cli_exits_5_when_the_configured_model_would_break_queries(published
 
     assert good.exit_code == 0, good.output
     data = json.loads(good.stdout)
-    assert (data["ok"], data["errors"], data["environment"], data["reads"]) == (True, 0, "default", [1, 2])
+    assert (data["ok"], data["errors"], data["environment"], data["reads"]) == (True, 0, "default", [1, 2, 3])
     assert bad.exit_code == 5
     assert "FAIL  live release v1: text vectors are 'all-MiniLM-L6-v2'" in bad.stdout
     assert "configured model is 'bge-small-en'" in bad.stdout and "queries would be refused" in bad.stdout
