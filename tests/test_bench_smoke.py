@@ -68,6 +68,7 @@ def test_every_script_is_covered() -> None:
         "incremental_bench.py",
         "embed_bench.py",
         "search_bench.py",
+        "hybrid_bench.py",
         "lite_search_profile.py",
         "dataindex_bench.py",
         "package_bench.py",
@@ -133,6 +134,17 @@ def test_search_bench(tmp_path: Path, lite_server: str) -> None:
     for r in results:
         assert r["top1_self_hit"] is True
         assert r["p50_ms"] > 0 and r["insert_rows_per_s"] > 0
+
+
+def test_hybrid_bench(tmp_path: Path, lite_server: str) -> None:
+    report = smoke_report("hybrid_bench.py", tmp_path, "--milvus-uri", lite_server)
+    assert set(report["corpora"]) == {"alpha", "beta"}
+    for corpus in report["corpora"].values():
+        assert corpus["chunks"] > 0
+        assert set(corpus["summary"]["all"]) == {"dense", "hybrid", "sparse"}
+        assert corpus["summary"]["keyword"]["sparse"]["recall@5"] == 1.0  # the exact term is found by BM25
+    assert "| alpha | keyword (1) | hybrid |" in report["table_md"]
+    assert set(report["verdict"]["hybrid_wins"]) == {"alpha/keyword", "alpha/question", "beta/keyword", "beta/question"}
 
 
 def test_lite_search_profile(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from kbrelease.embedding.base import ImageEmbedder, RecordedEmbedder, TextEmbedd
 from kbrelease.embedding.models import Models
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.registry import Pointer, Registry, ReleaseRecord
-from kbrelease.release.search import Hit, RowFilter, SearchResult, parse_when
+from kbrelease.release.search import Hit, RowFilter, SearchMode, SearchResult, parse_when
 from kbrelease.sources.sync import SyncInfo
 from kbrelease.store.milvus import MilvusStore
 from kbrelease.trust.names import check_name
@@ -436,6 +436,9 @@ class KbRelease:
             return None
         if record.chunking.get("target_tokens") != self.cfg.text.chunk_target_tokens:
             return None
+        hybrid = {s.name: s.hybrid for s in self.cfg.sources}
+        if any(counts.sparse != hybrid.get(name, counts.sparse) for name, counts in record.sources.items()):
+            return None  # `hybrid:` was switched on or off since: the collections need (or lose) the BM25 field
         # The configured identities, read from the model files: a publish with nothing to do loads no model.
         if all(RecordedEmbedder.from_record(built).compare(self.identity(kind)) == "same" for kind, built in record.embedders.items()):
             return record
@@ -614,19 +617,27 @@ class KbRelease:
         where: str | None = None,
         after: datetime | str | None = None,
         before: datetime | str | None = None,
+        mode: SearchMode | None = None,
     ) -> SearchResult:
         """Text search of one release's text sources, with the release name and timings.
 
         ``where`` filters by the files' user metadata (``camera_id == "front" and speed > 3``, see
         :mod:`kbrelease.trust.where`); ``after``/``before`` by the files' timestamps (inclusive, UTC when no zone).
+        ``mode``: ``dense`` (vectors), ``sparse`` (BM25 keywords) or ``hybrid`` (both, reciprocal rank fusion); none:
+        hybrid on the sources built with ``hybrid: true``, dense on the others. Each hit says which retrievers found it.
         """
-        from kbrelease.release.search import check_query, run_search
+        from kbrelease.release.search import check_mode, check_query, run_search
 
         text = check_query(query, k)
+        mode = check_mode(mode)
         rows = row_filter(where, after, before)
         record = self.resolve(release)
+        if mode == "sparse":  # no model: BM25 needs only the words
+            from kbrelease.embedding.base import EmbedderIdentity
+
+            return run_search(self.store, record, "text", EmbedderIdentity("text", "", 0), list, k, source, rows, query=text, mode=mode)
         emb = self.query_text_embedder
-        return run_search(self.store, record, "text", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source, rows)
+        return run_search(self.store, record, "text", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source, rows, query=text, mode=mode)
 
     def query_image(
         self,
@@ -689,8 +700,9 @@ class KbRelease:
         where: str | None = None,
         after: datetime | str | None = None,
         before: datetime | str | None = None,
+        mode: SearchMode | None = None,
     ) -> list[Hit]:
-        return self.query(query, k, source, release, where=where, after=after, before=before).hits
+        return self.query(query, k, source, release, where=where, after=after, before=before, mode=mode).hits
 
     def search_image(
         self,

@@ -136,7 +136,7 @@ CASES: dict[str, tuple[Callable[[Members, Path], Path], type[KbReleaseError], st
     "newer manifest schema": (
         lambda m, p: _write(p, _manifest(m, lambda d: d["release"].update(schema_version=7)), resum=True),
         CompatibilityError,
-        r"manifest schema version 7, newer than kbrelease .* reads \(versions 1, 2\); upgrade kbrelease",
+        r"manifest schema version 7, newer than kbrelease .* reads \(versions 1, 2, 3\); upgrade kbrelease",
     ),
     "data index of an incompatible version": (
         lambda m, p: _write(p, _future_index(m), resum=True),

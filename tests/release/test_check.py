@@ -95,7 +95,7 @@ def test_a_consistent_environment_and_service_pass(published: Path) -> None:
         ({"embedders": {}}, "error", r"has no text embedder but the live release has text sources"),
         ({"environment": "prod"}, "error", r"serves environment 'prod', this check is for 'default'; pass --env prod"),
         ({"live": "v0"}, "warning", r"serves release v0 but the live pointer says v1; it has not followed the last switch"),
-        ({"manifest_schema_version": 1}, "error", r"reads manifest schema up to 1 but the live release is schema 2; upgrade the service"),
+        ({"manifest_schema_version": 1}, "error", r"reads manifest schema up to 1 but the live release is schema 3; upgrade the service"),
         ({"manifest_schema_version": 9, "kbrelease_version": "9.0.0"}, "warning", r"is newer \(kbrelease 9\.0\.0, schema 9\) than this kbrelease"),
     ],
 )
@@ -126,7 +126,7 @@ def test_the_cli_exits_5_when_the_configured_model_would_break_queries(published
 
     assert good.exit_code == 0, good.output
     data = json.loads(good.stdout)
-    assert (data["ok"], data["errors"], data["environment"], data["reads"]) == (True, 0, "default", [1, 2])
+    assert (data["ok"], data["errors"], data["environment"], data["reads"]) == (True, 0, "default", [1, 2, 3])
     assert bad.exit_code == 5
     assert "FAIL  live release v1: text vectors are 'all-MiniLM-L6-v2'" in bad.stdout
     assert "configured model is 'bge-small-en'" in bad.stdout and "queries would be refused" in bad.stdout
@@ -149,10 +149,10 @@ def test_releases_of_older_and_newer_manifests_and_a_lost_database(published: Pa
         assert "models and collections match, migrated from schema 1" in str(migrated)
         assert kb.status()["releases"][0]["state"] == "live"
 
-        kb.registry._upsert(f"{kb.registry.env}/release/v1", "release", old | {"schema_version": 3})
+        kb.registry._upsert(f"{kb.registry.env}/release/v1", "release", old | {"schema_version": 4})
         newer = kb.check()
         assert not newer.ok
-        assert "FAIL  live release v1: release 'v1' has manifest schema version 3, newer than kbrelease" in str(newer)
+        assert "FAIL  live release v1: release 'v1' has manifest schema version 4, newer than kbrelease" in str(newer)
 
         kb.registry._upsert(f"{kb.registry.env}/release/v1", "release", record.asdict())
         kb.store.drop_database(record.database)

@@ -236,18 +236,38 @@ def search(
     ] = None,
     after: Annotated[str | None, typer.Option("--after", help="Only files with a timestamp at or after this ISO date/time (UTC if no zone).")] = None,
     before: Annotated[str | None, typer.Option("--before", help="Only files with a timestamp at or before this ISO date/time (UTC if no zone).")] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            "--mode",
+            "-m",
+            help="dense (vectors), sparse (BM25 keywords) or hybrid (both, rank fusion); "
+            "default: hybrid on sources built with hybrid: true, dense on the others.",
+        ),
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Search the live (or a pinned) release by text or by image, optionally filtered by file metadata and time."""
+    from kbrelease.release.search import SEARCH_MODES, check_mode
+
     if (query is None) == (image is None):
         typer.echo("error: give a query text or --image FILE (not both)", err=True)
+        raise typer.Exit(2)
+    if mode is not None and mode not in SEARCH_MODES:
+        typer.echo(f"error: --mode {mode!r} is not one of {', '.join(SEARCH_MODES)}", err=True)
+        raise typer.Exit(2)
+    if image is not None and mode not in (None, "dense"):
+        typer.echo(f"error: --mode {mode} matches words of a text query; images are searched by vectors only", err=True)
         raise typer.Exit(2)
     if image is not None and not image.is_file():
         typer.echo(f"error: image file {image} not found", err=True)
         raise typer.Exit(2)
     with project(ctx, json_output) as kb:
         filters: dict[str, str | None] = {"where": where, "after": after, "before": before}
-        hits = kb.search_image(image, k, source, release, **filters) if image is not None else kb.search(query or "", k, source, release, **filters)
+        if image is not None:
+            hits = kb.search_image(image, k, source, release, **filters)
+        else:
+            hits = kb.search(query or "", k, source, release, **filters, mode=check_mode(mode))
     if json_output:
         echo_json([h.asdict() for h in hits])
         return
@@ -255,7 +275,8 @@ def search(
         typer.echo("no hits")
     for i, h in enumerate(hits, 1):
         where = f"{h.source}:{h.file}" + (f" p. {h.page}" if h.page is not None else "") + (f" § {h.heading}" if h.heading else "")
-        typer.echo(f"{i:>2}. {h.score:.3f}  {where}  [{h.release}]")
+        found = "" if h.retrievers == ["dense"] else f"  ({'+'.join(h.retrievers)})"
+        typer.echo(f"{i:>2}. {h.score:.3f}  {where}  [{h.release}]{found}")
         if h.text:
             snippet = " ".join(h.text.split())
             typer.echo(f"      {snippet[:200]}{'…' if len(snippet) > 200 else ''}")

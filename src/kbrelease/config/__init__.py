@@ -51,6 +51,18 @@ class SourceConfig(_Model):
     include: list[str] = Field(default_factory=list, description="Glob patterns of relative paths to keep (default: all files of the modality).")
     exclude: list[str] = Field(default_factory=list, description="Glob patterns of relative paths to drop.")
     version: str = Field(default="", description="Version label written to the data index (the seed's channel version).")
+    hybrid: bool = Field(
+        default=False,
+        description="Text sources: also index the chunks for keyword (BM25) search, fused with the vectors by reciprocal rank fusion; "
+        "searches of this source are then hybrid unless a mode is asked for. Needs Milvus 2.5+ or the embedded store. "
+        "Off by default: it won on keyword queries but lost MRR on one corpus's questions (docs/benchmarks.md, section 13).",
+    )
+
+    @model_validator(mode="after")
+    def _hybrid_is_text(self) -> SourceConfig:
+        if self.hybrid and self.modality != "text":
+            raise ValueError(f"source {self.name!r}: hybrid search is for text sources; remove `hybrid: true` from this {self.modality} source")
+        return self
 
     @property
     def collection_name(self) -> str:

@@ -146,6 +146,12 @@ class _Loader:
                     f"{'imported from another package' if imported else 'built here'}); import it under another name with --as NAME"
                 )
             info.resumed = same and existing.state != "dropped"
+        for source, counts in src.sources.items():  # before anything is dropped or registered
+            if counts.sparse:
+                store.check_sparse(
+                    f"package of release {src.name!r}: source {source!r} (exported with a BM25 field for hybrid search)",
+                    "import it into Milvus 2.5 or later or the embedded store, or export a release built with `hybrid: false`",
+                )
         if not info.resumed:
             store.drop_database(db)  # an unfinished import of other rows, or a leftover database
         origin = {
@@ -197,7 +203,8 @@ class _Loader:
         self.t.registry.put(self.record)
         self.t.store.ensure_database(self.record.database)
         for source, col in p.manifest["collections"].items():
-            self.t.store.ensure_collection(self.record.database, col["collection"], int(col["dim"]), description=f"kbrelease source {source}")
+            sparse = self.record.sources[source].sparse  # Milvus refills the BM25 field from the rows' text
+            self.t.store.ensure_collection(self.record.database, col["collection"], int(col["dim"]), description=f"kbrelease source {source}", sparse=sparse)
 
     def load_part(self, source: str, pf: Any, dim: int, label: str) -> int:
         assert self.record is not None

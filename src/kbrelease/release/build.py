@@ -111,6 +111,15 @@ class Builder:
     def image(self) -> ImageEmbedder:
         return self.models.image
 
+    def hybrid(self, src: SourceIndex) -> bool:
+        """Whether ``src`` is configured for hybrid search (``hybrid: true`` on a text source): its collection gets a BM25 field."""
+        found = next((s for s in self.cfg.sources if s.name == src.channel), None)
+        return src.modality == "text" and found is not None and found.hybrid
+
+    def ensure_collection(self, db: str, src: SourceIndex) -> None:
+        dim = self.text.identity.dim if src.modality == "text" else self.image.identity.dim
+        self.store.ensure_collection(db, src.collection, dim, description=f"kbrelease source {src.channel}", sparse=self.hybrid(src))
+
     def use_release(self, release: str) -> None:
         """Build into ``release`` from now on (once per release: the embedding cache records which build used what)."""
         if self._release != release:
@@ -211,14 +220,14 @@ class Builder:
         whole = records is None
         if records is None:
             records = read_source_index(self.ws.release_index(release) / src.index_file)
-        dim = self.text.identity.dim if src.modality == "text" else self.image.identity.dim
-        self.store.ensure_collection(db, src.collection, dim, description=f"kbrelease source {src.channel}")
+        self.ensure_collection(db, src)
         present = self.store.file_rows(db, src.collection, None if whole else [r.file_id for r in records])
         wanted = {r.file_id for r in records}
         complete = {f for f, (have, n) in present.items() if have == n and f in wanted}
         self.store.delete_files(db, src.collection, [f for f in present if f not in complete])
         todo = [r for r in records if r.file_id not in complete]
         counts = SourceCounts(collection=src.collection, modality=src.modality, files=len(records))
+        counts.sparse = src.modality == "text" and self.store.has_sparse(db, src.collection)  # what the collection has, not what was asked
         label = f"build {src.channel}" + (f" {shard}" if shard else "")
         self.reporter.start(label, len(records), "files")
         self.reporter.advance(label, len(records) - len(todo))
@@ -407,6 +416,9 @@ class Builder:
         db = database_name(self.cfg, release)
         if record is not None and record.state not in ("building", "failed"):
             raise ReleaseError(f"release {release!r} is already {record.state}; releases are immutable — build a new one (omit --release for the next name)")
+        for src in bundle.data_manifest:  # before anything is dropped or created
+            if self.hybrid(src):
+                self.store.check_sparse(f"source {src.channel!r} (hybrid: true)", "set `hybrid: false` on the source, or use Milvus 2.5 or later")
         restart = record is None or record.data_index_checksum != bundle.checksum
         if restart:
             self.store.drop_database(db)

@@ -64,6 +64,9 @@ class SourceCounts:
     failed: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
     skips: list[dict[str, str]] = field(default_factory=list)
+    sparse: bool = False
+    """The collection has the BM25 sparse field (the source was built with ``hybrid: true``); without it (and in every
+    release built before hybrid search existed) the source is searched by its vectors only."""
 
 
 @dataclass
@@ -96,7 +99,7 @@ class ReleaseRecord:
     def from_dict(cls, data: dict[str, Any], where: str | None = None) -> ReleaseRecord:
         """A record from any manifest schema this kbrelease reads (older ones are migrated)."""
         data = migrate_manifest(data, where or f"release {data.get('name')!r}")
-        data["sources"] = {k: SourceCounts(**v) for k, v in (data.get("sources") or {}).items()}
+        data["sources"] = {k: SourceCounts(**{**v, "sparse": v.get("sparse") is True}) for k, v in (data.get("sources") or {}).items()}
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 

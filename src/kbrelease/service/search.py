@@ -17,7 +17,7 @@ from starlette.datastructures import UploadFile
 
 from kbrelease.api import row_filter
 from kbrelease.errors import UnknownFile
-from kbrelease.release.search import SearchResult
+from kbrelease.release.search import SearchMode, SearchResult
 from kbrelease.service.auth import ReadAccess
 from kbrelease.service.errors import ApiError, responses
 from kbrelease.service.models import HitOut, SearchOut, json_response
@@ -40,6 +40,10 @@ WHERE = Query(
 )
 AFTER = Query(None, max_length=64, description="Only files with a timestamp at or after this ISO 8601 date/time (UTC if no zone).")
 BEFORE = Query(None, max_length=64, description="Only files with a timestamp at or before this ISO 8601 date/time (UTC if no zone).")
+MODE_HELP = (
+    "dense (vectors), sparse (BM25 keywords) or hybrid (both, reciprocal rank fusion); default: hybrid on sources built with hybrid: true, dense on the others."
+)
+MODE = Query(None, description=MODE_HELP)
 
 
 def service(request: Request) -> ServiceState:
@@ -74,6 +78,7 @@ def _out(
         hits=hits,
         embed_ms=round(result.embed_seconds * 1000, 3),
         search_ms=round(result.search_seconds * 1000, 3),
+        mode=result.mode,
         took_ms=round((time.perf_counter() - started) * 1000, 3),
     )
     response = json_response(out)
@@ -93,6 +98,7 @@ def search_text(
     where: str | None = WHERE,
     after: str | None = AFTER,
     before: str | None = BEFORE,
+    mode: SearchMode | None = MODE,
 ) -> Response:
     """Text search over the text sources of the live release (or the pinned one), optionally filtered by file metadata and time."""
     started = time.perf_counter()
@@ -101,7 +107,7 @@ def search_text(
     row_filter(where, after, before)  # a bad filter is a 400 before the model or the store is asked
     svc.require_model("text")
     record, canary = svc.route(release)
-    result = svc.kb.query(q, k, source, record, where=where, after=after, before=before)
+    result = svc.kb.query(q, k, source, record, where=where, after=after, before=before, mode=mode)
     return _out(request, svc, result, q, k, source, started, canary)
 
 
@@ -117,12 +123,13 @@ class SearchIn(BaseModel):
     where: str | None = Field(None, max_length=2000, description="Metadata filter (see GET /search).")
     after: str | None = Field(None, max_length=64, description="Files at or after this ISO 8601 time.")
     before: str | None = Field(None, max_length=64, description="Files at or before this ISO 8601 time.")
+    mode: SearchMode | None = Field(None, description=MODE_HELP)
 
 
 @router.post("/search", response_model=SearchOut, responses=responses(400, 401, 403, 404, 409, 422, 503))
 def search_text_post(request: Request, body: SearchIn) -> Response:
     """The same text search, with the parameters in a JSON body."""
-    return search_text(request, body.q, body.k, body.source, body.release, body.where, body.after, body.before)
+    return search_text(request, body.q, body.k, body.source, body.release, body.where, body.after, body.before, body.mode)
 
 
 _UPLOAD_BODY: dict[str, Any] = {

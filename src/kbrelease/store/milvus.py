@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from kbrelease.config import Config
-from kbrelease.errors import StoreError, StoreUnreachable
+from kbrelease.errors import CompatibilityError, StoreError, StoreUnreachable
 from kbrelease.retry import backoff
-from kbrelease.store.schema import milvus_schema
+from kbrelease.store.schema import SPARSE_FIELD, SPARSE_MIN_VERSION, milvus_schema
 from kbrelease.trust.filters import str_literal
 from kbrelease.trust.redact import redact_url
 
@@ -139,6 +139,14 @@ def is_embedded(uri: str) -> bool:
     return not uri.startswith(SERVER_SCHEMES)
 
 
+def version_tuple(version: str) -> tuple[int, int] | None:
+    """``(major, minor)`` of a Milvus version string (``v2.3.5-lite``, ``v2.5.4``, ``milvus_lite-3.2.2``), or None."""
+    import re
+
+    found = re.search(r"(\d+)\.(\d+)", version)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
 def _in_list(field: str, values: Sequence[str]) -> str:
     """``field in ["a", "b"]`` with every value an escaped literal (file ids come from data indexes and packages)."""
     return f"{field} in [" + ", ".join(str_literal(v) for v in values) + "]"
@@ -150,7 +158,7 @@ def _translated(op: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         def inner(self: MilvusStore, *args: Any, **kwargs: Any) -> T:
             try:
                 return fn(self, *args, **kwargs)
-            except (StoreError, StoreUnreachable):
+            except (StoreError, StoreUnreachable, CompatibilityError):
                 raise
             except Exception as exc:
                 raise self.translate(exc, op, args) from exc
@@ -169,6 +177,7 @@ class MilvusStore:
         self._timeout = timeout
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._version: str | None = None
 
     @classmethod
     def from_config(cls, cfg: Config) -> MilvusStore:
@@ -259,16 +268,49 @@ class MilvusStore:
     def collections(self, db: str) -> list[str]:
         return list(self.client(db).list_collections())
 
-    @_translated("create collection")
-    def ensure_collection(self, db: str, name: str, dim: int, description: str = "") -> None:
+    @_translated("server version")
+    def server_version(self) -> str:
+        """The Milvus version the store reports (``v2.3.5-lite``, ``milvus_lite-3.2.2``); asked once per store."""
+        if self._version is None:
+            self._version = str(self.client().get_server_version())
+        return self._version
 
+    def check_sparse(self, what: str, fix: str = "use Milvus 2.5 or later, or the embedded store") -> None:
+        """Refuse ``what`` (a hybrid source, a package with a sparse field) on a Milvus without BM25 functions.
+
+        Checked before anything is created: Milvus 2.3.5 accepts a schema with a BM25 function and silently drops the
+        function, which would leave an empty sparse field.
+        """
+        version = self.server_version()
+        found = version_tuple(version)
+        if found is not None and found < SPARSE_MIN_VERSION:
+            raise CompatibilityError(
+                f"{what} needs sparse (BM25) search, but Milvus at {redact_uri(self.uri)} is version {version}, which has no BM25 function "
+                f"(Milvus {'.'.join(map(str, SPARSE_MIN_VERSION))} or later, or the embedded store, has one); {fix}"
+            )
+
+    @_translated("create collection")
+    def ensure_collection(self, db: str, name: str, dim: int, description: str = "", sparse: bool = False) -> None:
+        """Create collection ``name`` unless it exists; with ``sparse``, with a BM25 field for hybrid search (see :meth:`check_sparse`)."""
         c = self.client(db)
         if c.has_collection(name):
             return
-        schema = milvus_schema(dim, description)
+        if sparse:
+            self.check_sparse(f"collection {db}/{name}")
+        schema = milvus_schema(dim, description, sparse=sparse)
         index = c.prepare_index_params()
         index.add_index(field_name="vector", metric_type="COSINE", index_type="AUTOINDEX")
+        if sparse:
+            index.add_index(field_name=SPARSE_FIELD, metric_type="BM25", index_type="SPARSE_INVERTED_INDEX")
         create_indexed(c, name, schema, index)
+
+    @_translated("describe collection")
+    def has_sparse(self, db: str, name: str) -> bool:
+        """Whether collection ``name`` has the BM25 sparse field filled by a BM25 function (what hybrid search reads)."""
+        info = self.client(db).describe_collection(name)
+        fields = {f.get("name") for f in info.get("fields", [])}
+        outputs = {out for fn in info.get("functions", []) for out in fn.get("output_field_names", [])}
+        return SPARSE_FIELD in fields and SPARSE_FIELD in outputs
 
     @_translated("load")
     def ensure_loaded(self, db: str, name: str) -> None:
@@ -408,6 +450,7 @@ class MilvusStore:
         c = self.client(db)
         kwargs: dict[str, Any] = {
             "data": [list(map(float, v)) for v in vectors],
+            "anns_field": "vector",  # a hybrid source's collection has a second (sparse) vector field
             "limit": k,
             "filter": expr,
             "output_fields": list(output_fields),
@@ -415,3 +458,26 @@ class MilvusStore:
         }
         res = self._reloading(db, name, lambda: c.search(name, **kwargs))
         return [[dict(hit) for hit in hits] for hits in res]
+
+    @_translated("sparse search")
+    def search_text(
+        self,
+        db: str,
+        name: str,
+        query: str,
+        k: int,
+        output_fields: Sequence[str] = ("file", "file_id", "chunk_index", "heading", "text", "start", "metadata"),
+        expr: str = "",
+    ) -> list[dict[str, Any]]:
+        """BM25 search of the sparse field with a text query (Milvus analyzes it as it analyzed the rows' text), best first."""
+        c = self.client(db)
+        kwargs: dict[str, Any] = {
+            "data": [query],
+            "anns_field": SPARSE_FIELD,
+            "limit": k,
+            "filter": expr,
+            "output_fields": list(output_fields),
+            "search_params": {"metric_type": "BM25"},
+        }
+        res = self._reloading(db, name, lambda: c.search(name, **kwargs))
+        return [dict(hit) for hit in res[0]]
