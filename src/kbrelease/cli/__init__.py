@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from kbrelease.cli import argo, cache, check, index, monitor, package, quality, releases, serve, store
+from kbrelease.cli import argo, cache, check, index, loadtest, monitor, package, quality, releases, serve, store
 from kbrelease.cli._common import Options, RedactingStream
 
 app = typer.Typer(
@@ -36,6 +36,7 @@ app.add_typer(cache.app, name="cache")
 app.add_typer(argo.app, name="argo")
 package.register(app)
 check.register(app)
+loadtest.register(app)
 app.add_typer(serve.app, name="serve")
 
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from kbrelease.config import Modality
-from kbrelease.errors import UnknownRelease
+from kbrelease.errors import StoreError, UnknownRelease
 from kbrelease.release.schema import MANIFEST_SCHEMA_VERSION as MANIFEST_SCHEMA_VERSION
 from kbrelease.release.schema import migrate_manifest
 from kbrelease.store.milvus import MilvusStore, create_indexed
@@ -157,8 +157,10 @@ class Registry:
                 schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)  # Milvus requires one
                 index = c.prepare_index_params()
                 index.add_index(field_name="vector", metric_type="L2", index_type="AUTOINDEX")
-                create_indexed(c, REGISTRY_COLLECTION, schema, index)
-            c.load_collection(REGISTRY_COLLECTION)
+                create_indexed(c, REGISTRY_COLLECTION, schema, index, None if self.store.embedded else self.store.replica_number)
+            self.store.load_with_replicas(c, REGISTRY_COLLECTION)
+        except StoreError:
+            raise
         except Exception as exc:
             raise self.store.translate(exc, "open registry", (self.db,)) from exc
         self._ready = True

@@ -87,6 +87,7 @@ def create_app(cfg: Config, kb: KbRelease | None = None) -> FastAPI:
         monitor_stop, monitor_task = asyncio.Event(), None
         if monitor is not None:
             monitor_task = asyncio.create_task(monitor.run_async(monitor_stop))
+        unloader = asyncio.create_task(unload_loop(svc, monitor_stop)) if cfg.service.unload_after_seconds > 0 else None
         try:
             yield
         finally:
@@ -94,6 +95,8 @@ def create_app(cfg: Config, kb: KbRelease | None = None) -> FastAPI:
             monitor_stop.set()
             if monitor_task is not None:
                 await monitor_task
+            if unloader is not None:
+                await unloader
             if owns_kb:
                 facade.close()
 
@@ -118,6 +121,23 @@ def create_app(cfg: Config, kb: KbRelease | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(RequestMiddleware, state=svc)
     return app
+
+
+async def unload_loop(svc: ServiceState, stop: asyncio.Event) -> None:
+    """Every half grace period (0.5 s to 60 s), release the collections of idle retired releases (in a worker thread)."""
+    from fastapi.concurrency import run_in_threadpool
+
+    period = min(60.0, max(0.5, svc.cfg.service.unload_after_seconds / 2))
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=period)
+            return
+        except TimeoutError:
+            pass
+        try:
+            await run_in_threadpool(svc.unload_idle)
+        except Exception as exc:  # noqa: BLE001 - a store hiccup must not end the loop; logged, tried next period
+            svc.log.warning("idle releases not unloaded", extra={"reason": str(exc)})
 
 
 def is_loopback(host: str) -> bool:
