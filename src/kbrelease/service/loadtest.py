@@ -19,6 +19,7 @@ Only the client side is measured; point it at nginx to test several replicas.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import threading
@@ -290,7 +291,7 @@ def summarize(url: str, concurrency: int, outcomes: list[Outcome], seconds: floa
     releases = Counter(o.release or "-" for o in ok)
     edges = [0.0, *(s.at_s for s in switches), seconds]
     windows = []
-    for lo, hi in zip(edges, edges[1:], strict=False):
+    for lo, hi in itertools.pairwise(edges):
         inside = [o for o in outcomes if lo <= o.at < hi]
         windows.append(
             {

@@ -281,7 +281,7 @@ class MilvusStore:
                 if self._token:
                     kwargs["token"] = self._token
                 made = MilvusClient(**kwargs)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - translated below, outside the lock (a reconnect takes it)
                 made = None
                 failure = exc
             if made is not None:
