@@ -1,4 +1,4 @@
-"""``kbrelease store``: the embedded Milvus Lite server of the workspace."""
+"""``kbrelease store``: the embedded Milvus Lite server of the workspace, and what Milvus keeps loaded."""
 
 from __future__ import annotations
 
@@ -10,21 +10,34 @@ import typer
 from kbrelease.cli._common import JsonOpt, echo_json, load, run
 from kbrelease.store.milvus import is_embedded
 
-app = typer.Typer(help="The embedded Milvus Lite server of the workspace.", no_args_is_help=True)
+app = typer.Typer(help="The embedded Milvus Lite server of the workspace, and what Milvus keeps loaded.", no_args_is_help=True)
 
 
 @app.command("status")
 def status(ctx: typer.Context, json_output: JsonOpt = False) -> None:
-    """Show the embedded Milvus Lite server of the workspace, if running."""
+    """Show the embedded Milvus Lite server (if running) and the load state of each release's collections."""
     from kbrelease.store.lite import running_server
 
     def find() -> dict[str, Any]:
         cfg = load(ctx)
-        found = running_server(Path(cfg.milvus_uri)) if is_embedded(cfg.milvus_uri) else None
-        return {"uri": cfg.milvus_uri, "embedded_server": found}
+        embedded = is_embedded(cfg.milvus_uri)
+        found = running_server(Path(cfg.milvus_uri)) if embedded else None
+        collections: list[dict[str, str]] = []
+        if found or not embedded:  # never start the embedded server just to report on it
+            from kbrelease.api import KbRelease
+
+            with KbRelease(cfg) as kb:
+                collections = kb.collection_states()
+        return {"uri": cfg.milvus_uri, "embedded_server": found, "collections": collections}
 
     data = run(ctx, find)
-    echo_json(data) if json_output else typer.echo(f"{data['uri']}: {data['embedded_server'] or 'not running'}")
+    if json_output:
+        echo_json(data)
+        return
+    server = data["embedded_server"] or ("not running" if is_embedded(data["uri"]) else "server")
+    typer.echo(f"{data['uri']}: {server}")
+    for c in data["collections"]:
+        typer.echo(f"  {c['release']} ({c['release_state']}) {c['database']}/{c['collection']}: {c['state']}")
 
 
 @app.command("stop")

@@ -9,7 +9,7 @@ store is down (restarting) reports not ready until the store answers again.
 
 Collections of retired releases are released from Milvus memory after
 ``service.unload_after_seconds`` without a search here (:meth:`ServiceState.unload_idle`,
-run by the app's background loop).
+run by the app's housekeeping loop, which also pings Milvus for ``kbrelease_store_up``).
 """
 
 from __future__ import annotations
@@ -117,6 +117,7 @@ class ServiceState:
             self.warmup.modalities = self.modalities()
             for kind in self.warmup.modalities:
                 self.warmup.ready[kind] = False
+                self.metrics.model_ready.labels(kind).set(0)
             for kind in self.warmup.modalities:
                 if kind == "text":
                     # concurrent searches share model calls, each on service.query_threads threads
@@ -197,6 +198,11 @@ class ServiceState:
         checks["store"] = True
         self.metrics.store_up.set(1)
         return True
+
+    def housekeeping(self) -> None:
+        """The background loop's work: keep ``kbrelease_store_up`` current between probes, unload idle releases."""
+        if self.store_answers({}):
+            self.unload_idle()
 
     def unload_idle(self) -> list[str]:
         """Release the collections of retired releases idle for ``service.unload_after_seconds`` (see the module docstring)."""

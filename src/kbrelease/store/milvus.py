@@ -64,7 +64,7 @@ def _is_loopback(uri: str) -> bool:
     return host in {"127.0.0.1", "localhost", "::1"} or host.startswith("127.")
 
 
-def create_indexed(client: Any, name: str, schema: Any, index: Any, replica_number: int | None = None) -> None:
+def create_indexed(client: Any, name: str, schema: Any, index: Any, replica_number: int | None = None, where: str = "Milvus") -> None:
     """Create a collection with its index and load it (with ``replica_number`` in-memory replicas on a server).
 
     ``create_collection(index_params=...)`` costs a fixed 0.5 s: pymilvus sleeps
@@ -74,15 +74,28 @@ def create_indexed(client: Any, name: str, schema: Any, index: Any, replica_numb
     """
     client.create_collection(name, schema=schema, consistency_level="Strong")
     client.create_index(name, index, sync=False)
-    load_collection(client, name, replica_number)
+    load_collection(client, name, replica_number, where)
 
 
-def load_collection(client: Any, name: str, replica_number: int | None = None) -> None:
-    """``load_collection``, with ``replica_number`` only when one is asked for (the embedded store takes none)."""
+def load_collection(client: Any, name: str, replica_number: int | None = None, where: str = "Milvus") -> None:
+    """``load_collection``, with ``replica_number`` only when one is asked for (the embedded store takes none).
+
+    A server that cannot place that many replicas (Milvus 2.3.5 standalone answers
+    "nodes not enough") gets an error naming the setting and the fix.
+    """
     if replica_number is None:
         client.load_collection(name)
-    else:
+        return
+    try:
         client.load_collection(name, replica_number=replica_number)
+    except Exception as exc:
+        if replica_number == 1 or classify(exc) != "other":
+            raise
+        raise StoreError(
+            f"{where} cannot load collection {name} with {replica_number} in-memory replicas "
+            f"(milvus.replica_number, env MILVUS_REPLICA_NUMBER): the server said {str(exc)!r}. Each replica needs its own "
+            f"query node: run a Milvus cluster with at least {replica_number} query nodes, or set MILVUS_REPLICA_NUMBER=1"
+        ) from exc
 
 
 COLLECTION_NOT_LOADED = 101
@@ -99,7 +112,7 @@ def _chain(exc: BaseException, depth: int = 4) -> Iterator[BaseException]:
         seen = seen.__cause__ or seen.__context__
 
 
-def _not_loaded(exc: BaseException) -> bool:
+def not_loaded(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it was raised from) is Milvus's "collection not loaded", by its error code."""
     return any(COLLECTION_NOT_LOADED in (getattr(seen, "code", None), getattr(seen, "compatible_code", None)) for seen in _chain(exc))
 
@@ -218,6 +231,11 @@ class MilvusStore:
         return cls(uri, token, replica_number=replicas)
 
     @property
+    def where(self) -> str:
+        """``Milvus at <uri without credentials>``, for messages."""
+        return f"Milvus at {redact_uri(self.uri)}"
+
+    @property
     def embedded(self) -> bool:
         """Whether this is the embedded Lite server kbrelease started for a workspace folder."""
         return self._lite_dir is not None
@@ -303,17 +321,7 @@ class MilvusStore:
 
     def load_with_replicas(self, c: Any, name: str) -> None:
         """Load a collection, with ``replica_number`` replicas on a server; a refused replica count is explained."""
-        replicas = None if self.embedded else self.replica_number
-        try:
-            load_collection(c, name, replicas)
-        except Exception as exc:
-            if replicas is None or replicas == 1 or classify(exc) != "other":
-                raise
-            raise StoreError(
-                f"Milvus at {redact_uri(self.uri)} cannot load collection {name} with {replicas} in-memory replicas "
-                f"(milvus.replica_number, env MILVUS_REPLICA_NUMBER): the server said {str(exc)!r}. Each replica needs its own "
-                f"query node: run a Milvus cluster with at least {replicas} query nodes, or set MILVUS_REPLICA_NUMBER=1"
-            ) from exc
+        load_collection(c, name, None if self.embedded else self.replica_number, self.where)
 
     def _reloading(self, db: str, name: str, read: Callable[[], T]) -> T:
         """``read()``; if Milvus says the collection is not loaded (a store restart, an operator freeing
@@ -321,7 +329,7 @@ class MilvusStore:
         try:
             return read()
         except Exception as exc:
-            if not _not_loaded(exc):
+            if not not_loaded(exc):
                 raise
         self.load_with_replicas(self.client(db), name)
         return read()
@@ -363,7 +371,7 @@ class MilvusStore:
         schema = milvus_schema(dim, description)
         index = c.prepare_index_params()
         index.add_index(field_name="vector", metric_type="COSINE", index_type="AUTOINDEX")
-        create_indexed(c, name, schema, index, None if self.embedded else self.replica_number)
+        create_indexed(c, name, schema, index, None if self.embedded else self.replica_number, self.where)
 
     @_translated("load")
     def ensure_loaded(self, db: str, name: str) -> None:
