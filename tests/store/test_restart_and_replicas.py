@@ -76,10 +76,9 @@ def restart_under_service(kb: KbRelease, stop: Any, start_again: Any) -> dict[st
 def test_a_milvus_lite_server_restart_makes_the_service_unready_then_it_answers_again(tmp_path: Path, text_embedder: Any) -> None:
     from servers import MilvusLiteServer
 
-    with MilvusLiteServer(tmp_path / "lite") as lite:
-        with KbRelease(load_config(text_project(tmp_path, lite.uri), env={}), text_embedder=text_embedder) as kb:
-            kb.publish()
-            took = restart_under_service(kb, lite.stop, lite.start_again)
+    with MilvusLiteServer(tmp_path / "lite") as lite, KbRelease(load_config(text_project(tmp_path, lite.uri), env={}), text_embedder=text_embedder) as kb:
+        kb.publish()
+        took = restart_under_service(kb, lite.stop, lite.start_again)
     print(f"\nMilvus Lite restart: {took}")
 
 
@@ -165,8 +164,10 @@ def test_a_milvus_server_restart_makes_the_service_unready_then_it_answers_again
         front.target = own_milvus_server.port  # the same port unless the old one was still in TIME_WAIT
 
     # The service reaches Milvus through a fixed address, as through a Kubernetes Service.
-    with TcpForwarder(own_milvus_server.port) as front:
-        with KbRelease(load_config(text_project(tmp_path, front.uri), env={}), text_embedder=text_embedder) as kb:
-            kb.publish()
-            took = restart_under_service(kb, own_milvus_server.stop, start_again)
+    with (
+        TcpForwarder(own_milvus_server.port) as front,
+        KbRelease(load_config(text_project(tmp_path, front.uri), env={}), text_embedder=text_embedder) as kb,
+    ):
+        kb.publish()
+        took = restart_under_service(kb, own_milvus_server.stop, start_again)
     print(f"\nMilvus 2.3.5 restart: {took}")
