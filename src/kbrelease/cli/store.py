@@ -23,19 +23,24 @@ def status(ctx: typer.Context, json_output: JsonOpt = False) -> None:
         embedded = is_embedded(cfg.milvus_uri)
         found = running_server(Path(cfg.milvus_uri)) if embedded else None
         collections: list[dict[str, str]] = []
+        error = None
         if found or not embedded:  # never start the embedded server just to report on it
             from kbrelease.api import KbRelease
+            from kbrelease.errors import KbReleaseError
 
-            with KbRelease(cfg) as kb:
-                collections = kb.collection_states()
-        return {"uri": cfg.milvus_uri, "embedded_server": found, "collections": collections}
+            try:
+                with KbRelease(cfg) as kb:
+                    collections = kb.collection_states()
+            except KbReleaseError as exc:  # a status reports what it cannot reach
+                error = str(exc)
+        return {"uri": cfg.milvus_uri, "embedded_server": found, "collections": collections, "error": error}
 
     data = run(ctx, find)
     if json_output:
         echo_json(data)
         return
     server = data["embedded_server"] or ("not running" if is_embedded(data["uri"]) else "server")
-    typer.echo(f"{data['uri']}: {server}")
+    typer.echo(f"{data['uri']}: {server}" + (f" — {data['error']}" if data["error"] else ""))
     for c in data["collections"]:
         typer.echo(f"  {c['release']} ({c['release_state']}) {c['database']}/{c['collection']}: {c['state']}")
 

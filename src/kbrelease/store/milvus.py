@@ -305,7 +305,10 @@ class MilvusStore:
             if made is not None:
                 self._clients[db] = made
                 return made
-        raise self.translate(failure, "connect", (db,)) from failure
+        err = self.translate(failure, "connect", (db,))
+        if isinstance(err, StoreUnreachable) and not self.embedded:
+            err.reconnected = False  # no connection to retry: a server that refuses a new one now refuses it again at once
+        raise err from failure
 
     def close(self) -> None:
         with self._lock:
