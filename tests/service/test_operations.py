@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -81,8 +80,12 @@ def test_loadtest_with_a_switch_every_second_reports_latency_errors_and_the_rele
     assert report.p50_ms <= report.p95_ms <= report.p99_ms <= report.max_ms
     assert report.windows[0]["releases"].keys() == {"v3"}  # before the first switch only the live release answers
     assert "v2" in report.windows[1]["releases"]  # ... and the switched-to one after it
-    live = httpx.get(f"{deployment.nginx.uri}/api/v1/live", headers=READ, timeout=10).json()
-    assert (live["live"], live["previous"]) == ("v3", "v2")  # switched back at the end
+    deadline = time.monotonic() + 10  # switched back at the end; every replica follows within the refresh time
+    while {r.get("/api/v1/live", headers=READ).json()["live"] for r in deployment.replicas} != {"v3"} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    live = deployment.kb.registry.pointer()
+    assert (live.live, live.previous) == ("v3", "v2")
+    assert {r.get("/api/v1/live", headers=READ).json()["live"] for r in deployment.replicas} == {"v3"}
 
 
 def test_the_loadtest_command_is_bounded_by_its_request_count_and_says_what_the_401s_were(deployment: Deployment, tmp_path: Path) -> None:
