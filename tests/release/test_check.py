@@ -18,7 +18,7 @@ from kbrelease import KbRelease, __version__, load_config
 from kbrelease.cli import app
 from kbrelease.release.schema import MANIFEST_SCHEMA_VERSION
 
-from helpers import write_config
+from helpers import OTHER_MODEL, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 V1 = REPO / "tests" / "package" / "fixtures" / "manifest_v1.json"
@@ -144,7 +144,7 @@ def test_the_cli_exits_5_when_the_configured_model_would_break_queries(published
     runner = CliRunner()
 
     good = runner.invoke(app, ["-c", str(published), "check", "--json"])
-    bad = runner.invoke(app, ["-c", str(published), "check"], env={"TEXT_EMBEDDING_MODEL": "bge-small-en"})
+    bad = runner.invoke(app, ["-c", str(published), "check"], env=OTHER_MODEL)
 
     assert good.exit_code == 0, good.output
     data = json.loads(good.stdout)

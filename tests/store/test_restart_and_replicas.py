@@ -83,7 +83,7 @@ def test_a_milvus_lite_server_restart_makes_the_service_unready_then_it_answers_
 
 
 def test_the_embedded_store_comes_back_by_itself_after_its_server_dies(tmp_path: Path, text_embedder: Any) -> None:
-    from kbrelease.store.lite import running_server, stop_server
+    from kbrelease.store.lite import running_server, state_file, stop_server
 
     data = tmp_path / "ws" / "milvus"
     cfg = load_config(text_project(tmp_path, str(data)), env={})
@@ -99,7 +99,7 @@ def test_the_embedded_store_comes_back_by_itself_after_its_server_dies(tmp_path:
                 assert resp.json()["hits"][0]["file"] == "vpn-setup.md"
                 second = running_server(data)
                 assert second is not None and second["pid"] != first["pid"]
-                assert json.loads((data.parent / "milvus.server.json").read_text())["pid"] == second["pid"]
+                assert json.loads(state_file(data).read_text())["pid"] == second["pid"]
                 poll(client, "/readyz", 200, 30)
         print(f"\nembedded store answering again {took:.2f}s after its server was killed")
     finally:

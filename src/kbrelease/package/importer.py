@@ -33,6 +33,7 @@ from typing import IO, Any
 from kbrelease.config import Config
 from kbrelease.embedding.base import EmbedderIdentity
 from kbrelease.errors import KbReleaseError, PackageError, ReleaseError
+from kbrelease.index.compat import VersionCheck
 from kbrelease.package.checks import Pass, check_batch_size, check_complete, content_key, on_member
 from kbrelease.package.format import (
     ROW_FIELDS,
@@ -246,7 +247,7 @@ def _run_pass(stream: IO[bytes], where: str, target: ImportTarget, loader: _Load
     SHA256SUMS has been compared: a damaged member is reported as a checksum
     mismatch, not as whatever its damage looks like.
     """
-    p = Pass(Reading(where))
+    p = Pass(Reading(where), versions=VersionCheck.of(target.cfg))
     label = "import rows"
     held: KbReleaseError | None = None
     for m in iter_members(stream, p.reading):

@@ -13,7 +13,7 @@ model now); any error makes the command exit non-zero.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from kbrelease.config import Config
@@ -97,21 +97,28 @@ def _models(cfg: Config, identity: Callable[[str], EmbedderIdentity], kinds: set
 
 
 def _data_index(cfg: Config, report: CheckReport, live: ReleaseRecord | None) -> None:
-    from kbrelease.index.data_index import INDEX_SCHEMA_VERSION, read_bundle
+    from kbrelease.index.compat import VersionCheck
+    from kbrelease.index.data_index import read_bundle
 
     ws = Workspace.of(cfg)
     if not (ws.index_dir / "bundle.yaml").is_file():
         report.add("data index", "warning", f"none in {ws.index_dir} yet; `kbrelease sync` writes it (queries do not need it)")
         return
+    versions = VersionCheck.of(cfg)
     try:
-        bundle = read_bundle(ws.index_dir)
+        bundle = read_bundle(ws.index_dir, replace(versions, enabled=False))
     except Exception as exc:  # noqa: BLE001 - any damage is reported, not raised
         report.add("data index", "error", f"{ws.index_dir / 'bundle.yaml'} cannot be read ({exc}); run `kbrelease sync` again")
         return
-    version = int(bundle.meta.get("schema_version", 1))
-    if version > INDEX_SCHEMA_VERSION:
-        report.add("data index", "error", f"schema version {version} is newer than this kbrelease reads ({INDEX_SCHEMA_VERSION}); upgrade kbrelease")
-        return
+    version = bundle.meta.get("schema_version", 1)
+    verdict = versions.assess(bundle.meta)
+    if verdict is not None and not verdict.compatible:
+        # The compatibility matrix (shipped, or version_check.matrix) says this kbrelease does not read it.
+        message = verdict.message(str(ws.index_dir / "bundle.yaml"))
+        versions.tell(f"compatibility:check:{ws.index_dir}:{verdict.index_version}", message)
+        report.add("compatibility", "error" if versions.fail_on_incompatible else "warning", message)
+        if versions.fail_on_incompatible:
+            return
     indexed = {s.channel: s for s in bundle.data_manifest}
     for src in cfg.sources:
         entry = indexed.get(src.name)
@@ -130,6 +137,8 @@ def _data_index(cfg: Config, report: CheckReport, live: ReleaseRecord | None) ->
     if live is not None:
         same = bundle.checksum == live.data_index_checksum
         note = "; same as the live release" if same else f"; changed since live release {live.name} (publish builds a new one)"
+    if verdict is not None and verdict.compatible:
+        note += f"; compatible with kbrelease {verdict.reader} (matrix: {verdict.matrix})"
     report.add("data index", "ok", f"{bundle.meta.get('total_files', '?')} files in {len(indexed)} source(s), schema {version}{note}")
 
 

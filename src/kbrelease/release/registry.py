@@ -260,6 +260,18 @@ class Registry:
         """The atomic switch: one upsert of one row."""
         self._upsert(self._key("pointer"), "pointer", asdict(pointer))
 
+    # --- registered files (kbrelease.release.registrations) --------------
+    def put_file(self, file_id: str, body: dict[str, Any]) -> None:
+        self._upsert(self._key("file", file_id), "file", body)
+
+    def get_file(self, file_id: str) -> dict[str, Any] | None:
+        rows = self._query(eq("key", self._key("file", file_id)))
+        return dict(rows[0]["body"]) if rows else None
+
+    def list_files(self) -> builtins.list[dict[str, Any]]:
+        """Every registered file of the environment (at most 16,384 per query page)."""
+        return [dict(r["body"]) for r in self._query(self._env_kind("file"))]
+
     # --- lease locks (kbrelease.trust.lock) ------------------------------
     def lock_claims(self) -> builtins.list[dict[str, Any]]:
         """Every lock claim row of this environment (live or expired)."""

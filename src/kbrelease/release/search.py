@@ -8,9 +8,11 @@ the middle of a request can never mix two releases.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from kbrelease.config import Modality
@@ -38,6 +40,8 @@ class Hit:
     text: str
     start: int
     file_id: str
+    page: int | None = None
+    """1-based page of a PDF hit (None for other formats and images)."""
 
     def asdict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,6 +133,52 @@ def source_names(record: ReleaseRecord, modality: Modality, source: str | None =
     return names
 
 
+@dataclass(frozen=True)
+class RowFilter:
+    """What a search keeps: a metadata ``where`` filter and a time range on the files' timestamps (inclusive)."""
+
+    where: str | None = None
+    after: datetime | None = None
+    before: datetime | None = None
+
+    def expr(self) -> str:
+        """The Milvus expression (``""``: none). The filter text is parsed by :mod:`kbrelease.trust.where`; nothing of it is pasted."""
+        from kbrelease.trust.where import parse_where
+
+        parts = []
+        parsed = parse_where(self.where)
+        if parsed is not None:
+            parts.append(parsed.milvus("metadata", ("user",)))
+        after, before = _epoch(self.after, "after"), _epoch(self.before, "before")
+        if after is not None and before is not None and after > before:
+            raise QueryError(f"after ({self.after}) is later than before ({self.before}); swap them")
+        if after is not None:
+            parts.append(f'(metadata["time"] >= {after})')
+        if before is not None:
+            parts.append(f'(metadata["time"] <= {before})')
+        return " and ".join(parts)
+
+
+def _epoch(when: datetime | None, name: str) -> int | None:
+    if when is None:
+        return None
+    if not isinstance(when, datetime):
+        raise QueryError(f"{name} must be a time")
+    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return math.floor(aware.timestamp())  # rows hold whole seconds (floored) too
+
+
+def parse_when(value: str | datetime | None, name: str) -> datetime | None:
+    """A CLI/HTTP time: ISO 8601 date or time (UTC when no zone), or None; QueryError naming ``name`` otherwise."""
+    if value is None or isinstance(value, datetime):
+        return value
+    text = value.strip()
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise QueryError(f"{name} {value[:60]!r} is not an ISO 8601 date or time; use e.g. 2026-01-01 or 2026-01-01T12:00:00Z") from None
+
+
 def search_vectors(
     store: MilvusStore,
     record: ReleaseRecord,
@@ -136,12 +186,15 @@ def search_vectors(
     modality: Modality,
     k: int,
     source: str | None = None,
+    rows: RowFilter | None = None,
 ) -> list[Hit]:
     hits: list[Hit] = []
+    expr = rows.expr() if rows is not None else ""
     for name in source_names(record, modality, source):
         counts = record.sources[name]
-        for raw in store.search(record.database, counts.collection, [vector], k=k)[0]:
+        for raw in store.search(record.database, counts.collection, [vector], k=k, expr=expr)[0]:
             ent = raw.get("entity", raw)
+            page = (ent.get("metadata") or {}).get("page")
             hits.append(
                 Hit(
                     score=round(float(raw["distance"]), 6),
@@ -153,6 +206,7 @@ def search_vectors(
                     text=ent.get("text", ""),
                     start=int(ent.get("start", 0)),
                     file_id=ent.get("file_id", ""),
+                    page=page if isinstance(page, int) else None,
                 )
             )
     hits.sort(key=lambda h: h.score, reverse=True)
@@ -167,12 +221,15 @@ def run_search(
     embed: Callable[[], list[float]],
     k: int,
     source: str | None = None,
+    rows: RowFilter | None = None,
 ) -> SearchResult:
     """Check the model matches the release, embed the query once, search; timed per step."""
     check_compatible(record, modality, identity)
     source_names(record, modality, source)  # an unknown source fails before the model runs
+    if rows is not None:
+        rows.expr()  # a bad filter fails before the model runs too
     started = time.perf_counter()
     vector = embed()
     embedded = time.perf_counter()
-    hits = search_vectors(store, record, vector, modality, k, source)
+    hits = search_vectors(store, record, vector, modality, k, source, rows)
     return SearchResult(record.name, modality, hits, embedded - started, time.perf_counter() - embedded)

@@ -43,13 +43,14 @@ Errors are `{"error": {"status", "code", "message", "request_id"}}`."""
 
 def routers() -> list[tuple[APIRouter, str]]:
     """Every router of the app with its prefix: the one place to add a router."""
-    from kbrelease.service import bundles, ops, releases, search, web
+    from kbrelease.service import bundles, files, ops, releases, search, web
 
     return [
         (ops.probes, ""),
         (web.router, ""),
         (search.router, API_PREFIX),
         (releases.router, API_PREFIX),
+        (files.router, API_PREFIX),
         (ops.router, API_PREFIX),
         (bundles.router, ""),  # the data-index access API; its routes carry /api/v1/bundles
     ]

@@ -38,6 +38,7 @@ class HitOut(BaseModel):
     text: str = Field(description="The chunk's text ('' for images).")
     start: int = Field(description="Character offset of the chunk in its file.")
     file_id: str
+    page: int | None = Field(default=None, description="1-based page of a PDF hit (null for other formats and images).")
     thumbnail_url: str | None = Field(default=None, description="Image hits: URL of a small JPEG of the image.")
 
 

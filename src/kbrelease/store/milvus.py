@@ -206,12 +206,13 @@ class MilvusStore:
     channel to a server that restarted.
     """
 
-    def __init__(self, uri: str, token: str | None = None, timeout: float = 10.0, replica_number: int = 1, lite_dir: Path | None = None) -> None:
+    def __init__(self, uri: str, token: str | None = None, timeout: float = 10.0, replica_number: int = 1, start_lite: Callable[[], str] | None = None) -> None:
+        """``start_lite``: for the embedded store, finds (or starts) its Lite server and returns the URI."""
         self.uri = uri
         self._token = token
         self._timeout = timeout
         self.replica_number = replica_number
-        self._lite_dir = lite_dir
+        self._start_lite = start_lite
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._generation = 0
@@ -227,7 +228,8 @@ class MilvusStore:
 
             if replicas > 1:
                 log.debug("milvus.replica_number=%d ignored: the embedded Milvus Lite store has one node", replicas)
-            return cls(ensure_server(Path(uri)), token, lite_dir=Path(uri))
+            start_lite = functools.partial(ensure_server, Path(uri), idle_stop_minutes=cfg.store.idle_stop_minutes, servers_dir=cfg.store.servers_path)
+            return cls(start_lite(), token, start_lite=start_lite)
         return cls(uri, token, replica_number=replicas)
 
     @property
@@ -238,7 +240,7 @@ class MilvusStore:
     @property
     def embedded(self) -> bool:
         """Whether this is the embedded Lite server kbrelease started for a workspace folder."""
-        return self._lite_dir is not None
+        return self._start_lite is not None
 
     def translate(self, exc: Exception, op: str, args: Sequence[Any] = ()) -> StoreError:
         text = str(exc)
@@ -270,11 +272,9 @@ class MilvusStore:
         for c in old:
             with contextlib.suppress(Exception):  # closing is best effort
                 c.close()
-        if self._lite_dir is not None:
-            from kbrelease.store.lite import ensure_server
-
+        if self._start_lite is not None:
             try:
-                self.uri = ensure_server(self._lite_dir)
+                self.uri = self._start_lite()
             except StoreError as exc:
                 log.warning("the embedded Milvus Lite server could not be restarted: %s", exc)
                 return False
@@ -461,11 +461,14 @@ class MilvusStore:
                 it.close()
         return out
 
-    def iter_rows(self, db: str, name: str, fields: Sequence[str], batch_size: int = 2048) -> Iterator[list[dict[str, Any]]]:
-        """Every row of a collection in batches, with a server-side cursor (memory stays flat)."""
+    def iter_rows(
+        self, db: str, name: str, fields: Sequence[str], batch_size: int = 2048, file_ids: Sequence[str] | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every row of a collection (or of ``file_ids`` only) in batches, with a server-side cursor (memory stays flat)."""
+        expr = "" if file_ids is None else _in_list("file_id", sorted(set(file_ids)))
 
         def first() -> tuple[Any, list[Any]]:
-            it = self.client(db).query_iterator(name, batch_size=batch_size, filter="", output_fields=list(fields))
+            it = self.client(db).query_iterator(name, batch_size=batch_size, filter=expr, output_fields=list(fields))
             try:
                 return it, it.next()
             except BaseException:
@@ -518,7 +521,7 @@ class MilvusStore:
         name: str,
         vectors: Sequence[Sequence[float]],
         k: int,
-        output_fields: Sequence[str] = ("file", "file_id", "chunk_index", "heading", "text", "start"),
+        output_fields: Sequence[str] = ("file", "file_id", "chunk_index", "heading", "text", "start", "metadata"),
         expr: str = "",
     ) -> list[list[dict[str, Any]]]:
         c = self.client(db)

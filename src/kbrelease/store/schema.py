@@ -39,7 +39,7 @@ ROW_SCHEMA: tuple[RowField, ...] = (
     RowField("heading", "string", PATH_MAX, "heading path (Guide > Install > Linux)"),
     RowField("text", "string", TEXT_MAX, "the chunk's text ('' for an image)"),
     RowField("checksum", "string", 80, "sha256 of the file"),
-    RowField("metadata", "json", None, "the file's metadata from the data index"),
+    RowField("metadata", "json", None, "source, encoding, the file's time (epoch s) and its user metadata under 'user' (filters)"),
 )
 ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in ROW_SCHEMA)
 

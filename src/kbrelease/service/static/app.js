@@ -261,9 +261,10 @@ function highlighted(text, q) {
 }
 
 function textHit(hit, q) {
+  const where = [hit.page != null ? `p. ${hit.page}` : "", hit.heading].filter(Boolean).join(" · ");  // page: PDF hits
   return el("li", { class: "result" },
     el("div", { class: "meta" }, el("span", { class: "file", text: hit.file }), el("span", { class: "badge", text: hit.source }), scoreBar(hit.score)),
-    hit.heading ? el("div", { class: "heading", text: hit.heading }) : null,
+    where ? el("div", { class: "heading", text: where }) : null,
     highlighted(snippet(hit.text, q), q));
 }
 
