@@ -523,6 +523,30 @@ class KbRelease:
     def releases(self) -> list[ReleaseRecord]:
         return self.registry.list()
 
+    def collection_states(self) -> list[dict[str, str]]:
+        """Each collection of this environment's releases with its load state in Milvus memory
+        (``Loaded``, ``Loading``, ``NotLoad``; ``NotExist`` for a missing one): what searches keep in RAM."""
+        if not self.registry.exists():  # reading would create the registry; a status writes nothing
+            return []
+        pointer = self.registry.pointer()
+        out = []
+        for record in self.registry.list():
+            if record.state in ("dropped", "dropping"):
+                continue
+            for source, counts in sorted(record.sources.items()):
+                state = self.store.load_state(record.database, counts.collection)
+                out.append(
+                    {
+                        "release": record.name,
+                        "release_state": record.display_state(pointer),
+                        "source": source,
+                        "database": record.database,
+                        "collection": counts.collection,
+                        "state": state,
+                    }
+                )
+        return out
+
     def release(self, name: str) -> ReleaseRecord:
         return self.registry.require(check_name("release", name))
 

@@ -115,6 +115,8 @@ class StoreUnreachable(StoreError):
     """The vector store cannot be reached."""
 
     transient = True
+    reconnected: bool = False
+    """Set by the store when it dropped its connections after this error, so one more try may reach a restarted server."""
 
 
 class ReleaseError(KbReleaseError):

@@ -24,12 +24,24 @@ REPO = Path(__file__).resolve().parents[2]
 V1 = REPO / "tests" / "package" / "fixtures" / "manifest_v1.json"
 
 
+SEARCH_ANSWER = {"release": "v1", "hits": [{"file": "vpn.md", "score": 0.5}], "took_ms": 3.0}
+
+
 @contextmanager
-def info_service(body: dict[str, Any] | None, status: int = 200) -> Iterator[str]:
-    """A real HTTP server on 127.0.0.1 answering GET /api/v1/info with ``body``."""
+def info_service(body: dict[str, Any] | None, status: int = 200, search: dict[str, Any] | None = SEARCH_ANSWER) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 answering GET /api/v1/info with ``body`` and /api/v1/search with ``search``
+    (a service that answers wrongly, which a real one cannot be made to do)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path.startswith("/api/v1/search?") and search is not None:
+                data = json.dumps(search).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             data = json.dumps(body).encode() if self.path == "/api/v1/info" and body is not None else b"{}"
             self.send_response(status if self.path == "/api/v1/info" else 404)
             self.send_header("Content-Type", "application/json")
@@ -84,8 +96,18 @@ def test_a_consistent_environment_and_service_pass(published: Path) -> None:
     assert report.ok, str(report)
     assert not [f for f in report.findings if f.level != "ok"], str(report)
     subjects = [f.subject for f in report.findings]
-    assert subjects == ["text model", "data index", "live release v1", f"service {url}"]
+    assert subjects == ["text model", "data index", "live release v1", f"service {url}", f"service {url} source docs"]
     assert "compatible (0 warning(s))" in str(report)
+
+
+def test_a_source_whose_search_finds_nothing_fails_the_check(published: Path) -> None:
+    with KbRelease(load_config(published, env={})) as kb, info_service(_service_info(kb), search={"release": "v1", "hits": []}) as url:
+        report = kb.check(service_url=url)
+
+    assert not report.ok
+    assert [f.message for f in report.findings if f.subject == f"service {url} source docs"] == [
+        "the text search found nothing in release v1; the collection may be empty"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from kbrelease.cli import argo, cache, check, ci, files, index, monitor, notify, package, quality, releases, serve, store
+from kbrelease.cli import argo, cache, check, ci, files, index, loadtest, monitor, notify, package, quality, releases, serve, store
 from kbrelease.cli._common import Options, RedactingStream
 from kbrelease.cli._globals import GlobalOptionsGroup, use_json_below
 
@@ -41,6 +41,7 @@ app.add_typer(argo.app, name="argo")
 package.register(app)
 check.register(app)
 ci.register(app)
+loadtest.register(app)
 app.add_typer(serve.app, name="serve")
 
 

@@ -1,4 +1,4 @@
-"""``kbrelease store``: the embedded Milvus Lite servers (one per workspace folder)."""
+"""``kbrelease store``: the embedded Milvus Lite servers (one per workspace folder), and what Milvus keeps loaded."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import typer
 from kbrelease.cli._common import JsonOpt, echo_json, load, run
 from kbrelease.store.milvus import is_embedded
 
-app = typer.Typer(help="The embedded Milvus Lite servers: one per workspace, stopped after store.idle_stop_minutes unused.", no_args_is_help=True)
+app = typer.Typer(
+    help="The embedded Milvus Lite servers (one per workspace, stopped after store.idle_stop_minutes unused), and what Milvus keeps loaded.",
+    no_args_is_help=True,
+)
 
 
 def _duration(seconds: float) -> str:
@@ -30,22 +33,46 @@ def _server_line(s: dict[str, Any]) -> str:
 
 @app.command("status")
 def status(ctx: typer.Context, json_output: JsonOpt = False) -> None:
-    """Show the embedded server of this workspace, and every running embedded server of this user (pid, port, workspace, memory, idle time)."""
+    """Show the embedded server of this workspace, every running embedded server of this user (pid, port, workspace,
+    memory, idle time), and the load state of each release's collections in Milvus memory."""
     from kbrelease.store.lite import list_servers, running_server
 
     def find() -> dict[str, Any]:
         cfg = load(ctx)
-        found = running_server(Path(cfg.milvus_uri)) if is_embedded(cfg.milvus_uri) else None
-        return {"uri": cfg.milvus_uri, "embedded_server": found, "servers": list_servers(cfg.store.servers_path)}
+        embedded = is_embedded(cfg.milvus_uri)
+        found = running_server(Path(cfg.milvus_uri)) if embedded else None
+        collections: list[dict[str, str]] = []
+        error = None
+        if found or not embedded:  # never start the embedded server just to report on it
+            from kbrelease.api import KbRelease
+            from kbrelease.errors import KbReleaseError
+
+            try:
+                with KbRelease(cfg) as kb:
+                    collections = kb.collection_states()
+            except KbReleaseError as exc:  # a status reports what it cannot reach
+                error = str(exc)
+        return {
+            "uri": cfg.milvus_uri,
+            "embedded_server": found,
+            "servers": list_servers(cfg.store.servers_path),
+            "collections": collections,
+            "error": error,
+        }
 
     data = run(ctx, find)
     if json_output:
         echo_json(data)
         return
-    typer.echo(f"{data['uri']}: {data['embedded_server'] or 'not running'}")
+    server = data["embedded_server"] or ("not running" if is_embedded(data["uri"]) else "server")
+    typer.echo(f"{data['uri']}: {server}" + (f" — {data['error']}" if data["error"] else ""))
     typer.echo(f"embedded servers of this user: {len(data['servers'])}")
-    for server in data["servers"]:
-        typer.echo(_server_line(server))
+    for found in data["servers"]:
+        typer.echo(_server_line(found))
+    if data["collections"]:
+        typer.echo("collections in Milvus memory:")
+    for c in data["collections"]:
+        typer.echo(f"  {c['release']} ({c['release_state']}) {c['database']}/{c['collection']}: {c['state']}")
 
 
 @app.command("stop")

@@ -183,6 +183,13 @@ class MilvusConfig(_Model):
         description="Database holding the release registry and live pointer.",
     )
     insert_batch: int = Field(default=512, ge=1, description="Rows per insert call.")
+    replica_number: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="In-memory replicas of every collection loaded on a Milvus server (a cluster needs one query node per replica; "
+        "a search keeps answering while a query node is lost). Ignored by the embedded store. Env: MILVUS_REPLICA_NUMBER.",
+    )
 
 
 ENV_NAME = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
@@ -597,6 +604,13 @@ class ServiceConfig(_Model):
         description="torch threads per text-query model call. Concurrent queries are batched into one call, so the cores are "
         "used across requests; one thread per call kept latency steady on a busy machine (docs/benchmarks.md).",
     )
+    unload_after_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="Collections of releases other than the live, previous and canary ones (and candidates newer than live) are "
+        "released from Milvus memory after this many seconds without a search on this replica; a search pinning one loads it "
+        "again. 0: never release. Env: KBRELEASE_UNLOAD_AFTER_SECONDS.",
+    )
     thumbnail_px: int = Field(default=256, ge=16, le=1024, description="Longest side of thumbnails, in pixels.")
     log_tail: int = Field(default=1000, ge=10, description="Log records kept in memory for /api/v1/logs.")
     admin_token: SecretStr | None = Field(
@@ -757,6 +771,7 @@ SIMPLE_ENV: dict[str, str] = {
     "AWS_PROFILE": "s3.profile",
     "MILVUS_URI": "milvus.uri",
     "MILVUS_DB_PREFIX": "milvus.db_prefix",
+    "MILVUS_REPLICA_NUMBER": "milvus.replica_number",
     "TEXT_EMBEDDING_MODEL": "text.model",
     "TEXT_EMBEDDING_DIM": "text.dim",
     "TEXT_EMBEDDING_MODEL_PATH": "text.model_path",
@@ -775,6 +790,7 @@ SIMPLE_ENV: dict[str, str] = {
     "KBRELEASE_SERVICE_HOST": "service.host",
     "KBRELEASE_SERVICE_PORT": "service.port",
     "KBRELEASE_LIVE_REFRESH_SECONDS": "service.live_refresh_seconds",
+    "KBRELEASE_UNLOAD_AFTER_SECONDS": "service.unload_after_seconds",
     "KBRELEASE_BASE_URL": "service.base_url",
     "KBRELEASE_S3_OBJECT_METADATA": "s3.object_metadata",
     "KBRELEASE_STORE_IDLE_STOP_MINUTES": "store.idle_stop_minutes",

@@ -177,6 +177,7 @@ def pod_env(cfg: Config) -> dict[str, str]:
         "KBRELEASE_ENV": cfg.environment,
         "MILVUS_URI": cfg.milvus.uri or "",
         "MILVUS_DB_PREFIX": cfg.milvus.db_prefix,
+        "MILVUS_REPLICA_NUMBER": str(cfg.milvus.replica_number),
     }
     first = {m: next((s for s in cfg.sources if s.modality == m), None) for m in ("text", "image")}
     for modality, src in first.items():

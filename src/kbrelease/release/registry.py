@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from kbrelease.config import Modality
-from kbrelease.errors import UnknownRelease
+from kbrelease.errors import StoreError, UnknownRelease
 from kbrelease.release.schema import MANIFEST_SCHEMA_VERSION as MANIFEST_SCHEMA_VERSION
 from kbrelease.release.schema import migrate_manifest
-from kbrelease.store.milvus import MilvusStore, create_indexed
+from kbrelease.store.milvus import MilvusStore, create_indexed, not_loaded
 from kbrelease.trust.filters import eq
 from kbrelease.trust.names import check_name
 
@@ -160,19 +160,33 @@ class Registry:
                 schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)  # Milvus requires one
                 index = c.prepare_index_params()
                 index.add_index(field_name="vector", metric_type="L2", index_type="AUTOINDEX")
-                create_indexed(c, REGISTRY_COLLECTION, schema, index)
-            c.load_collection(REGISTRY_COLLECTION)
+                create_indexed(c, REGISTRY_COLLECTION, schema, index, None if self.store.embedded else self.store.replica_number, self.store.where)
+            self.store.load_with_replicas(c, REGISTRY_COLLECTION)
+        except StoreError:
+            raise
         except Exception as exc:
             raise self.store.translate(exc, "open registry", (self.db,)) from exc
         self._ready = True
 
     def _call(self, op: str, fn: Callable[[Any], T]) -> T:
         """``fn(client)``; if the registry database vanished meanwhile (dropped by another process's
-        lock cleanup, see :meth:`drop_if_empty`), create it again and retry once."""
+        lock cleanup, see :meth:`drop_if_empty`), create it again and retry once; if Milvus restarted and
+        has not loaded it yet, load it and retry once."""
         try:
             return fn(self._client())
+        except StoreError:
+            raise  # translated already (Milvus unreachable)
         except Exception as exc:  # noqa: BLE001 - translated below, after one retry if the database vanished
             first = exc
+        if not_loaded(first):
+            try:
+                c = self._client()
+                self.store.load_with_replicas(c, REGISTRY_COLLECTION)
+                return fn(c)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise self.store.translate(exc, op, (self.db,)) from exc
         try:
             vanished = self._ready and not self.exists()
         except Exception:  # noqa: BLE001 - report the first error

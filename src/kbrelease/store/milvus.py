@@ -64,8 +64,8 @@ def _is_loopback(uri: str) -> bool:
     return host in {"127.0.0.1", "localhost", "::1"} or host.startswith("127.")
 
 
-def create_indexed(client: Any, name: str, schema: Any, index: Any) -> None:
-    """Create a collection with its index and load it.
+def create_indexed(client: Any, name: str, schema: Any, index: Any, replica_number: int | None = None, where: str = "Milvus") -> None:
+    """Create a collection with its index and load it (with ``replica_number`` in-memory replicas on a server).
 
     ``create_collection(index_params=...)`` costs a fixed 0.5 s: pymilvus sleeps
     before its first poll of the index, even on an empty collection (measured
@@ -74,7 +74,28 @@ def create_indexed(client: Any, name: str, schema: Any, index: Any) -> None:
     """
     client.create_collection(name, schema=schema, consistency_level="Strong")
     client.create_index(name, index, sync=False)
-    client.load_collection(name)
+    load_collection(client, name, replica_number, where)
+
+
+def load_collection(client: Any, name: str, replica_number: int | None = None, where: str = "Milvus") -> None:
+    """``load_collection``, with ``replica_number`` only when one is asked for (the embedded store takes none).
+
+    A server that cannot place that many replicas (Milvus 2.3.5 standalone answers
+    "nodes not enough") gets an error naming the setting and the fix.
+    """
+    if replica_number is None:
+        client.load_collection(name)
+        return
+    try:
+        client.load_collection(name, replica_number=replica_number)
+    except Exception as exc:
+        if replica_number == 1 or classify(exc) != "other":
+            raise
+        raise StoreError(
+            f"{where} cannot load collection {name} with {replica_number} in-memory replicas "
+            f"(milvus.replica_number, env MILVUS_REPLICA_NUMBER): the server said {str(exc)!r}. Each replica needs its own "
+            f"query node: run a Milvus cluster with at least {replica_number} query nodes, or set MILVUS_REPLICA_NUMBER=1"
+        ) from exc
 
 
 COLLECTION_NOT_LOADED = 101
@@ -91,7 +112,7 @@ def _chain(exc: BaseException, depth: int = 4) -> Iterator[BaseException]:
         seen = seen.__cause__ or seen.__context__
 
 
-def _not_loaded(exc: BaseException) -> bool:
+def not_loaded(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it was raised from) is Milvus's "collection not loaded", by its error code."""
     return any(COLLECTION_NOT_LOADED in (getattr(seen, "code", None), getattr(seen, "compatible_code", None)) for seen in _chain(exc))
 
@@ -153,41 +174,82 @@ def _in_list(field: str, values: Sequence[str]) -> str:
 
 
 def _translated(op: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Translate foreign errors once; a call that failed on a connection the store then reset is tried once more."""
+
     def wrap(fn: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(fn)
         def inner(self: MilvusStore, *args: Any, **kwargs: Any) -> T:
-            try:
-                return fn(self, *args, **kwargs)
-            except (StoreError, StoreUnreachable, CompatibilityError):
-                raise
-            except Exception as exc:
-                raise self.translate(exc, op, args) from exc
+            for attempt in range(2):
+                try:
+                    return fn(self, *args, **kwargs)
+                except StoreUnreachable as exc:
+                    if attempt or not exc.reconnected:
+                        raise
+                except (StoreError, CompatibilityError):
+                    raise
+                except Exception as exc:
+                    translated = self.translate(exc, op, args)
+                    if attempt or not isinstance(translated, StoreUnreachable) or not translated.reconnected:
+                        raise translated from exc
+                time.sleep(backoff(0, base=0.25))
+            raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
         return inner
 
     return wrap
 
 
-class MilvusStore:
-    """Databases and collections of one Milvus (server, or the embedded Lite server)."""
+log = logging.getLogger(__name__)
 
-    def __init__(self, uri: str, token: str | None = None, timeout: float = 10.0) -> None:
+
+class MilvusStore:
+    """Databases and collections of one Milvus (server, or the embedded Lite server).
+
+    ``replica_number``: in-memory replicas of every collection this store loads, on a
+    Milvus cluster (one query node per replica; the embedded store ignores it).
+
+    Connections heal: an error that says Milvus cannot be reached closes this store's
+    clients (and, for the embedded store, finds or restarts its Lite server), so the
+    next call connects afresh instead of waiting out gRPC's reconnect backoff on a
+    channel to a server that restarted.
+    """
+
+    def __init__(self, uri: str, token: str | None = None, timeout: float = 10.0, replica_number: int = 1, start_lite: Callable[[], str] | None = None) -> None:
+        """``start_lite``: for the embedded store, finds (or starts) its Lite server and returns the URI."""
         self.uri = uri
         self._token = token
         self._timeout = timeout
+        self.replica_number = replica_number
+        self._start_lite = start_lite
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._version: str | None = None
+        self._generation = 0
+        self._used = threading.local()
 
     @classmethod
     def from_config(cls, cfg: Config) -> MilvusStore:
         uri = cfg.milvus_uri
         token = cfg.milvus.token.get_secret_value() if cfg.milvus.token else None
+        replicas = cfg.milvus.replica_number
         if is_embedded(uri):
             from kbrelease.store.lite import ensure_server
 
-            uri = ensure_server(Path(uri), idle_stop_minutes=cfg.store.idle_stop_minutes, servers_dir=cfg.store.servers_path)
-        return cls(uri, token)
+            if replicas > 1:
+                log.debug("milvus.replica_number=%d ignored: the embedded Milvus Lite store has one node", replicas)
+            start_lite = functools.partial(ensure_server, Path(uri), idle_stop_minutes=cfg.store.idle_stop_minutes, servers_dir=cfg.store.servers_path)
+            return cls(start_lite(), token, start_lite=start_lite)
+        return cls(uri, token, replica_number=replicas)
+
+    @property
+    def where(self) -> str:
+        """``Milvus at <uri without credentials>``, for messages."""
+        return f"Milvus at {redact_uri(self.uri)}"
+
+    @property
+    def embedded(self) -> bool:
+        """Whether this is the embedded Lite server kbrelease started for a workspace folder."""
+        return self._start_lite is not None
 
     def translate(self, exc: Exception, op: str, args: Sequence[Any] = ()) -> StoreError:
         text = str(exc)
@@ -195,13 +257,42 @@ class MilvusStore:
         target = "/".join(str(a) for a in args[:2] if isinstance(a, str))
         kind = classify(exc)
         if kind == "unreachable":
-            return StoreUnreachable(f"cannot reach {where} ({op} {target}); check MILVUS_URI and that the server is running")
+            err = StoreUnreachable(f"cannot reach {where} ({op} {target}); check MILVUS_URI and that the server is running")
+            err.reconnected = self.reconnect()
+            return err
         if kind == "auth":
             return StoreError(f"{where} refused {op} {target}: authentication failed; check MILVUS_TOKEN")
         return StoreError(f"{where}: {op} {target} failed: {text}")
 
+    def reconnect(self) -> bool:
+        """Drop the clients the failed call used, once per failure wave; True if this call did it.
+
+        Other threads that failed on the same (old) clients find them replaced already and
+        leave the new ones alone. The embedded store also finds its Lite server again,
+        starting it if it died (it may come back on another port).
+        """
+        generation = getattr(self._used, "generation", None)
+        with self._lock:
+            if generation is not None and generation != self._generation:
+                return False  # another thread reconnected since this one took its client
+            old = list(self._clients.values())
+            self._clients.clear()
+            self._generation += 1
+        for c in old:
+            with contextlib.suppress(Exception):  # closing is best effort
+                c.close()
+        if self._start_lite is not None:
+            try:
+                self.uri = self._start_lite()
+            except StoreError as exc:
+                log.warning("the embedded Milvus Lite server could not be restarted: %s", exc)
+                return False
+        log.info("reconnecting to Milvus at %s", redact_uri(self.uri))
+        return True
+
     def client(self, db: str = "default") -> Any:
         with self._lock:
+            self._used.generation = self._generation
             found = self._clients.get(db)
             if found is not None:
                 return found
@@ -217,10 +308,16 @@ class MilvusStore:
                 if self._token:
                     kwargs["token"] = self._token
                 made = MilvusClient(**kwargs)
-            except Exception as exc:
-                raise self.translate(exc, "connect", (db,)) from exc
-            self._clients[db] = made
-            return made
+            except Exception as exc:  # noqa: BLE001 - translated below, outside the lock (a reconnect takes it)
+                made = None
+                failure = exc
+            if made is not None:
+                self._clients[db] = made
+                return made
+        err = self.translate(failure, "connect", (db,))
+        if isinstance(err, StoreUnreachable) and not self.embedded:
+            err.reconnected = False  # no connection to retry: a server that refuses a new one now refuses it again at once
+        raise err from failure
 
     def close(self) -> None:
         with self._lock:
@@ -229,15 +326,24 @@ class MilvusStore:
                     c.close()
             self._clients.clear()
 
+    @_translated("ping")
+    def ping(self, timeout: float = 2.0) -> None:
+        """One cheap round trip (list the databases) within ``timeout`` seconds; raises StoreUnreachable if Milvus does not answer."""
+        self.client().list_databases(timeout=timeout)
+
+    def load_with_replicas(self, c: Any, name: str) -> None:
+        """Load a collection, with ``replica_number`` replicas on a server; a refused replica count is explained."""
+        load_collection(c, name, None if self.embedded else self.replica_number, self.where)
+
     def _reloading(self, db: str, name: str, read: Callable[[], T]) -> T:
         """``read()``; if Milvus says the collection is not loaded (a store restart, an operator freeing
-        memory), load it and try once more instead of failing every read from now on."""
+        memory, the service's idle unload), load it and try once more instead of failing every read from now on."""
         try:
             return read()
         except Exception as exc:
-            if not _not_loaded(exc):
+            if not not_loaded(exc):
                 raise
-        self.client(db).load_collection(name)
+        self.load_with_replicas(self.client(db), name)
         return read()
 
     # --- databases -------------------------------------------------------
@@ -302,7 +408,7 @@ class MilvusStore:
         index.add_index(field_name="vector", metric_type="COSINE", index_type="AUTOINDEX")
         if sparse:
             index.add_index(field_name=SPARSE_FIELD, metric_type="BM25", index_type="SPARSE_INVERTED_INDEX")
-        create_indexed(c, name, schema, index)
+        create_indexed(c, name, schema, index, None if self.embedded else self.replica_number, self.where)
 
     @_translated("describe collection")
     def has_sparse(self, db: str, name: str) -> bool:
@@ -320,7 +426,18 @@ class MilvusStore:
         if state.endswith("NotExist"):
             raise StoreError(f"collection {db}/{name} does not exist in Milvus at {redact_uri(self.uri)}; the release is incomplete or was dropped")
         if not state.endswith("Loaded"):
-            c.load_collection(name)
+            self.load_with_replicas(c, name)
+
+    @_translated("release")
+    def release(self, db: str, name: str) -> None:
+        """Free a collection's memory in Milvus (it stays on disk; a read loads it again)."""
+        self.client(db).release_collection(name)
+
+    @_translated("load state")
+    def load_state(self, db: str, name: str) -> str:
+        """``Loaded``, ``Loading``, ``NotLoad`` or ``NotExist``."""
+        state = str(self.client(db).get_load_state(name).get("state", ""))
+        return state.rsplit(".", 1)[-1].removeprefix("LoadState").strip(": <>") or "unknown"
 
     @_translated("upsert")
     def upsert(self, db: str, name: str, rows: list[dict[str, Any]]) -> None:
@@ -341,8 +458,10 @@ class MilvusStore:
         c.release_collection(name)
         for attempt in range(attempts):
             try:
-                c.load_collection(name)
+                self.load_with_replicas(c, name)
                 return
+            except StoreError:
+                raise  # refused for a reason a retry does not change (replicas)
             except Exception:
                 if attempt == attempts - 1:
                     raise
