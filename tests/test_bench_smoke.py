@@ -25,7 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 TIMEOUT_S = 300
 #: What libraries leave in the temp dir on purpose: torch's compile cache (``torchinductor_<user>``).
-THIRD_PARTY_CACHES = ("torchinductor_",)
+# torch's compile cache; onnxruntime's telemetry session file, written at `import onnxruntime` whatever the caller
+# does (kbrelease switches its events off: kbrelease.embedding.onnx_text).
+THIRD_PARTY_CACHES = ("torchinductor_", ".ses")
 
 
 def run_smoke(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
