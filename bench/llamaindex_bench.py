@@ -106,8 +106,19 @@ class Meter:
         }
 
 
+TEXT_EXTS = (".md", ".txt", ".rst")
+"""What both systems read as text (reStructuredText as plain text for LlamaIndex; kbrelease parses its headings)."""
+
+
 def text_files(text_dir: Path) -> list[Path]:
-    return sorted(p for p in text_dir.rglob("*") if p.suffix in (".md", ".txt"))
+    return sorted(p for p in text_dir.rglob("*") if p.suffix in TEXT_EXTS)
+
+
+def end_to_end_seconds() -> float | None:
+    """Seconds since ``KB_BENCH_T0`` (epoch seconds the caller noted just before starting this process): process
+    start, imports and model load included, as a user waits for them. None when not started that way."""
+    t0 = os.environ.get("KB_BENCH_T0")
+    return round(time.time() - float(t0), 2) if t0 else None
 
 
 _STOP = frozenset(
@@ -193,8 +204,15 @@ def make_queries(text_dir: Path, per_kind: int = 200, seed: int = 0) -> list[Que
     return queries
 
 
+def load_queries(path: Path) -> list[Query]:
+    """Queries written by hand for a real corpus (``bench/queries/*.json``): each names the one file that answers it
+    and a passage (a phrase of that file) that the answering chunk holds. Kinds: "question" and "keyword"."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return [Query(q["kind"], q["q"], q["passage"], (q["file"],)) for q in data["queries"]]
+
+
 def _squash(text: str) -> str:
-    return " ".join(text.split())
+    return " ".join(text.split()).casefold()
 
 
 def recall_at_k(queries: Sequence[Query], results: Sequence[Sequence[tuple[str, str]]], k: int = TOP_K) -> dict[str, dict[str, float]]:
@@ -372,11 +390,11 @@ def run_llamaindex(args: argparse.Namespace) -> dict[str, Any]:
         if args.mode == "incremental":  # the change is made on a copy
             shutil.copytree(text_dir, base / "corpus" / "text")
             text_dir = base / "corpus" / "text"
-        queries = make_queries(text_dir, args.queries, args.seed)
+        queries = load_queries(args.queries_file) if args.queries_file else make_queries(text_dir, args.queries, args.seed)
         splitter = SentenceSplitter(chunk_size=args.chunk_size, chunk_overlap=args.chunk_overlap, tokenizer=tokenize)
 
         def read() -> list[Document]:
-            docs: list[Document] = SimpleDirectoryReader(str(text_dir), recursive=True, filename_as_id=True, required_exts=[".md", ".txt"]).load_data()
+            docs: list[Document] = SimpleDirectoryReader(str(text_dir), recursive=True, filename_as_id=True, required_exts=list(TEXT_EXTS)).load_data()
             return docs
 
         def retriever(store: Any) -> Any:
@@ -443,6 +461,7 @@ def run_llamaindex(args: argparse.Namespace) -> dict[str, Any]:
             full["chunks"] = len(nodes)
             full["cpu_ms_per_chunk"] = round(1000 * full["cpu_seconds"]["total"] / len(nodes), 1)
             full["chunks_per_cpu_second"] = round(len(nodes) / full["cpu_seconds"]["total"], 2)
+            full["end_to_end_seconds"] = end_to_end_seconds()
             result["full"] = full
             print(f"llamaindex full: {full['wall_seconds']} s wall, {full['cpu_seconds']['total']} CPU s, {len(nodes)} chunks", file=sys.stderr)
 
@@ -489,8 +508,15 @@ def run_llamaindex(args: argparse.Namespace) -> dict[str, Any]:
 
 #: Why ``--smoke`` runs only the standard-library part, or None when LlamaIndex is importable.
 def missing_llamaindex() -> str | None:
-    if importlib.util.find_spec("llama_index") is None:
-        return "llama_index is not installed in this virtualenv (see bench/README.md, 'Against LlamaIndex'): only the standard-library helpers ran"
+    """Why the LlamaIndex run cannot happen here (None: it can). kbrelease's own ``[llamaindex]`` extra installs
+    llama-index-core alone; the bench also needs the HuggingFace embedding and the Milvus vector store packages."""
+    for module in ("llama_index.core", "llama_index.embeddings.huggingface", "llama_index.vector_stores.milvus"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            return f"{module} is not installed in this virtualenv (see bench/README.md, 'Against LlamaIndex'): only the standard-library helpers ran"
     return None
 
 
@@ -530,6 +556,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--embed-batch-size", type=int, default=0, help="HuggingFaceEmbedding embed_batch_size (default: LlamaIndex's, 10)")
     parser.add_argument("--queries", type=int, default=200, help="queries per kind (sentence, words)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the queries")
+    parser.add_argument("--queries-file", type=Path, default=None, help="hand-written queries of a real corpus (bench/queries/*.json)")
     parser.add_argument("--edit-share", type=float, default=0.005, help="incremental: share of text files with one paragraph rewritten")
     parser.add_argument("--add-share", type=float, default=0.0025, help="incremental: share of text files added")
     parser.add_argument("--delete-share", type=float, default=0.0025, help="incremental: share of text files deleted")

@@ -21,7 +21,8 @@ so machine-load drift hits both sides alike:
 Overhead = service p50 − direct p50 (and p99) at the same concurrency. Each client thread
 runs its own queries back to back (closed loop); QPS counts completed requests.
 
-**Switch under load**: ``--switch-seconds`` of load at ``--switch-concurrency``, the live
+**Switch under load** (the load of ``kbrelease loadtest``: :class:`kbrelease.service.loadtest.LoadTest`):
+``--switch-seconds`` of load at ``--switch-concurrency``, the live
 pointer moved v1 → v2 in the middle by another client (the library, as ``kbrelease switch``
 does); reports failed requests, p99 in the 2.5 s after the switch vs. before, and when the
 last response from v1 came back.
@@ -286,30 +287,12 @@ def overhead(kb: Any, url: str, concurrency: int, queries: int, rounds: int) -> 
 
 def switch_under_load(kb: Any, url: str, replicas: list[str], concurrency: int, seconds: float) -> dict[str, Any]:
     """Load through ``url``; the live pointer moves v1 → v2 halfway; who failed, p99 before/after, when v1 stopped."""
+    from kbrelease.service.loadtest import LoadTest  # the load of `kbrelease loadtest`
+
     live = kb.registry.pointer().live
     target = "v2" if live == "v1" else "v1"
-    outcomes: list[tuple[float, float, int, str | None]] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def worker(t: int) -> None:
-        with httpx.Client(base_url=url, timeout=30) as c:
-            i = t
-            while not stop.is_set():
-                started = time.monotonic()
-                try:
-                    resp = c.get("/api/v1/search", params={"q": QUERIES[i % len(QUERIES)], "k": 5})
-                    status, release = resp.status_code, resp.json().get("release") if resp.status_code == 200 else None
-                except httpx.HTTPError:
-                    status, release = 0, None
-                with lock:
-                    outcomes.append((started, time.monotonic() - started, status, release))
-                i += 1
-
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(concurrency)]
-    t0 = time.monotonic()
-    for th in threads:
-        th.start()
+    load = LoadTest(url, concurrency, QUERIES, k=5).start()
+    t0 = load.started
     time.sleep(seconds / 2)
     t_switch = time.monotonic()
     kb.switch(target)  # another client moves the pointer, as `kbrelease switch` does
@@ -321,9 +304,8 @@ def switch_under_load(kb: Any, url: str, replicas: list[str], concurrency: int, 
                 followed[r] = round(time.monotonic() - t_switch, 3)
         time.sleep(0.01)
     time.sleep(max(0.0, seconds / 2 - (time.monotonic() - t_switch)))
-    stop.set()
-    for th in threads:
-        th.join()
+    load.stop()
+    outcomes = [(t0 + o.at, o.seconds, o.status, o.release) for o in load.outcomes]
     before = [d * 1000 for s, d, st, _ in outcomes if s < t_switch - 0.5 and s > t0 + 1.0]
     during = [d * 1000 for s, d, st, _ in outcomes if t_switch <= s < t_switch + 2.5]
     old_after = [s + d - t_switch for s, d, st, rel in outcomes if rel == live and s + d > t_switch]

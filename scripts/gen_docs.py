@@ -51,13 +51,13 @@ def cli_markdown() -> str:
         "",
         f"{root.help}",
         "",
-        "Global options (before the command):",
+        "Global options (before the command, or after it):",
         "",
     ]
     lines += [_param_line(p) for p in root.params if p.name != "help"]
     for full, cmd in _commands(root, "kbrelease"):
         lines += ["", f"## `{full}`", "", (cmd.help or "").strip(), ""]
-        params = [p for p in cmd.params if p.name != "help"]
+        params = [p for p in cmd.params if p.name != "help" and not getattr(p, "is_global", False)]
         lines += [_param_line(p) for p in params] or ["(no options)"]
     return "\n".join(lines) + "\n"
 

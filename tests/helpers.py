@@ -32,3 +32,9 @@ def mini_corpus(dest: Path) -> Path:
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(corpus / rel, dest / rel)
     return dest
+
+
+ENDPOINT = {"TEXT_EMBEDDING_BASE_URL": "http://127.0.0.1:9/v1", "TEXT_EMBEDDING_DIM": "384"}
+"""Env of a text model served by an OpenAI-compatible endpoint (nothing listens: for checks that never embed)."""
+OTHER_MODEL = {**ENDPOINT, "TEXT_EMBEDDING_MODEL": "bge-small-en"}
+"""Another text model than the bundled one, configured the way it could really run (a name alone is refused)."""

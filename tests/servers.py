@@ -25,6 +25,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +45,7 @@ __all__ = [
     "MilvusLiteServer",
     "MilvusServer",
     "S3Server",
+    "TcpForwarder",
     "find_executable",
     "free_port",
     "free_ports",
@@ -307,6 +309,24 @@ class MilvusServer(Managed):
         self.startup_seconds = self._server.startup_seconds
         return self
 
+    def start_again(self, timeout: float = 120) -> Self:
+        """Start again after :meth:`stop`, asking for the same ports, on the same data.
+
+        A port with connections of the killed server in TIME_WAIT is skipped and the next
+        free one taken: :attr:`port` is updated. Put a :class:`TcpForwarder` in front for an
+        address that survives restarts.
+        """
+        from kbrelease.errors import StoreError
+
+        if not self.port:
+            raise RuntimeError("start_again() needs a server that was started (and stopped) before")
+        _LIVE.add(self)
+        try:
+            self._server.start_again(timeout)
+        except StoreError as exc:
+            raise RuntimeError(str(exc)) from None
+        return self
+
     def stop(self) -> None:
         """SIGKILL the whole process group and wait for it; idempotent."""
         _LIVE.discard(self)
@@ -335,13 +355,14 @@ class MilvusLiteServer(_ServerProcess):
     def available(cls) -> bool:
         return find_executable("milvus-lite") is not None
 
-    def start(self, timeout: float = 60) -> Self:
-        """Start; ready when the port accepts and ``list_databases()`` answers."""
+    def start(self, timeout: float = 60, port: int | None = None) -> Self:
+        """Start; ready when the port accepts and ``list_databases()`` answers. ``port``: this one, else a free one."""
         exe = self._executable_to_start("milvus-lite", "install it with: pip install 'milvus-lite>=3.2.2,<3.3'")
         began = time.monotonic()
         deadline = began + timeout
+        wanted = port
         for attempt in range(3):
-            port = free_port()
+            port = wanted or free_port()
             argv = [exe, "server", "--data-dir", str(self.data_dir), "--host", HOST, "--port", str(port)]
             self._spawn(argv, {**os.environ, "PYTHONUNBUFFERED": "1"})
             try:
@@ -349,6 +370,7 @@ class MilvusLiteServer(_ServerProcess):
             except _StartFailed as exc:
                 self._kill()
                 if exc.retryable and attempt < 2 and time.monotonic() < deadline:
+                    time.sleep(0.5)  # a port asked for may still be held by the process just killed
                     continue
                 raise RuntimeError(str(exc)) from None
             except BaseException:
@@ -379,6 +401,12 @@ class MilvusLiteServer(_ServerProcess):
                 raise _StartFailed("\n".join([f"milvus-lite not ready on port {port}: {last_error}", *self.output()[-30:]]))
             time.sleep(0.1)
 
+    def start_again(self, timeout: float = 60) -> Self:
+        """Start again after :meth:`stop`, on the same port and data: a store restart, as its clients see it."""
+        if not self.port:
+            raise RuntimeError("start_again() needs a server that was started (and stopped) before")
+        return self.start(timeout, port=self.port)
+
     @staticmethod
     def _probe(port: int) -> str:
         """'' when a MilvusClient can list databases, else the error."""
@@ -397,6 +425,73 @@ class MilvusLiteServer(_ServerProcess):
         finally:
             client.close()
         return ""
+
+
+class TcpForwarder(Managed):
+    """A TCP relay on a fixed loopback port to ``target`` (changeable): the stable address of a server that
+    restarts on another port, as a Kubernetes Service is for a pod. Each connection is piped both ways."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def uri(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def running(self) -> bool:  # type: ignore[override]
+        return self._listener is not None
+
+    def start(self) -> Self:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((HOST, 0))
+        sock.listen(64)
+        self._listener, self.port = sock, sock.getsockname()[1]
+        threading.Thread(target=self._accept, name="tcp-forwarder", daemon=True).start()
+        return self
+
+    def _accept(self) -> None:
+        while self._listener is not None:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection((HOST, self.target), timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()  # the server is down: refuse, as it would
+                continue
+            with self._lock:
+                self._conns |= {client, upstream}
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+            with self._lock:
+                self._conns.discard(sock)
+
+    def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+        for sock in conns:
+            with contextlib.suppress(OSError):
+                sock.close()
 
 
 class S3Server(Managed):

@@ -25,7 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 TIMEOUT_S = 300
 #: What libraries leave in the temp dir on purpose: torch's compile cache (``torchinductor_<user>``).
-THIRD_PARTY_CACHES = ("torchinductor_",)
+# torch's compile cache; onnxruntime's telemetry session file, written at `import onnxruntime` whatever the caller
+# does (kbrelease switches its events off: kbrelease.embedding.onnx_text).
+THIRD_PARTY_CACHES = ("torchinductor_", ".ses")
 
 
 def run_smoke(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -69,18 +71,29 @@ def test_every_script_is_covered() -> None:
         "embed_bench.py",
         "search_bench.py",
         "engine_bench.py",
+        "hybrid_bench.py",
         "lite_search_profile.py",
         "dataindex_bench.py",
         "package_bench.py",
         "serve_bench.py",
         "workflow_bench.py",
         "quantize_bench.py",
+        "padding_bench.py",
         "llamaindex_bench.py",
         "vs_llamaindex.py",
         "plot.py",
+        "formats_bench.py",
     }
     scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
     assert scripts == covered
+
+
+def test_padding_bench(tmp_path: Path) -> None:
+    report = smoke_report("padding_bench.py", tmp_path)
+    computed = report["computed_tokens"]
+    assert report["chunks"] > 0 and report["tokens"] > 0
+    # Sorting never computes more than file order, and never less than the real tokens.
+    assert report["tokens"] <= computed["whole source"] <= computed["window 2048"] <= computed["window 256"] <= computed["file order"]
 
 
 def test_make_corpus(tmp_path: Path) -> None:
@@ -137,11 +150,30 @@ def test_engine_bench(tmp_path: Path) -> None:
     assert result["recommended"] is not None and "| lite | 300 |" in report["table"]
 
 
+def test_hybrid_bench(tmp_path: Path, lite_server: str) -> None:
+    report = smoke_report("hybrid_bench.py", tmp_path, "--milvus-uri", lite_server)
+    assert set(report["corpora"]) == {"alpha", "beta"}
+    for corpus in report["corpora"].values():
+        assert corpus["chunks"] > 0
+        assert set(corpus["summary"]["all"]) == {"dense", "hybrid", "sparse"}
+        assert corpus["summary"]["keyword"]["sparse"]["recall@5"] == 1.0  # the exact term is found by BM25
+    assert "| alpha | keyword (1) | hybrid |" in report["table_md"]
+    assert set(report["verdict"]["hybrid_wins"]) == {"alpha/keyword", "alpha/question", "beta/keyword", "beta/question"}
+
+
 def test_lite_search_profile(tmp_path: Path) -> None:
     out = tmp_path / "profile.txt"
     run_smoke("lite_search_profile.py", "--out", str(out), cwd=tmp_path)
     text = out.read_text()
     assert "search p50" in text and "function calls" in text
+
+
+def test_formats_bench(tmp_path: Path) -> None:
+    report = smoke_report("formats_bench.py", tmp_path)
+    formats = {r["format"] for r in report["results"]}
+    assert {"pdf", "html", "restructuredtext", "asciidoc"} <= formats
+    pdf = next(r for r in report["results"] if r["format"] == "pdf")
+    assert pdf["pages_with_text"] == 2 and pdf["pages_per_s"] > 0 and pdf["notes"]
 
 
 def test_dataindex_bench(tmp_path: Path) -> None:
@@ -196,6 +228,28 @@ def test_vs_llamaindex(tmp_path: Path, lite_server: str) -> None:
     assert report["full"]["chunks"] > 0
     assert set(report["recall"]) == {"sentence", "words"}
     assert "| run | system |" in done.stdout and "LlamaIndex (batch" in done.stdout
+
+
+def test_vs_llamaindex_prepares_a_real_corpus_and_refuses_a_query_its_file_cannot_answer(tmp_path: Path) -> None:
+    """``prepare`` copies the files a hand-written queries file names, and checks each query's passage is in its file."""
+    spec = {
+        "corpus": "the example corpus",
+        "source_path": str(REPO / "examples" / "corpus" / "text"),
+        "source_globs": ["it/*.md"],
+        "queries": [{"kind": "question", "q": "Which VPN do we use?", "file": "it/vpn-setup.md", "passage": "We use WireGuard"}],
+    }
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(spec), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(BENCH)])}
+    command = [sys.executable, str(BENCH / "vs_llamaindex.py"), "prepare", "--queries-file"]
+    done = subprocess.run([*command, str(good), "--out", str(tmp_path / "c")], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "c" / "text" / "it" / "vpn-setup.md").is_file() and json.loads(done.stdout)["files"] >= 1
+    spec["queries"][0]["passage"] = "We use OpenVPN"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(spec), encoding="utf-8")
+    done = subprocess.run([*command, str(bad), "--out", str(tmp_path / "d")], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0 and "does not hold its passage" in done.stderr
 
 
 def test_llamaindex_bench(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -21,17 +22,19 @@ from kbrelease.embedding.base import ImageEmbedder, RecordedEmbedder, TextEmbedd
 from kbrelease.embedding.models import Models
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.registry import Pointer, Registry, ReleaseRecord
-from kbrelease.release.search import Hit, SearchResult
+from kbrelease.release.search import Hit, RowFilter, SearchMode, SearchResult, parse_when
 from kbrelease.sources.sync import SyncInfo
 from kbrelease.store.milvus import MilvusStore
 from kbrelease.trust.names import check_name
 
 if TYPE_CHECKING:
+    from kbrelease.deploy.github import Flow
     from kbrelease.deploy.render import RenderInfo
     from kbrelease.embedding.base import EmbedderIdentity
     from kbrelease.index.bundles import ResolvedBundle
     from kbrelease.index.query import IndexQuery
     from kbrelease.monitor.checks import MonitorReport
+    from kbrelease.monitor.notify import NotifyInfo
     from kbrelease.package.export import ExportInfo
     from kbrelease.package.importer import ImportInfo, ImportTarget
     from kbrelease.package.migrate import MigrateInfo
@@ -41,8 +44,21 @@ if TYPE_CHECKING:
     from kbrelease.release.follow import LiveFollower
     from kbrelease.release.lifecycle import GcReport
     from kbrelease.release.quality import GoldenQuery, QualityReport
+    from kbrelease.release.registrations import FileStatus
     from kbrelease.release.shards import BuildPlan, ShardResult
     from kbrelease.trust.lock import EnvLock
+
+
+def _read_image(path: Path) -> bytes:
+    """The bytes of a query image file, or a clear error naming it."""
+    from kbrelease.errors import QueryError
+
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise QueryError(f"image file {path} not found; give the path of an image file, or its bytes") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise QueryError(f"cannot read image file {path} ({exc.strerror}); give the path of a readable image file") from None
 
 
 @dataclass
@@ -69,6 +85,15 @@ class PublishInfo:
             "unchanged": self.unchanged,
             "advice": list(self.advice),
         }
+
+
+def row_filter(where: str | None, after: datetime | str | None, before: datetime | str | None) -> RowFilter | None:
+    """The search's metadata/time filter, checked now (a bad one raises QueryError before anything runs)."""
+    if not (where and where.strip()) and after is None and before is None:
+        return None
+    rows = RowFilter(where, parse_when(after, "after"), parse_when(before, "before"))
+    rows.expr()
+    return rows
 
 
 class KbRelease:
@@ -181,6 +206,8 @@ class KbRelease:
     def _builder(self) -> Builder:
         from kbrelease.release.build import Builder
 
+        for modality in sorted({s.modality for s in self.cfg.sources}):
+            self.identity(modality)  # a model the config names but cannot run is refused before anything is written
         return Builder(self.cfg, self.store, self.registry, self.reporter, self.models, self.cache)
 
     def build(self, release: str | None = None, bundle: str | None = None, bundle_version: str | None = None) -> ReleaseRecord:
@@ -415,23 +442,42 @@ class KbRelease:
             return None
         if record.chunking.get("target_tokens") != self.cfg.text.chunk_target_tokens:
             return None
+        hybrid = {s.name: s.hybrid for s in self.cfg.sources}
+        if any(counts.sparse != hybrid.get(name, counts.sparse) for name, counts in record.sources.items()):
+            return None  # `hybrid:` was switched on or off since: the collections need (or lose) the BM25 field
         # The configured identities, read from the model files: a publish with nothing to do loads no model.
         if all(RecordedEmbedder.from_record(built).compare(self.identity(kind)) == "same" for kind, built in record.embedders.items()):
             return record
         return None
 
     # --- deployment -------------------------------------------------------------
-    def render_kubernetes(self, out: Path) -> RenderInfo:
-        """Write the Argo WorkflowTemplate and the Kubernetes objects for this config into ``out``."""
-        from kbrelease.deploy.render import render
+    def render_kubernetes(
+        self, out: Path, template_name: str | None = None, publish_schedule: str | None = None, monitor_schedule: str | None = None
+    ) -> RenderInfo:
+        """Write the Argo WorkflowTemplate and the Kubernetes objects for this config into ``out``.
 
-        return render(self.cfg, out)
+        ``template_name`` names the WorkflowTemplate (``bg-deploy``: the seed's), the schedules add CronWorkflows;
+        each overrides its ``deploy`` key for this rendering only.
+        """
+        from kbrelease.deploy.render import render, with_deploy
+
+        changes = {"workflow_template": template_name, "schedule.publish": publish_schedule, "schedule.monitor": monitor_schedule}
+        return render(with_deploy(self.cfg, changes), out)
 
     def github_workflow(self) -> str:
         """The GitHub Actions workflow (YAML) that keeps the data index on the branch data/<bundle>."""
         from kbrelease.deploy.github import github_workflow_yaml
 
         return github_workflow_yaml(self.cfg)
+
+    def github_workflows(self, flow: Flow = "single") -> dict[str, str]:
+        """The workflow files of a CI flow (``single``, ``one-repo``, ``two-repo``): file name → YAML.
+
+        ``two-repo`` gives the spec repository's (changed bundle specs → repository_dispatch) then the index repository's.
+        """
+        from kbrelease.deploy.github import workflows_yaml
+
+        return workflows_yaml(self.cfg, flow)
 
     # --- data index and bundles -------------------------------------------------
     def index_bundle(self, spec: Path, sync: bool = False) -> ResolvedBundle:
@@ -459,12 +505,13 @@ class KbRelease:
         """Queries over a data index: a resolved bundle (``version`` or its latest),
         ``current`` (the last sync), ``live``, or a release's frozen index."""
         from kbrelease.index.bundles import LIVE, bundle_versions, locate_index
+        from kbrelease.index.compat import VersionCheck
         from kbrelease.index.query import IndexQuery
         from kbrelease.workspace import Workspace
 
         ws = Workspace.of(self.cfg)
         live = self.registry.pointer().live if name == LIVE and not bundle_versions(ws, name) else None
-        return IndexQuery(locate_index(ws, name, version, live))
+        return IndexQuery(locate_index(ws, name, version, live), VersionCheck.of(self.cfg))
 
     # --- integrity ---------------------------------------------------------------
     def monitor(self, alerts: bool = True, checksum_sample: int | str | None = None) -> MonitorReport:
@@ -545,6 +592,30 @@ class KbRelease:
 
     def releases(self) -> list[ReleaseRecord]:
         return self.registry.list()
+
+    def collection_states(self) -> list[dict[str, str]]:
+        """Each collection of this environment's releases with its load state in Milvus memory
+        (``Loaded``, ``Loading``, ``NotLoad``; ``NotExist`` for a missing one): what searches keep in RAM."""
+        if not self.registry.exists():  # reading would create the registry; a status writes nothing
+            return []
+        pointer = self.registry.pointer()
+        out = []
+        for record in self.registry.list():
+            if record.state in ("dropped", "dropping"):
+                continue
+            for source, counts in sorted(record.sources.items()):
+                state = self.store.load_state(record.database, counts.collection)
+                out.append(
+                    {
+                        "release": record.name,
+                        "release_state": record.display_state(pointer),
+                        "source": source,
+                        "database": record.database,
+                        "collection": counts.collection,
+                        "state": state,
+                    }
+                )
+        return out
 
     def release(self, name: str) -> ReleaseRecord:
         return self.registry.require(check_name("release", name))
@@ -631,38 +702,73 @@ class KbRelease:
 
         return release if isinstance(release, ReleaseRecord) else resolve_release(self.registry, release)
 
-    def query(self, query: str, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> SearchResult:
-        """Text search of one release's text sources, with the release name and timings."""
-        from kbrelease.release.search import check_query, run_search
+    def query(
+        self,
+        query: str,
+        k: int = 5,
+        source: str | None = None,
+        release: str | ReleaseRecord | None = None,
+        where: str | None = None,
+        after: datetime | str | None = None,
+        before: datetime | str | None = None,
+        mode: SearchMode | None = None,
+    ) -> SearchResult:
+        """Text search of one release's text sources, with the release name and timings.
+
+        ``where`` filters by the files' user metadata (``camera_id == "front" and speed > 3``, see
+        :mod:`kbrelease.trust.where`); ``after``/``before`` by the files' timestamps (inclusive, UTC when no zone).
+        ``mode``: ``dense`` (vectors), ``sparse`` (BM25 keywords) or ``hybrid`` (both, reciprocal rank fusion); none:
+        hybrid on the sources built with ``hybrid: true``, dense on the others. Each hit says which retrievers found it.
+        """
+        from kbrelease.release.search import check_mode, check_query, run_search
 
         text = check_query(query, k)
+        mode = check_mode(mode)
+        rows = row_filter(where, after, before)
         record = self.resolve(release)
+        if mode == "sparse":  # no model: BM25 needs only the words
+            from kbrelease.embedding.base import EmbedderIdentity
+
+            return run_search(self.store, record, "text", EmbedderIdentity("text", "", 0), list, k, source, rows, query=text, mode=mode)
         emb = self.query_text_embedder
-        return run_search(self.store, record, "text", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source)
+        return run_search(self.store, record, "text", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source, rows, query=text, mode=mode)
 
     def query_image(
         self,
-        image: bytes | Path,
+        image: bytes | str | Path,
         k: int = 5,
         source: str | None = None,
         release: str | ReleaseRecord | None = None,
         max_pixels: int | None = None,
         limit_name: str = "image.max_pixels",
+        where: str | None = None,
+        after: datetime | str | None = None,
+        before: datetime | str | None = None,
     ) -> SearchResult:
-        """Image search by an example image. ``max_pixels`` (default ``image.max_pixels``) refuses bombs."""
+        """Image search by an example image: its bytes, or the path of its file. ``max_pixels`` (default ``image.max_pixels``) refuses bombs."""
         from kbrelease.images.preprocess import preprocess_image
         from kbrelease.release.search import check_k, run_search
 
         check_k(k)
-        data = image.read_bytes() if isinstance(image, Path) else image
+        rows = row_filter(where, after, before)
+        data = image if isinstance(image, bytes) else _read_image(Path(image))
         emb = self.image_embedder
         # Decode first: a bad upload is the caller's error whatever is live.
         limit = max_pixels or self.cfg.image.max_pixels
         arr = preprocess_image(data, emb.input_size, emb.mean, emb.std, limit, limit_name, self.cfg.image.max_aspect_ratio)
         record = self.resolve(release)
-        return run_search(self.store, record, "image", emb.identity, lambda: emb.embed_arrays(arr[None, ...])[0].tolist(), k, source)
+        return run_search(self.store, record, "image", emb.identity, lambda: emb.embed_arrays(arr[None, ...])[0].tolist(), k, source, rows)
 
-    def query_text_to_image(self, query: str, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> SearchResult:
+    def query_text_to_image(
+        self,
+        query: str,
+        k: int = 5,
+        source: str | None = None,
+        release: str | ReleaseRecord | None = None,
+        where: str | None = None,
+        after: datetime | str | None = None,
+        before: datetime | str | None = None,
+    ) -> SearchResult:
         """Images described by a text, when the image model has a text tower (CLIP-like); else QueryError."""
         from kbrelease.embedding.base import ImageTextEmbedder
         from kbrelease.errors import QueryError
@@ -675,14 +781,59 @@ class KbRelease:
                 f"image model {emb.identity.model!r} cannot embed text, so images cannot be searched by a description; "
                 "search them with an example image, or configure an image model with a text encoder"
             )
+        rows = row_filter(where, after, before)
         record = self.resolve(release)
-        return run_search(self.store, record, "image", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source)
+        return run_search(self.store, record, "image", emb.identity, lambda: emb.embed_texts([text])[0].tolist(), k, source, rows)
 
-    def search(self, query: str, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> list[Hit]:
-        return self.query(query, k, source, release).hits
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        source: str | None = None,
+        release: str | ReleaseRecord | None = None,
+        where: str | None = None,
+        after: datetime | str | None = None,
+        before: datetime | str | None = None,
+        mode: SearchMode | None = None,
+    ) -> list[Hit]:
+        return self.query(query, k, source, release, where=where, after=after, before=before, mode=mode).hits
 
-    def search_image(self, image: bytes | Path, k: int = 5, source: str | None = None, release: str | ReleaseRecord | None = None) -> list[Hit]:
-        return self.query_image(image, k, source, release).hits
+    def search_image(
+        self,
+        image: bytes | str | Path,
+        k: int = 5,
+        source: str | None = None,
+        release: str | ReleaseRecord | None = None,
+        where: str | None = None,
+        after: datetime | str | None = None,
+        before: datetime | str | None = None,
+    ) -> list[Hit]:
+        """Hits for an example image: its bytes, or the path of its file (str or Path)."""
+        return self.query_image(image, k, source, release, where=where, after=after, before=before).hits
+
+    # --- registered files (seed 001) ---------------------------------------------
+    def register_files(self, files: list[dict[str, Any]]) -> list[FileStatus]:
+        """Register files for the next release: ``[{"source": "docs", "path": "it/vpn.md", "note": "..."}]``.
+
+        Every item is validated before the first is written (a configured source, a plain
+        relative path of its modality). Returns each file's id and current status.
+        """
+        from kbrelease.release.registrations import FileRegistry
+
+        return FileRegistry(self.cfg, self.registry, self.store).register(files)
+
+    def file_status(self, file_id: str | None = None) -> list[FileStatus]:
+        """The status of one registered file (``file_id``) or of all: registered, synced, embedded, live or failed (with the reason)."""
+        from kbrelease.release.registrations import FileRegistry
+
+        files = FileRegistry(self.cfg, self.registry, self.store)
+        return [files.get(file_id)] if file_id is not None else files.list()
+
+    def notify(self, workflow: str, status: str, release: str | None = None, failures: str | None = None) -> NotifyInfo:
+        """Post a workflow's result to the alert webhooks (what the Argo exit handler runs)."""
+        from kbrelease.monitor.notify import notify_workflow
+
+        return notify_workflow(self.cfg, workflow, status, release, failures)
 
     def release_files(self) -> ReleaseFiles:
         """Input files of releases, checked against their data index (thumbnails, downloads)."""

@@ -25,6 +25,7 @@ adapter that calls them, with ``raise ... from exc``.
     │   ├── UnknownFile          no file of that id in a release's data index
     │   ├── NoLiveRelease        nothing is live yet in the environment
     │   ├── VerificationError    a release that failed verification
+    │   ├── ReadOnlyRelease      a write through a reader (LangChain, LlamaIndex): releases are built by publish
     │   └── LockBusy             the environment lock is held and --no-wait was given (transient)
     ├── DataIndexError           bad bundle spec or data-index query (HTTP 400)
     │   └── NotInIndex           unknown bundle, version, release index or file id (HTTP 404)
@@ -114,6 +115,8 @@ class StoreUnreachable(StoreError):
     """The vector store cannot be reached."""
 
     transient = True
+    reconnected: bool = False
+    """Set by the store when it dropped its connections after this error, so one more try may reach a restarted server."""
 
 
 class ReleaseError(KbReleaseError):
@@ -126,6 +129,10 @@ class UnknownRelease(ReleaseError):
 
 class UnknownFile(ReleaseError):
     """No file of that id in a release's data index."""
+
+
+class ReadOnlyRelease(ReleaseError):
+    """A write through a release reader (the LangChain / LlamaIndex integrations): releases are built by ``kbrelease publish``."""
 
 
 class NoLiveRelease(ReleaseError):

@@ -17,6 +17,8 @@ SECRETS = {
     "TEXT_EMBEDDING_API_KEY": "sk-live-51HkbReleaseTestKey0q9w8e7r6t",
     "KBRELEASE_API_TOKEN": "kbr-api-7c1d5e9f0a2b4c6d",
     "KBRELEASE_ADMIN_TOKEN": "kbr-admin-3e5f7a9b1c3d5e7f",
+    "KBRELEASE_PAGERDUTY_ROUTING_KEY": "R0UTINGKEY0123456789abcdefABCDEF",
+    "KBRELEASE_SMTP_PASSWORD": "smtp-Pw-5a7c9e1b3d",
 }
 
 CONFIG = """\

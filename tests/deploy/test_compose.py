@@ -119,6 +119,36 @@ def test_every_secret_the_service_and_publish_need_is_passed_from_the_environmen
     assert _services(compose, MINIO_ROOT_PASSWORD="x")["search"]["environment"]["KBRELEASE_API_TOKEN"] == ""
 
 
+def test_the_search_replicas_can_point_at_a_milvus_cluster_with_replicas(compose: list[str]) -> None:
+    default = _services(compose, MINIO_ROOT_PASSWORD="x")["search"]["environment"]
+    cluster = _services(compose, MINIO_ROOT_PASSWORD="x", MILVUS_URI="http://milvus-proxy.example:19530", MILVUS_REPLICA_NUMBER="2")
+
+    assert (default["MILVUS_URI"], default["MILVUS_REPLICA_NUMBER"]) == ("http://milvus:19530", "1")
+    for name in ("search", "publish"):
+        env = cluster[name]["environment"]
+        assert (env["MILVUS_URI"], env["MILVUS_REPLICA_NUMBER"]) == ("http://milvus-proxy.example:19530", "2"), name
+
+
+def test_the_monitoring_profile_adds_prometheus_and_grafana(compose: list[str]) -> None:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KBRELEASE_", "MINIO_", "MILVUS_"))}
+    result = subprocess.run(
+        [*compose, "-f", str(COMPOSE_DIR / "docker-compose.yml"), "--profile", "monitoring", "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=clean | {"MINIO_ROOT_PASSWORD": "x"},
+        cwd=COMPOSE_DIR,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+
+    assert {"prometheus", "grafana"} <= set(services)
+    assert [(v["source"], v["target"]) for v in services["prometheus"]["volumes"] if v["type"] == "bind"] == [
+        (str(REPO / "deploy" / "monitoring" / "prometheus.yml"), "/etc/prometheus/prometheus.yml"),
+        (str(REPO / "deploy" / "monitoring" / "kbrelease-alerts.yml"), "/etc/prometheus/kbrelease-alerts.yml"),
+    ]
+
+
 def test_the_minio_password_is_required(compose: list[str]) -> None:
     result = _config(compose)
 

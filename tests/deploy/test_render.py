@@ -235,6 +235,18 @@ def test_config_map_carries_the_seed_variables_and_a_loadable_config(rendered: P
     assert cfg.text.embedder == "openai" and cfg.text.dim == 1536
 
 
+def test_pods_load_collections_with_the_replicas_of_the_milvus_cluster(rendered: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    default = {d["metadata"]["name"]: d["data"] for d in by_kind(rendered, "ConfigMap")}["kbrelease-config"]
+    config = CONFIG.replace("  uri: http://milvus.milvus:19530\n", "  uri: http://milvus-proxy.db:19530\n  replica_number: 3\n")
+    cluster = render_cli(tmp_path, config, monkeypatch)
+    env = {d["metadata"]["name"]: d["data"] for d in by_kind(cluster, "ConfigMap")}["kbrelease-config"]
+
+    assert default["MILVUS_REPLICA_NUMBER"] == "1"
+    assert (env["MILVUS_URI"], env["MILVUS_REPLICA_NUMBER"]) == ("http://milvus-proxy.db:19530", "3")
+    pod = load_config(None, env={k: v for k, v in env.items() if k != "KBRELEASE_CONFIG"})  # the variables as a pod reads them
+    assert (pod.milvus.uri, pod.milvus.replica_number) == ("http://milvus-proxy.db:19530", 3)
+
+
 def test_rendering_again_removes_objects_no_longer_wanted(rendered: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     render_cli(tmp_path, CONFIG.replace("hpa: {enabled: true, min_replicas: 3, max_replicas: 12}", "hpa: {enabled: false}"), monkeypatch)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -74,7 +75,8 @@ def test_the_spec_commit_is_recorded_when_the_spec_is_in_git(tmp_path: Path) -> 
     result = _index(tmp_path, spec, "--json")
 
     source = json.loads(result.stdout)["meta"]["spec_source"]
-    assert source == {"file": "bundles/weekly_docs.yaml", "repo": tmp_path.name, "commit": head, "dirty": False}
+    digest = "sha256:" + hashlib.sha256(spec.read_bytes()).hexdigest()
+    assert source == {"file": "bundles/weekly_docs.yaml", "repo": tmp_path.name, "commit": head, "dirty": False, "sha256": digest}
 
 
 def test_the_same_bundle_content_gives_the_same_checksum_as_the_sync(tmp_path: Path) -> None:

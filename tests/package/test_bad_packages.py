@@ -18,7 +18,7 @@ from kbrelease.errors import CompatibilityError, KbReleaseError, PackageError
 from kbrelease.package.format import format_sums, sha256_hex
 
 from .support import MakeTarget, footprint
-from helpers import mini_corpus, write_config
+from helpers import ENDPOINT, mini_corpus, write_config
 
 Members = list[tuple[tarfile.TarInfo, bytes]]
 
@@ -68,6 +68,20 @@ def _tampered(members: Members) -> Members:
     for info, data in members:
         if info.name == "collections/docs/part-000000.parquet":
             data = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
+        out.append((info, data))
+    return out
+
+
+def _future_index(members: Members) -> Members:
+    """The data index rewritten as a future kbrelease's (its checksum covers the manifest entries, which stay)."""
+    import yaml
+
+    out = []
+    for info, data in members:
+        if info.name == "index/bundle.yaml":
+            bundle = yaml.safe_load(data)
+            bundle["meta"].update(schema_version=7, kbrelease_version="9.0.0")
+            data = yaml.safe_dump(bundle, sort_keys=False).encode()
         out.append((info, data))
     return out
 
@@ -122,7 +136,12 @@ CASES: dict[str, tuple[Callable[[Members, Path], Path], type[KbReleaseError], st
     "newer manifest schema": (
         lambda m, p: _write(p, _manifest(m, lambda d: d["release"].update(schema_version=7)), resum=True),
         CompatibilityError,
-        r"manifest schema version 7, newer than kbrelease .* reads \(versions 1, 2\); upgrade kbrelease",
+        r"manifest schema version 7, newer than kbrelease .* reads \(versions 1, 2, 3\); upgrade kbrelease",
+    ),
+    "data index of an incompatible version": (
+        lambda m, p: _write(p, _future_index(m), resum=True),
+        CompatibilityError,
+        r"its data index: data index version v7 \(written by kbrelease 9\.0\.0\) is not compatible with kbrelease .*, which reads v1",
     ),
     "rows missing from a collection": (
         lambda m, p: _write(p, [(i, d) for i, d in m if i.name != "collections/docs/part-000000.parquet"], resum=True),
@@ -148,7 +167,7 @@ def test_a_bad_package_is_refused_and_nothing_is_written(case: str, good_package
 
 
 def test_a_package_of_another_model_is_refused_before_anything_is_written(good_package: Path, make_target: MakeTarget) -> None:
-    prod = make_target("prod", models=False, environ={"TEXT_EMBEDDING_MODEL": "paraphrase-multilingual-MiniLM-L12-v2"})
+    prod = make_target("prod", models=False, environ={**ENDPOINT, "TEXT_EMBEDDING_MODEL": "paraphrase-multilingual-MiniLM-L12-v2"})
 
     with pytest.raises(CompatibilityError, match=r"text vectors of model 'all-MiniLM-L6-v2' .* configured for 'paraphrase-multilingual-MiniLM-L12-v2'"):
         prod.package_import(good_package)

@@ -19,7 +19,7 @@ from kbrelease.cli import app
 from kbrelease.errors import CompatibilityError
 
 from .support import MakeTarget, footprint
-from helpers import write_config
+from helpers import OTHER_MODEL, write_config
 
 MILVUS_TOKEN = "root:hunter2-never-in-a-package"
 API_KEY = "sk-never-in-a-package-7f3a"
@@ -61,7 +61,7 @@ def test_promote_on_the_command_line_copies_a_release_to_prod_through_a_pipe(
 
 def test_promote_to_an_environment_with_another_model_writes_nothing_there(project: Any, make_target: MakeTarget) -> None:
     project.publish()
-    prod = make_target("prod", models=False, environ={"TEXT_EMBEDDING_MODEL": "bge-small-en"})
+    prod = make_target("prod", models=False, environ=OTHER_MODEL)
     threads = threading.active_count()
 
     with pytest.raises(CompatibilityError, match=r"'all-MiniLM-L6-v2' .* environment 'prod' is configured for 'bge-small-en'"):
@@ -104,7 +104,7 @@ def test_bad_packages_and_other_models_exit_with_their_own_codes(project: Any, t
     runner = CliRunner()
 
     truncated = runner.invoke(app, ["-c", str(target_cfg), "package", "import", str(damaged)])
-    other_model = runner.invoke(app, ["-c", str(target_cfg), "package", "import", str(package)], env={"TEXT_EMBEDDING_MODEL": "bge-small-en"})
+    other_model = runner.invoke(app, ["-c", str(target_cfg), "package", "import", str(package)], env=OTHER_MODEL)
     missing = runner.invoke(app, ["-c", str(target_cfg), "package", "import", str(tmp_path / "nope.tar")])
 
     assert truncated.exit_code == 4 and truncated.stderr.startswith(f"error: {damaged}:") and "truncated" in truncated.stderr

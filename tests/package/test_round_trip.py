@@ -81,7 +81,7 @@ def test_the_archive_is_a_plain_tar_with_the_documented_layout(project: Any, tmp
     assert set(sums) == set(names) - {"SHA256SUMS"}
     assert all(hashlib.sha256(members[n]).hexdigest() == digest for n, digest in sums.items())  # what `sha256sum -c` checks
     manifest = json.loads(members["manifest.json"])
-    assert (manifest["format"], manifest["package_version"], manifest["manifest_schema_version"]) == ("kbrelease-release-package", 1, 2)
+    assert (manifest["format"], manifest["package_version"], manifest["manifest_schema_version"]) == ("kbrelease-release-package", 1, 3)
     assert manifest["collections"]["docs"]["dim"] == 384 and manifest["collections"]["pictures"]["dim"] == 1280
     info = members["RELEASE_INFO.txt"].decode()
     assert "release:         v1" in info and "all-MiniLM-L6-v2" in info and "SHA256SUMS" in info

@@ -18,18 +18,30 @@ from kbrelease import KbRelease, __version__, load_config
 from kbrelease.cli import app
 from kbrelease.release.schema import MANIFEST_SCHEMA_VERSION
 
-from helpers import write_config
+from helpers import OTHER_MODEL, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 V1 = REPO / "tests" / "package" / "fixtures" / "manifest_v1.json"
 
 
+SEARCH_ANSWER = {"release": "v1", "hits": [{"file": "vpn.md", "score": 0.5}], "took_ms": 3.0}
+
+
 @contextmanager
-def info_service(body: dict[str, Any] | None, status: int = 200) -> Iterator[str]:
-    """A real HTTP server on 127.0.0.1 answering GET /api/v1/info with ``body``."""
+def info_service(body: dict[str, Any] | None, status: int = 200, search: dict[str, Any] | None = SEARCH_ANSWER) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 answering GET /api/v1/info with ``body`` and /api/v1/search with ``search``
+    (a service that answers wrongly, which a real one cannot be made to do)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path.startswith("/api/v1/search?") and search is not None:
+                data = json.dumps(search).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
             data = json.dumps(body).encode() if self.path == "/api/v1/info" and body is not None else b"{}"
             self.send_response(status if self.path == "/api/v1/info" else 404)
             self.send_header("Content-Type", "application/json")
@@ -84,8 +96,18 @@ def test_a_consistent_environment_and_service_pass(published: Path) -> None:
     assert report.ok, str(report)
     assert not [f for f in report.findings if f.level != "ok"], str(report)
     subjects = [f.subject for f in report.findings]
-    assert subjects == ["text model", "data index", "live release v1", f"service {url}"]
+    assert subjects == ["text model", "data index", "live release v1", f"service {url}", f"service {url} source docs"]
     assert "compatible (0 warning(s))" in str(report)
+
+
+def test_a_source_whose_search_finds_nothing_fails_the_check(published: Path) -> None:
+    with KbRelease(load_config(published, env={})) as kb, info_service(_service_info(kb), search={"release": "v1", "hits": []}) as url:
+        report = kb.check(service_url=url)
+
+    assert not report.ok
+    assert [f.message for f in report.findings if f.subject == f"service {url} source docs"] == [
+        "the text search found nothing in release v1; the collection may be empty"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -95,7 +117,7 @@ def test_a_consistent_environment_and_service_pass(published: Path) -> None:
         ({"embedders": {}}, "error", r"has no text embedder but the live release has text sources"),
         ({"environment": "prod"}, "error", r"serves environment 'prod', this check is for 'default'; pass --env prod"),
         ({"live": "v0"}, "warning", r"serves release v0 but the live pointer says v1; it has not followed the last switch"),
-        ({"manifest_schema_version": 1}, "error", r"reads manifest schema up to 1 but the live release is schema 2; upgrade the service"),
+        ({"manifest_schema_version": 1}, "error", r"reads manifest schema up to 1 but the live release is schema 3; upgrade the service"),
         ({"manifest_schema_version": 9, "kbrelease_version": "9.0.0"}, "warning", r"is newer \(kbrelease 9\.0\.0, schema 9\) than this kbrelease"),
     ],
 )
@@ -122,11 +144,11 @@ def test_the_cli_exits_5_when_the_configured_model_would_break_queries(published
     runner = CliRunner()
 
     good = runner.invoke(app, ["-c", str(published), "check", "--json"])
-    bad = runner.invoke(app, ["-c", str(published), "check"], env={"TEXT_EMBEDDING_MODEL": "bge-small-en"})
+    bad = runner.invoke(app, ["-c", str(published), "check"], env=OTHER_MODEL)
 
     assert good.exit_code == 0, good.output
     data = json.loads(good.stdout)
-    assert (data["ok"], data["errors"], data["environment"], data["reads"]) == (True, 0, "default", [1, 2])
+    assert (data["ok"], data["errors"], data["environment"], data["reads"]) == (True, 0, "default", [1, 2, 3])
     assert bad.exit_code == 5
     assert "FAIL  live release v1: text vectors are 'all-MiniLM-L6-v2'" in bad.stdout
     assert "configured model is 'bge-small-en'" in bad.stdout and "queries would be refused" in bad.stdout
@@ -149,10 +171,10 @@ def test_releases_of_older_and_newer_manifests_and_a_lost_database(published: Pa
         assert "models and collections match, migrated from schema 1" in str(migrated)
         assert kb.status()["releases"][0]["state"] == "live"
 
-        kb.registry._upsert(f"{kb.registry.env}/release/v1", "release", old | {"schema_version": 3})
+        kb.registry._upsert(f"{kb.registry.env}/release/v1", "release", old | {"schema_version": 4})
         newer = kb.check()
         assert not newer.ok
-        assert "FAIL  live release v1: release 'v1' has manifest schema version 3, newer than kbrelease" in str(newer)
+        assert "FAIL  live release v1: release 'v1' has manifest schema version 4, newer than kbrelease" in str(newer)
 
         kb.registry._upsert(f"{kb.registry.env}/release/v1", "release", record.asdict())
         kb.store.drop_database(record.database)

@@ -9,6 +9,7 @@ import pytest
 
 from kbrelease import ReleaseError, VerificationError
 from kbrelease.embedding.base import Vectors
+from kbrelease.errors import QueryError
 
 
 def test_publish_makes_a_verified_release_live_and_searchable(project: Any) -> None:
@@ -43,6 +44,11 @@ def test_image_search_finds_the_same_picture_first(project: Any, corpus: Path) -
     assert hits[0].file == f"stripes/{picture.name}"
     assert hits[0].score == pytest.approx(1.0, abs=1e-3)
     assert hits[1].file.startswith("stripes/")  # same category next
+    # A path as a str, or the file's bytes, is the same query.
+    assert project.search_image(str(picture), k=3) == hits
+    assert project.search_image(picture.read_bytes(), k=3) == hits
+    with pytest.raises(QueryError, match=r"image file .*missing\.png not found"):
+        project.search_image(str(corpus / "missing.png"))
 
 
 def test_republish_after_an_edit_switches_and_rollback_returns(project: Any, corpus: Path) -> None:

@@ -21,19 +21,21 @@ def test_a_v1_manifest_written_by_the_older_kbrelease_is_read_and_migrated() -> 
 
     record = ReleaseRecord.from_dict(raw)
 
-    assert record.schema_version == MANIFEST_SCHEMA_VERSION == 2
+    assert record.schema_version == MANIFEST_SCHEMA_VERSION == 3
     assert record.origin is None
     assert (record.name, record.state, record.database) == ("v1", "verified", "kb_v1")
     assert record.sources["docs"].rows == raw["sources"]["docs"]["rows"]
     assert record.embedders == raw["embedders"]
     migrated = record.asdict()
+    assert all(counts.sparse is False for counts in record.sources.values())  # v3: no release before it has a BM25 field
+    raw["sources"] = {name: {**counts, "sparse": False} for name, counts in raw["sources"].items()}
     assert {k: v for k, v in migrated.items() if k not in ("schema_version", "origin")} == {k: v for k, v in raw.items() if k != "schema_version"}
 
 
 def test_a_newer_manifest_is_refused_with_a_message_to_upgrade() -> None:
     raw = json.loads(V1.read_text(encoding="utf-8")) | {"schema_version": MANIFEST_SCHEMA_VERSION + 1}
 
-    with pytest.raises(CompatibilityError, match=r"release 'v1' has manifest schema version 3, newer than kbrelease .* reads \(versions 1, 2\); upgrade"):
+    with pytest.raises(CompatibilityError, match=r"release 'v1' has manifest schema version 4, newer than kbrelease .* reads \(versions 1, 2, 3\); upgrade"):
         ReleaseRecord.from_dict(raw)
 
 

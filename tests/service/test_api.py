@@ -309,3 +309,17 @@ def test_web_page_is_served_with_its_assets_and_needs_no_network(client: Any) ->
         resp = client.get(f"/{asset}")
         assert resp.status_code == 200 and "://" not in resp.text.replace("http://www.w3.org", "")
     assert "://" not in page.text.replace("http://www.w3.org", "")  # no CDN: works offline
+
+
+def test_check_service_searches_every_source_of_the_live_release_by_text_and_by_image(published: Any, client: Any) -> None:
+    from local_http import UvicornServer
+
+    with UvicornServer(client.app) as server:  # the module's app, warm, on a real socket
+        report = published.check(service_url=server.url)
+
+    smoke = {f.subject.removeprefix(f"service {server.url} source "): f for f in report.findings if " source " in f.subject}
+    assert report.ok, str(report)
+    assert set(smoke) == {"docs", "pictures"}
+    assert smoke["docs"].message.startswith("text search: 1 hit(s) from release v1 in ")
+    assert smoke["pictures"].message.startswith("image search: 1 hit(s) from release v1 in ")
+    assert {f.level for f in smoke.values()} == {"ok"}

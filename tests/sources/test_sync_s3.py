@@ -32,7 +32,7 @@ def bucket(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Any:
     client = s3.client()
     client.put_object(Bucket="kb-data", Key="text/it/vpn.md", Body=b"# VPN\n\nRun fernlink up to connect from home.\n")
     client.put_object(Bucket="kb-data", Key="text/policies/travel.txt", Body="Trains are booked second class. Caf\u00e9 receipts count.\n".encode())
-    client.put_object(Bucket="kb-data", Key="text/notes/skip.pdf", Body=b"%PDF-1.4 not a text file")
+    client.put_object(Bucket="kb-data", Key="text/notes/skip.odt", Body=b"PK\x03\x04 an OpenDocument file: no reader for it")
     return client
 
 

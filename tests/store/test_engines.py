@@ -172,4 +172,4 @@ def test_migrate_to_milvus_local_keeps_releases_hits_and_live(
     text = runner.invoke(app, ["-c", str(workspace), "store", "status"]).stdout
     assert text.startswith(f"engine milvus-local: {tmp_path / 'ws' / 'milvus-local'}: running, pid {data['server']['pid']}") and " MB" in text
     assert runner.invoke(app, ["-c", str(workspace), "store", "stop"]).stdout.strip() == "stopped"
-    assert runner.invoke(app, ["-c", str(workspace), "store", "status"]).stdout.strip().endswith("not running")
+    assert runner.invoke(app, ["-c", str(workspace), "store", "status"]).stdout.splitlines()[0].endswith("not running")

@@ -42,7 +42,8 @@ from kbrelease.config import Modality
 from kbrelease.embedding.base import EmbedderIdentity, ImageEmbedder, RecordedEmbedder, TextEmbedder
 from kbrelease.errors import ConfigError, PackageError, ReleaseError, UnsafePath
 from kbrelease.index.bounded import FILE_ID, SHA256_HEX, check_parquet, decoded_bytes
-from kbrelease.release.registry import ReleaseRecord
+from kbrelease.index.data_index import file_id_for
+from kbrelease.release.registry import ReleaseRecord, SourceCounts
 from kbrelease.store.milvus import MilvusStore
 from kbrelease.trust.names import is_name
 from kbrelease.trust.paths import contained, is_regular_file, path_problem
@@ -57,6 +58,8 @@ MAX_CHUNKS_BYTES = 256 << 20
 MAX_CHUNKS = 1_000_000
 MIN_COSINE = 0.99
 """A re-embedded sample must agree with the package's vector at least this well."""
+FILES_PER_SCAN = 256
+"""Files whose rows one export scan reads (and holds) at a time."""
 SAMPLE_SHARE = 0.1
 """Share of an unsigned package's chunks re-embedded to check it (at least one per file)."""
 
@@ -124,51 +127,72 @@ def export_packages(
     written; a row whose file id, checksum or path is not safe is refused by
     name and the other files are exported.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     wanted = set(selectors) if selectors is not None else None
     info = PackageInfo()
     out.mkdir(parents=True, exist_ok=True)
     for source, counts in record.sources.items():
         identity = record.embedders.get(counts.modality, {})
-        by_file: dict[str, list[dict[str, Any]]] = {}
-        fields = ["file_id", "file", "checksum", "chunk_index", "text", "heading", "start", "vector"]
-        for batch in store.iter_rows(record.database, counts.collection, fields):  # through the store: translated, reloaded after a restart
-            for row in batch:
-                if wanted is None or row["file_id"] in wanted or row["file"] in wanted:
-                    by_file.setdefault(str(row["file_id"]), []).append(row)
-        for file_id, chunks in by_file.items():
-            chunks.sort(key=lambda r: r["chunk_index"])
-            first = chunks[0]
-            problem = _row_problem(file_id, first["checksum"], first["file"])
-            try:
-                folder = contained(out, f"files/{file_id}/{first['checksum']}", f"package folder of file {file_id!r}") if problem is None else None
-            except UnsafePath as exc:
-                problem = str(exc)
-                folder = None
-            if folder is None:
-                info.refused += 1
-                info.problems.append(f"{source}: {problem}; not exported (the release's rows were altered)")
-                continue
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            contained(out, f"files/{file_id}/{first['checksum']}")  # again, now that the parent exists: no link was planted meanwhile
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-            try:
-                _write_package(tmp, file_id, source, counts.modality, first, chunks, record, identity, signer, pa, pq)
-                _replace_folder(tmp, folder)
-            except PackageError as exc:
-                info.refused += 1
-                info.problems.append(f"{source}: {exc}")
-                continue
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp)
-            info.files += 1
-            info.vectors += len(chunks)
+        # File ids first (one small row each), then the rows of FILES_PER_SCAN files at a time through a
+        # server-side cursor: memory is bounded by that group, whatever the size of the release.
+        present = store.file_rows(record.database, counts.collection)
+        if wanted is not None:
+            ids = {s for s in wanted if s in present} | {file_id_for(source, s) for s in wanted if path_problem(s) is None}
+            present = {k: v for k, v in present.items() if k in ids}
+        order = sorted(present)
+        for start in range(0, len(order), FILES_PER_SCAN):
+            _export_group(store, record, source, counts, identity, order[start : start + FILES_PER_SCAN], out, signer, info)
     if wanted is not None and info.files == 0 and not info.refused:
         raise ReleaseError(f"no file of release {record.name!r} matches {sorted(wanted)}; give file ids or relative paths")
     return info
+
+
+def _export_group(
+    store: MilvusStore,
+    record: ReleaseRecord,
+    source: str,
+    counts: SourceCounts,
+    identity: dict[str, Any],
+    file_ids: list[str],
+    out: Path,
+    signer: SigningKey | None,
+    info: PackageInfo,
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    by_file: dict[str, list[dict[str, Any]]] = {}
+    fields = ["file_id", "file", "checksum", "chunk_index", "text", "heading", "start", "vector"]
+    for batch in store.iter_rows(record.database, counts.collection, fields, file_ids=file_ids):  # translated, reloaded after a restart
+        for row in batch:
+            by_file.setdefault(str(row["file_id"]), []).append(row)
+    for file_id, chunks in by_file.items():
+        chunks.sort(key=lambda r: r["chunk_index"])
+        first = chunks[0]
+        problem = _row_problem(file_id, first["checksum"], first["file"])
+        try:
+            folder = contained(out, f"files/{file_id}/{first['checksum']}", f"package folder of file {file_id!r}") if problem is None else None
+        except UnsafePath as exc:
+            problem = str(exc)
+            folder = None
+        if folder is None:
+            info.refused += 1
+            info.problems.append(f"{source}: {problem}; not exported (the release's rows were altered)")
+            continue
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        contained(out, f"files/{file_id}/{first['checksum']}")  # again, now that the parent exists: no link was planted meanwhile
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        try:
+            _write_package(tmp, file_id, source, counts.modality, first, chunks, record, identity, signer, pa, pq)
+            _replace_folder(tmp, folder)
+        except PackageError as exc:
+            info.refused += 1
+            info.problems.append(f"{source}: {exc}")
+            continue
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        info.files += 1
+        info.vectors += len(chunks)
 
 
 def _write_package(

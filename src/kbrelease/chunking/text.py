@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from kbrelease.chunking.formats.base import Section
 from kbrelease.errors import InputFileError
 
 
@@ -32,8 +33,10 @@ class Chunk:
     text: str
     index: int
     start: int
-    """Character offset of the chunk in the decoded file."""
+    """Character offset of the chunk in the decoded file (in the extracted text for PDF, HTML and DOCX)."""
     heading_path: tuple[str, ...] = ()
+    page: int | None = None
+    """1-based page of a PDF chunk (None for formats without pages)."""
 
     @property
     def heading(self) -> str:
@@ -47,8 +50,8 @@ class Decoded:
     warnings: tuple[str, ...] = field(default=())
 
 
-def decode_text(data: bytes, fallback_encoding: str = "latin-1") -> Decoded:
-    """Decode a text file's bytes, refusing binary and empty content."""
+def decode_text(data: bytes, fallback_encoding: str = "latin-1", what: str = "a text file") -> Decoded:
+    """Decode a text file's bytes, refusing binary and empty content; ``what`` names the kind of file in messages."""
     if data.startswith(codecs.BOM_UTF8) and b"\x00" not in data:
         try:
             return Decoded(data[len(codecs.BOM_UTF8) :].decode("utf-8"), "utf-8-sig")
@@ -60,10 +63,10 @@ def decode_text(data: bytes, fallback_encoding: str = "latin-1") -> Decoded:
         except UnicodeDecodeError as exc:
             raise InputFileError(f"starts with a UTF-16 BOM but is not valid UTF-16 ({exc.reason}); re-save it as UTF-8") from exc
         if "\x00" in text:
-            raise InputFileError("binary content (NUL characters) in a text file; remove it from the source or add it to 'exclude'")
+            raise InputFileError(f"binary content (NUL characters) in {what}; remove it from the source or add it to 'exclude'")
         return Decoded(text, "utf-16")
     if b"\x00" in data:
-        raise InputFileError("binary content (NUL bytes) in a text file; remove it from the source or add it to 'exclude'")
+        raise InputFileError(f"binary content (NUL bytes) in {what}; remove it from the source or add it to 'exclude'")
     try:
         return Decoded(data.decode("utf-8"), "utf-8")
     except UnicodeDecodeError as exc:
@@ -80,7 +83,7 @@ def decode_text(data: bytes, fallback_encoding: str = "latin-1") -> Decoded:
         )
 
 
-def _markdown_sections(text: str) -> list[tuple[tuple[str, ...], int, int]]:
+def markdown_sections(text: str) -> list[tuple[tuple[str, ...], int, int]]:
     """(heading path, start char, end char) of each section body of a markdown text."""
     from markdown_it import MarkdownIt
 
@@ -147,11 +150,21 @@ class TextChunker:
             raise ValueError("TextChunker needs hf_tokenizer or count_tokens")
 
     def chunk(self, text: str, markdown: bool) -> list[Chunk]:
+        """Chunks of a whole text: markdown is cut at its headings first, plain text is not."""
         if not markdown:
-            return _unique(Chunk(c.strip(), i, off) for i, (off, c) in enumerate(self._text.chunk_indices(text)) if c.strip())
+            return self.chunk_sections([Section(text)], markdown=False)
+        return self.chunk_sections([Section(text[start:end], path, start) for path, start, end in markdown_sections(text)], markdown=True)
+
+    def chunk_sections(self, sections: Iterable[Section], markdown: bool) -> list[Chunk]:
+        """Chunks of a document's sections (see :mod:`kbrelease.chunking.formats`), each cut on its own; repeats dropped.
+
+        ``markdown`` picks the splitter that knows markdown's blocks (lists,
+        code fences); every other format's text is cut at paragraphs and sentences.
+        """
+        splitter = self._md if markdown else self._text
         chunks: list[Chunk] = []
-        for path, start, end in _markdown_sections(text):
-            for off, piece in self._md.chunk_indices(text[start:end]):
+        for section in sections:
+            for off, piece in splitter.chunk_indices(section.text):
                 if piece.strip():
-                    chunks.append(Chunk(piece.strip(), len(chunks), start + off, path))
+                    chunks.append(Chunk(piece.strip(), len(chunks), section.start + off, section.heading_path, section.page))
         return _unique(chunks)

@@ -17,26 +17,44 @@ from typing import Annotated
 
 import typer
 
-from kbrelease.cli import argo, cache, check, index, monitor, package, quality, releases, serve, store
+from kbrelease.cli import argo, cache, check, ci, files, index, loadtest, monitor, notify, package, quality, releases, serve, store
 from kbrelease.cli._common import Options, RedactingStream
+from kbrelease.cli._globals import GlobalOptionsGroup, use_json_below
 
 app = typer.Typer(
     name="kbrelease",
-    help="Publish knowledge bases (text and images) into Milvus: versioned, verified, switched live atomically, reversible.",
+    help="Publish knowledge bases (text and images) into Milvus: versioned, verified, switched live atomically, reversible.\n\n"
+    "The global options below may also be given after the command (`kbrelease status --env prod`); there, they win.",
     no_args_is_help=True,
-    add_completion=False,
+    cls=GlobalOptionsGroup,
     pretty_exceptions_enable=False,
 )
 releases.register(app)
 quality.register(app)
 index.register(app)
 monitor.register(app)
+notify.register(app)
 app.add_typer(store.app, name="store")
 app.add_typer(cache.app, name="cache")
+app.add_typer(files.app, name="file")
 app.add_typer(argo.app, name="argo")
 package.register(app)
 check.register(app)
+ci.register(app)
+loadtest.register(app)
 app.add_typer(serve.app, name="serve")
+
+
+def _print_versions(value: bool) -> None:
+    if not value:
+        return
+    from kbrelease.versions import component_versions
+
+    found = component_versions()
+    width = max(len(name) for name in found)
+    for name, ver in found.items():
+        typer.echo(f"{name:<{width}}  {ver or 'not installed'}")
+    raise typer.Exit()
 
 
 @app.callback()
@@ -51,8 +69,17 @@ def _root(
     no_wait: Annotated[
         bool, typer.Option("--no-wait", help="If another command holds the environment lock, fail at once (exit 75) instead of waiting for it.")
     ] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (commands that have a JSON form).")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, expose_value=False, callback=_print_versions, help="Print the versions of kbrelease, its models and Milvus, and exit."
+        ),
+    ] = False,
 ) -> None:
-    ctx.obj = Options(config, workspace, env, debug, no_wait)
+    ctx.obj = Options(config, workspace, env, debug, no_wait, json_output)
+    if json_output:
+        use_json_below(ctx)
 
 
 def _return_freed_memory() -> None:

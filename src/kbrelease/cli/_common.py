@@ -46,6 +46,8 @@ class Options:
     env: str | None
     debug: bool
     no_wait: bool = False
+    json_output: bool = False
+    """``--json`` before the command (it turns on the command's own ``--json``)."""
 
 
 def echo_json(data: Any) -> None:

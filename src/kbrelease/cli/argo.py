@@ -16,12 +16,26 @@ app = typer.Typer(help="Run at scale: render Argo Workflows and Kubernetes objec
 def render(
     ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the manifests into (for `kubectl apply -f`).")] = Path("k8s"),
+    template_name: Annotated[
+        str | None,
+        typer.Option(
+            "--template-name",
+            help="Name of the WorkflowTemplate (default: deploy.workflow_template, else <deploy.name>-publish); "
+            "bg-deploy keeps `argo submit --from workflowtemplate/bg-deploy` working.",
+        ),
+    ] = None,
+    publish_schedule: Annotated[
+        str | None, typer.Option("--publish-schedule", help="Cron schedule of a CronWorkflow that publishes (default: deploy.schedule.publish).")
+    ] = None,
+    monitor_schedule: Annotated[
+        str | None, typer.Option("--monitor-schedule", help="Cron schedule of a CronWorkflow that runs the monitor (default: deploy.schedule.monitor).")
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Render the WorkflowTemplate, ConfigMaps, PVC, RBAC and the search service from the config."""
+    """Render the WorkflowTemplate, CronWorkflows, ConfigMaps, PVC, RBAC and the search service from the config."""
     from kbrelease.api import KbRelease
 
-    info = run(ctx, lambda: KbRelease(load(ctx)).render_kubernetes(out))
+    info = run(ctx, lambda: KbRelease(load(ctx)).render_kubernetes(out, template_name, publish_schedule, monitor_schedule))
     echo_json(info.asdict()) if json_output else typer.echo(str(info))
 
 
@@ -75,15 +89,41 @@ def shards(
 @app.command("github")
 def github(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option("--out", "-o", help="File to write.")] = Path(".github/workflows/kbrelease-data-index.yml"),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="File to write (single, one-repo; default .github/workflows/kbrelease-data-index.yml), or folder (two-repo)."),
+    ] = None,
+    flow: Annotated[
+        str,
+        typer.Option(
+            "--flow",
+            help="single: sync and commit the whole index to data/<deploy.ci.bundle>; one-repo: each changed bundle spec to data/<bundle_name>; "
+            "two-repo: the spec repository dispatches to the index repository (two files).",
+        ),
+    ] = "single",
 ) -> None:
-    """Render the GitHub Actions workflow that regenerates the data index and commits it to data/<bundle>."""
+    """Render the GitHub Actions workflow(s) that regenerate the data index and commit it to data/<bundle>."""
     from kbrelease.api import KbRelease
+    from kbrelease.deploy.github import FLOWS
 
-    text = run(ctx, lambda: KbRelease(load(ctx)).github_workflow())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    typer.echo(f"wrote {out}")
+    if flow not in FLOWS:
+        typer.echo(f"error: --flow {flow!r} must be one of {', '.join(FLOWS)}", err=True)
+        raise typer.Exit(2)
+    texts = run(ctx, lambda: KbRelease(load(ctx)).github_workflows(flow))  # type: ignore[arg-type]
+    default = Path(".github/workflows")
+    if flow == "two-repo":
+        folder = out or default
+        paths = {name: folder / name for name in texts}
+    else:
+        paths = {name: out or default / name for name in texts}
+    for name, text in texts.items():
+        paths[name].parent.mkdir(parents=True, exist_ok=True)
+        paths[name].write_text(text, encoding="utf-8")
+    if flow == "two-repo":
+        spec, index = list(paths.values())
+        typer.echo(f"wrote {spec} (commit it to the spec repository) and {index} (commit it to the index repository)")
+    else:
+        typer.echo(f"wrote {next(iter(paths.values()))}")
 
 
 @app.command("diagram")

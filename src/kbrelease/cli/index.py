@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -42,19 +43,23 @@ def files(
     prefix: Annotated[str, typer.Option("--prefix", help="Only relative paths starting with this.")] = "",
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="Most files to print.")] = 100,
     cursor: Annotated[str | None, typer.Option("--cursor", help="Continue after a previous answer's next_cursor.")] = None,
+    where: Annotated[str, typer.Option("--where", "-w", help="Only files whose metadata passes this filter, e.g. 'camera_id == \"front\"'.")] = "",
     json_output: JsonOpt = False,
 ) -> None:
-    """List files of a data index with filters, sorted by source and path."""
+    """List files of a data index with filters (source, time, path prefix, metadata), sorted by source and path."""
     from kbrelease.index.query import FileFilter, parse_time
 
     with project(ctx, json_output) as kb:
-        flt = FileFilter(tuple(source or ()), parse_time(start_time, "--start-time"), parse_time(end_time, "--end-time"), prefix)
+        flt = FileFilter(tuple(source or ()), parse_time(start_time, "--start-time"), parse_time(end_time, "--end-time"), prefix, where)
         page = kb.data_index(name, version).page(flt, limit, cursor)
     records = page.to_dicts()
     if json_output:
         echo_json({"files": records, "next_cursor": page.next_cursor})
         return
     for rec in records:
-        typer.echo(f"{rec['file_id']}  {rec['source']}:{rec['relative_path']}  {rec['size_bytes']} B  {rec['timestamp'].isoformat()}")
+        meta = {k: v for k, v in rec["metadata"].items() if k != "suffix"}
+        shown = f"  {json.dumps(meta, ensure_ascii=False, sort_keys=True)}" if meta else ""
+        line = f"{rec['file_id']}  {rec['source']}:{rec['relative_path']}  {rec['size_bytes']} B  {rec['timestamp'].isoformat()}  sha256:{rec['checksum']}"
+        typer.echo(line + shown)
     if page.next_cursor:
         typer.echo(f"more: --cursor {page.next_cursor}")

@@ -25,7 +25,7 @@ def monitor(
 ) -> None:
     """Check integrity once: completeness of the live release, checksums, sync delay, storage; alert once per incident.
 
-    Exit code 0 when every check passes, 4 when one found a problem.
+    Exit code 0 when every check passes, 6 when one found a problem.
     """
     chosen: int | str | None = None
     if sample is not None:

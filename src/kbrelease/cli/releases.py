@@ -27,12 +27,13 @@ def init(
     ctx: typer.Context,
     path: Annotated[Path, typer.Argument(help="Where to write the starter config.")] = Path("kbrelease.yaml"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    json_output: JsonOpt = False,
 ) -> None:
     """Write a commented starter kbrelease.yaml."""
     from kbrelease.config import write_starter
 
     written = run(ctx, lambda: write_starter(path, force))
-    typer.echo(f"wrote {written}; edit its sources, then run `kbrelease publish`")
+    echo_json({"written": str(written)}) if json_output else typer.echo(f"wrote {written}; edit its sources, then run `kbrelease publish`")
 
 
 def sync(
@@ -238,25 +239,52 @@ def search(
     k: Annotated[int, typer.Option("--k", "-k", min=1, max=1000, help="Number of hits.")] = 5,
     source: Annotated[str | None, typer.Option("--source", "-s", help="Only this source.")] = None,
     release: Annotated[str | None, typer.Option("--release", "-r", help="Search this release instead of the live one.")] = None,
+    where: Annotated[
+        str | None, typer.Option("--where", "-w", help="Only files whose metadata passes this filter, e.g. 'camera_id == \"front\" and speed > 3'.")
+    ] = None,
+    after: Annotated[str | None, typer.Option("--after", help="Only files with a timestamp at or after this ISO date/time (UTC if no zone).")] = None,
+    before: Annotated[str | None, typer.Option("--before", help="Only files with a timestamp at or before this ISO date/time (UTC if no zone).")] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            "--mode",
+            "-m",
+            help="dense (vectors), sparse (BM25 keywords) or hybrid (both, rank fusion); "
+            "default: hybrid on sources built with hybrid: true, dense on the others.",
+        ),
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """Search the live (or a pinned) release by text or by image."""
+    """Search the live (or a pinned) release by text or by image, optionally filtered by file metadata and time."""
+    from kbrelease.release.search import SEARCH_MODES, check_mode
+
     if (query is None) == (image is None):
         typer.echo("error: give a query text or --image FILE (not both)", err=True)
+        raise typer.Exit(2)
+    if mode is not None and mode not in SEARCH_MODES:
+        typer.echo(f"error: --mode {mode!r} is not one of {', '.join(SEARCH_MODES)}", err=True)
+        raise typer.Exit(2)
+    if image is not None and mode not in (None, "dense"):
+        typer.echo(f"error: --mode {mode} matches words of a text query; images are searched by vectors only", err=True)
         raise typer.Exit(2)
     if image is not None and not image.is_file():
         typer.echo(f"error: image file {image} not found", err=True)
         raise typer.Exit(2)
     with project(ctx, json_output) as kb:
-        hits = kb.search_image(image, k, source, release) if image is not None else kb.search(query or "", k, source, release)
+        filters: dict[str, str | None] = {"where": where, "after": after, "before": before}
+        if image is not None:
+            hits = kb.search_image(image, k, source, release, **filters)
+        else:
+            hits = kb.search(query or "", k, source, release, **filters, mode=check_mode(mode))
     if json_output:
         echo_json([h.asdict() for h in hits])
         return
     if not hits:
         typer.echo("no hits")
     for i, h in enumerate(hits, 1):
-        where = f"{h.source}:{h.file}" + (f" § {h.heading}" if h.heading else "")
-        typer.echo(f"{i:>2}. {h.score:.3f}  {where}  [{h.release}]")
+        where = f"{h.source}:{h.file}" + (f" p. {h.page}" if h.page is not None else "") + (f" § {h.heading}" if h.heading else "")
+        found = "" if h.retrievers == ["dense"] else f"  ({'+'.join(h.retrievers)})"
+        typer.echo(f"{i:>2}. {h.score:.3f}  {where}  [{h.release}]{found}")
         if h.text:
             snippet = " ".join(h.text.split())
             typer.echo(f"      {snippet[:200]}{'…' if len(snippet) > 200 else ''}")

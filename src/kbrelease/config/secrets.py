@@ -83,10 +83,17 @@ SECRETS: tuple[Secret, ...] = (
     Secret(
         "KBRELEASE_ALERT_WEBHOOKS",
         "monitor.webhook_urls",
-        "comma-separated webhook URLs for monitor alerts, Slack-compatible",
-        frozenset({"service"}),
+        "comma-separated webhook URLs for monitor alerts and the workflows' exit handler, Slack-compatible",
+        frozenset({"service", "workflow"}),
         kind="url_list",
     ),
+    Secret(
+        "KBRELEASE_PAGERDUTY_ROUTING_KEY",
+        "monitor.pagerduty.routing_key",
+        "PagerDuty Events API v2 routing (integration) key for monitor alerts",
+        frozenset({"service"}),
+    ),
+    Secret("KBRELEASE_SMTP_PASSWORD", "monitor.email.password", "SMTP password of the monitor's email alerts", frozenset({"service"})),
 )
 
 # Config keys that hold a URL which is not itself a secret but may carry one

@@ -21,6 +21,7 @@ from kbrelease.config.secrets import keys_for
 from kbrelease.deploy.settings import (
     CONFIG_FILE,
     CONFIG_MOUNT,
+    MONITOR_STATE_DIR,
     RUN_AS_USER,
     TMP_MOUNT,
     WORKSPACE_MOUNT,
@@ -314,6 +315,8 @@ def service_deployment(cfg: Config) -> Deployment:
     n = names(cfg)
     port = service_port(cfg)
     env = [m.EnvVar(name="KBRELEASE_SERVICE_HOST", value="0.0.0.0"), m.EnvVar(name="KBRELEASE_SERVICE_PORT", value=str(port))]  # noqa: S104 - inside the pod
+    # The workspace is mounted read-only here: the in-service monitor keeps its incidents (and their lock) in the tmp emptyDir.
+    env.append(m.EnvVar(name="KBRELEASE_MONITOR_STATE_DIR", value=MONITOR_STATE_DIR))
     container = m.Container(
         name="search",
         image=image(cfg),

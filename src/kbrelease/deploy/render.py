@@ -18,7 +18,7 @@ from kbrelease.config import Config
 from kbrelease.config.secrets import keys_for, plain_values
 from kbrelease.deploy import k8s
 from kbrelease.deploy.settings import check_deployable, names
-from kbrelease.deploy.workflow import RELEASE_PARAM, workflow_template
+from kbrelease.deploy.workflow import RELEASE_PARAM, cron_workflows, workflow_template
 from kbrelease.errors import ConfigError
 
 HEADER = "# Rendered by `kbrelease argo render` from kbrelease.yaml; do not edit: change the config and render again.\n"
@@ -64,6 +64,7 @@ def objects(cfg: Config) -> list[tuple[str, dict[str, Any]]]:
         out += [("04-workflow-serviceaccount.yaml", account.to_dict()), ("05-workflow-role.yaml", role.to_dict())]
         out.append(("06-workflow-rolebinding.yaml", binding.to_dict()))
     out.append(("10-workflow-template.yaml", workflow_template(cfg).to_dict()))
+    out += [(name, cron.to_dict()) for name, cron in cron_workflows(cfg)]
     out.append(("20-search-deployment.yaml", k8s.service_deployment(cfg).to_dict()))
     out.append(("21-search-service.yaml", k8s.service(cfg).to_dict()))
     if cfg.deploy.replicas > 1 or cfg.deploy.hpa.enabled:
@@ -109,6 +110,29 @@ def _refuse_secret_values(cfg: Config, texts: list[tuple[str, str]]) -> None:
     for name, text in texts:
         if any(v in text for v in values):
             raise ConfigError(f"{name} would carry a secret value; secrets are only referenced from the Secret {cfg.deploy.secret_name} (nothing was written)")
+
+
+def with_deploy(cfg: Config, changes: dict[str, Any]) -> Config:
+    """``cfg`` with ``deploy`` keys replaced (``None`` values left as configured), validated like the config file's."""
+    from pydantic import ValidationError
+
+    from kbrelease.config import DeployConfig
+
+    merged = cfg.deploy.model_dump()
+    for dotted, value in changes.items():
+        if value is None:
+            continue
+        node = merged
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    try:
+        deploy = DeployConfig.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(f"deploy.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{problems}; fix the option") from None
+    return cfg.model_copy(update={"deploy": deploy})
 
 
 def render(cfg: Config, out: Path) -> RenderInfo:

@@ -25,6 +25,8 @@ WORKSPACE_MOUNT = "/workspace"
 CONFIG_MOUNT = "/etc/kbrelease"
 CONFIG_FILE = "kbrelease.yaml"
 TMP_MOUNT = "/tmp"  # noqa: S108 - an emptyDir in the pod: the root filesystem is read-only
+MONITOR_STATE_DIR = f"{TMP_MOUNT}/monitor-state"
+"""Where the service's monitor keeps its incidents: writable (the workspace is mounted read-only in the service)."""
 RUN_AS_USER = 10001  # the non-root user of the Dockerfile
 
 # Keys of the Secret deploy.secret_name that pods read come from the one
@@ -44,6 +46,7 @@ class Names:
 
     prefix: str
     namespace: str
+    template: str | None = None
 
     @property
     def config_env(self) -> str:
@@ -59,7 +62,7 @@ class Names:
 
     @property
     def workflow(self) -> str:
-        return f"{self.prefix}-publish"
+        return self.template or f"{self.prefix}-publish"
 
     @property
     def service(self) -> str:
@@ -71,7 +74,7 @@ class Names:
 
 
 def names(cfg: Config) -> Names:
-    return Names(cfg.deploy.name, cfg.deploy.namespace)
+    return Names(cfg.deploy.name, cfg.deploy.namespace, cfg.deploy.workflow_template)
 
 
 def image(cfg: Config, gpu: bool = False) -> str:
@@ -174,6 +177,7 @@ def pod_env(cfg: Config) -> dict[str, str]:
         "KBRELEASE_ENV": cfg.environment,
         "MILVUS_URI": cfg.milvus.uri or "",
         "MILVUS_DB_PREFIX": cfg.milvus.db_prefix,
+        "MILVUS_REPLICA_NUMBER": str(cfg.milvus.replica_number),
     }
     first = {m: next((s for s in cfg.sources if s.modality == m), None) for m in ("text", "image")}
     for modality, src in first.items():
@@ -188,6 +192,8 @@ def pod_env(cfg: Config) -> dict[str, str]:
     env["IMAGE_EMBEDDING_MODEL"] = cfg.image.model
     if cfg.image.dim:
         env["IMAGE_EMBEDDING_DIM"] = str(cfg.image.dim)
+    if cfg.image.input_size:
+        env["IMAGE_EMBEDDING_INPUT_SIZE"] = str(cfg.image.input_size)
     if cfg.s3.endpoint_url:
         env["S3_ENDPOINT_URL"] = cfg.s3.endpoint_url
     if cfg.s3.region:

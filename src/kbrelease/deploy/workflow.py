@@ -49,12 +49,17 @@ def task_names(cfg: Config) -> dict[str, str]:
     return out
 
 
-def workflow_template(cfg: Config) -> Any:
-    """The hera ``WorkflowTemplate`` (call ``.to_dict()`` or ``.to_yaml()``)."""
+CRON_RELEASE = "r" + "".join(f"{{{{workflow.creationTimestamp.{c}}}}}" for c in "YmdHM")
+"""The release name of a scheduled publish: ``r`` and the run's creation time to the minute (``r202612040300``)."""
+NOTIFY_ARGS = ["notify", "--workflow", "{{workflow.name}}", "--status", "{{workflow.status}}", "--release", RELEASE, "--failures", "{{workflow.failures}}"]
+"""The exit handler's command: Argo fills in the run's name, its result and the failed steps (JSON)."""
+
+
+def _step_factory(cfg: Config) -> Any:
+    """``step(name, args, inputs, spec=None, gpu=False)``: a hera Container running ``kbrelease <args>`` the way every step does."""
     import hera.workflows as w
     from hera.workflows import models as m
 
-    n = names(cfg)
     d = cfg.deploy
     retry = w.RetryStrategy(
         limit=d.retry.limit,
@@ -85,25 +90,49 @@ def workflow_template(cfg: Config) -> Any:
             tolerations=[m.Toleration(**t.model_dump(exclude_none=True)) for t in d.gpu.tolerations] if use_gpu else None,
         )
 
+    return step
+
+
+def _pod_settings(cfg: Config) -> dict[str, Any]:
+    """What every workflow of the deployment sets alike: account, security, volumes, pull secrets, clean-up."""
+    from hera.workflows import models as m
+
+    n, d = names(cfg), cfg.deploy
+    return {
+        "namespace": d.namespace,
+        "labels": labels(cfg, "workflow"),
+        "service_account_name": d.service_account or n.workflow_account,
+        "security_context": k8s.pod_security(),
+        "volumes": k8s.volumes(cfg),
+        "image_pull_secrets": d.image_pull_secrets or None,
+        "pod_gc": m.PodGC(strategy="OnPodSuccess"),
+        "ttl_strategy": m.TTLStrategy(seconds_after_completion=d.workflow_ttl),
+        "pod_metadata": m.Metadata(labels=labels(cfg, "workflow")),
+    }
+
+
+def workflow_template(cfg: Config) -> Any:
+    """The hera ``WorkflowTemplate`` (call ``.to_dict()`` or ``.to_yaml()``)."""
+    import hera.workflows as w
+    from hera.workflows import models as m
+
+    n = names(cfg)
+    d = cfg.deploy
+    step = _step_factory(cfg)
     release, source, shard = _input("release"), _input("source"), _input("shard")
     with w.WorkflowTemplate(
         name=n.workflow,
-        namespace=d.namespace,
-        labels=labels(cfg, "workflow"),
         annotations={"workflows.argoproj.io/description": "kbrelease: sync → index → build (per source and shard) → verify → switch → gc"},
         entrypoint="publish",
         arguments=w.Parameter(name=RELEASE_PARAM, description="Release name; its Milvus database is <db_prefix><release>"),
-        service_account_name=d.service_account or n.workflow_account,
-        security_context=k8s.pod_security(),
-        volumes=k8s.volumes(cfg),
-        image_pull_secrets=d.image_pull_secrets or None,
         parallelism=d.parallelism,
         # One publish at a time: runs share the workspace's mirror and data index.
         synchronization=m.Synchronization(mutexes=[m.Mutex(name=f"{d.name}-publish")]),
-        pod_gc=m.PodGC(strategy="OnPodSuccess"),
-        ttl_strategy=m.TTLStrategy(seconds_after_completion=d.workflow_ttl),
-        pod_metadata=m.Metadata(labels=labels(cfg, "workflow")),
+        on_exit="notify" if d.exit_alerts else None,
+        **_pod_settings(cfg),
     ) as template:
+        if d.exit_alerts:
+            step("notify", NOTIFY_ARGS, [])
         sync_t = step("sync", ["sync", "--source", source], ["source"])
         index_t = step("index", ["build", "--release", release, "--prepare", "--shard-files", str(d.shard_files)], ["release"])
         shards_t = step("shards", ["argo", "shards", "--release", release, "--source", source], ["release", "source"])
@@ -145,3 +174,38 @@ def workflow_template(cfg: Config) -> Any:
             else:
                 finalize >> verify >> switch >> gc
     return template
+
+
+def cron_workflows(cfg: Config) -> list[tuple[str, Any]]:
+    """``(file name, hera CronWorkflow)`` for each configured schedule (``deploy.schedule``): publish, monitor."""
+    import hera.workflows as w
+    from hera.workflows import models as m
+
+    n, d = names(cfg), cfg.deploy
+    out: list[tuple[str, Any]] = []
+    common: dict[str, Any] = {"timezone": d.schedule.timezone, "concurrency_policy": "Forbid", "starting_deadline_seconds": 600}
+    if d.schedule.publish:
+        publish = w.CronWorkflow(
+            name=f"{d.name}-publish-scheduled",
+            schedules=[d.schedule.publish],
+            annotations={"workflows.argoproj.io/description": f"kbrelease: publish on a schedule, release {CRON_RELEASE}"},
+            workflow_template_ref=m.WorkflowTemplateRef(name=n.workflow),
+            arguments=w.Parameter(name=RELEASE_PARAM, value=CRON_RELEASE),
+            namespace=d.namespace,
+            labels=labels(cfg, "workflow"),
+            **common,
+        )
+        out.append(("11-publish-cronworkflow.yaml", publish))
+    if d.schedule.monitor:
+        step = _step_factory(cfg)
+        with w.CronWorkflow(
+            name=f"{d.name}-monitor",
+            schedules=[d.schedule.monitor],
+            annotations={"workflows.argoproj.io/description": "kbrelease: integrity monitor; alerts go to KBRELEASE_ALERT_WEBHOOKS"},
+            entrypoint="monitor",
+            **_pod_settings(cfg),
+            **common,
+        ) as monitor:
+            step("monitor", ["monitor"], [])
+        out.append(("12-monitor-cronworkflow.yaml", monitor))
+    return out

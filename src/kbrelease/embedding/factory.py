@@ -6,9 +6,30 @@ from kbrelease.config import Config
 from kbrelease.embedding.base import ImageEmbedder, TextEmbedder
 from kbrelease.errors import ConfigError
 
+BUNDLED_TEXT_MODEL = "all-MiniLM-L6-v2"
+_BUNDLED_TEXT_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def check_local_text_model(cfg: Config) -> None:
+    """Refuse a local text model name the configuration cannot deliver.
+
+    Without ``text.base_url`` and ``text.model_path`` the local embedder loads
+    the bundled all-MiniLM-L6-v2; a release built that way under another name
+    would say, in its manifest, that another model made its vectors.
+    """
+    t = cfg.text
+    if t.embedder != "local" or t.model_path or t.model.lower() in _BUNDLED_TEXT_ALIASES:
+        return
+    raise ConfigError(
+        f"text model {t.model!r} (TEXT_EMBEDDING_MODEL) is not the bundled {BUNDLED_TEXT_MODEL} and no model is given to run it; "
+        f"set TEXT_EMBEDDING_BASE_URL (and TEXT_EMBEDDING_DIM) to an OpenAI-compatible endpoint serving it, or text.model_path / "
+        f"TEXT_EMBEDDING_MODEL_PATH to a local sentence-transformers folder of it, or unset TEXT_EMBEDDING_MODEL to use {BUNDLED_TEXT_MODEL}"
+    )
+
 
 def make_text_embedder(cfg: Config) -> TextEmbedder:
     t = cfg.text
+    check_local_text_model(cfg)
     if t.embedder == "openai":
         from kbrelease.embedding.openai_http import OpenAITextEmbedder
 
@@ -44,6 +65,7 @@ def make_onnx_text_embedder(cfg: Config, quantize: str, threads: int | None = No
     from kbrelease.embedding.onnx_text import ONNX_QUANTIZE_MODES, OnnxTextEmbedder, export_onnx, onnx_file
 
     t = cfg.text
+    check_local_text_model(cfg)
     if quantize not in ONNX_QUANTIZE_MODES:
         raise ConfigError(f"text.quantize {quantize} is not available with text.runtime onnx (use none or int8), or set text.runtime: torch")
     folder = _resolve_model_folder(t.model_path)
@@ -72,13 +94,41 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+SUPPORTED_IMAGE_MODELS: dict[str, str] = {
+    "efficientnet-lite0": "bundled (1280-d, native input 224, any input size 32-1024; IMAGE_EMBEDDING_MODEL_PATH: its .pth weights, optional)",
+    "<any name>": "an encoder saved with torch.export: IMAGE_EMBEDDING_MODEL_PATH=<file.pt2>, IMAGE_EMBEDDING_DIM and IMAGE_EMBEDDING_INPUT_SIZE",
+}
+"""The image encoders ``image.model`` / ``IMAGE_EMBEDDING_MODEL`` selects, and what each needs."""
+_LITE0_ALIASES = {"efficientnet-lite0", "tf-efficientnet-lite0", "efficientnet-lite"}
+
+
+def image_model_kind(cfg: Config) -> str:
+    """``"efficientnet-lite0"`` or ``"exported"``; ConfigError listing the supported encoders for anything else."""
+    i = cfg.image
+    if i.model.lower().replace("_", "-") in _LITE0_ALIASES:
+        return "efficientnet-lite0"
+    missing = [
+        env
+        for env, value in (("IMAGE_EMBEDDING_MODEL_PATH", i.model_path), ("IMAGE_EMBEDDING_DIM", i.dim), ("IMAGE_EMBEDDING_INPUT_SIZE", i.input_size))
+        if not value
+    ]
+    if missing:
+        supported = "; ".join(f"{name}: {what}" for name, what in SUPPORTED_IMAGE_MODELS.items())
+        raise ConfigError(
+            f"image model {i.model!r} is not supported as configured: it is not bundled and {', '.join(missing)} "
+            f"(image.model_path, image.dim, image.input_size) {'is' if len(missing) == 1 else 'are'} not set. Supported: {supported}. "
+            "Models are never downloaded at run time; export yours once with torch.export, or use IMAGE_EMBEDDING_MODEL=efficientnet-lite0"
+        )
+    return "exported"
+
+
 def make_image_embedder(cfg: Config) -> ImageEmbedder:
     """The bundled EfficientNet-Lite0, or any encoder saved with torch.export at ``image.model_path``."""
     from pathlib import Path
 
     i = cfg.image
     embedder: ImageEmbedder
-    if i.model.lower().replace("_", "-") == "efficientnet-lite0":
+    if image_model_kind(cfg) == "efficientnet-lite0":
         from kbrelease.embedding.efficientnet_lite import NATIVE_SIZE, EfficientNetLiteEmbedder
 
         embedder = EfficientNetLiteEmbedder(
@@ -87,13 +137,9 @@ def make_image_embedder(cfg: Config) -> ImageEmbedder:
             weights=Path(i.model_path) if i.model_path else None,
         )
     else:
-        if not (i.model_path and i.dim and i.input_size):
-            raise ConfigError(
-                f"image model {i.model!r} is not bundled; set image.model_path to its torch.export file (.pt2) and image.dim and "
-                "image.input_size (models are never downloaded at run time), or use image.model: efficientnet-lite0"
-            )
         from kbrelease.embedding.exported_image import ExportedImageEmbedder
 
+        assert i.model_path and i.dim and i.input_size  # checked by image_model_kind
         embedder = ExportedImageEmbedder(i.model, Path(i.model_path), i.dim, i.input_size, i.mean or IMAGENET_MEAN, i.std or IMAGENET_STD, i.device)
     if i.dim and embedder.identity.dim != i.dim:
         raise ConfigError(f"image model {i.model!r} gives {embedder.identity.dim}-d vectors but image.dim / IMAGE_EMBEDDING_DIM is {i.dim}; fix the dimension")

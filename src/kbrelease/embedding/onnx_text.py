@@ -190,6 +190,11 @@ class OnnxTextEmbedder:
             import onnxruntime as ort
         except ImportError as exc:
             raise ConfigError("text.runtime onnx needs onnxruntime; pip install onnxruntime, or set text.runtime: torch") from exc
+        # onnxruntime >= 1.32 ships Microsoft's 1DS telemetry on Linux too (a `.ses` session file in $TMPDIR and an
+        # event store under ~/.cache/Microsoft, written at import): kbrelease sends nothing off the machine, so its
+        # events are switched off before the first session.
+        if hasattr(ort, "disable_telemetry_events"):
+            ort.disable_telemetry_events()
         from kbrelease.embedding.local_text import _cpu_count, load_tokenizer
 
         self.pooling, self.normalize, max_seq = model_layout(folder)

@@ -20,6 +20,7 @@ can be built from it, and the data-index API serves it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -35,7 +36,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from kbrelease.atomic import atomic_write
 from kbrelease.config import Config
 from kbrelease.errors import DataIndexError, NotInIndex
-from kbrelease.index.data_index import ROW_GROUP_ROWS, Bundle, SourceIndex, read_bundle, table_checksum, write_bundle
+from kbrelease.index.data_index import ROW_GROUP_ROWS, Bundle, SourceIndex, access_config, read_bundle, table_checksum, write_bundle
 from kbrelease.workspace import Workspace
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
@@ -140,7 +141,7 @@ def load_spec(path: Path) -> BundleSpec:
 
 def spec_source(path: Path) -> dict[str, Any]:
     """Where the spec came from: its file, and its git repository and commit when it is tracked in git."""
-    out: dict[str, Any] = {"file": str(path), "repo": None, "commit": None, "dirty": None}
+    out: dict[str, Any] = {"file": str(path), "repo": None, "commit": None, "dirty": None, "sha256": spec_sha256(path) if path.is_file() else None}
     folder = path.resolve().parent
 
     def git(*args: str, where: Path = folder) -> str | None:
@@ -161,7 +162,7 @@ def spec_source(path: Path) -> dict[str, Any]:
     status = git("status", "--porcelain", "--", rel, where=root)
     remote = git("config", "--get", "remote.origin.url", where=root)
     repo = remote.rstrip("/").removesuffix(".git").rsplit("/", 1)[-1].rsplit(":", 1)[-1] if remote else Path(top).name
-    return {"file": rel, "repo": repo, "commit": commit, "dirty": bool(status)}
+    return out | {"file": rel, "repo": repo, "commit": commit, "dirty": bool(status)}
 
 
 @dataclass(frozen=True)
@@ -245,8 +246,13 @@ def resolve(cfg: Config, spec: BundleSpec, spec_path: Path | None = None) -> Res
 
     ws = Workspace.of(cfg)
     check_spec(cfg, spec)
+    from kbrelease.errors import CompatibilityError
+    from kbrelease.index.compat import VersionCheck
+
     try:
-        current = {s.channel: s for s in read_bundle(ws.index_dir).data_manifest}
+        current = {s.channel: s for s in read_bundle(ws.index_dir, VersionCheck.of(cfg)).data_manifest}
+    except CompatibilityError:
+        raise
     except Exception as exc:
         raise DataIndexError(f"no data index in {ws.index_dir} to resolve bundle {spec.name!r} from; run `kbrelease sync` first") from exc
     missing = [i.source for i in spec.sources if i.source not in current]
@@ -270,12 +276,45 @@ def resolve(cfg: Config, spec: BundleSpec, spec_path: Path | None = None) -> Res
             "description": spec.description,
             "spec_source": spec_source(spec_path) if spec_path else None,
         }
-        bundle = write_bundle(stage, sources, name=spec.name, meta=meta)
+        access = access_config(spec.name, cfg.service.base_url, cfg.service.api_token is not None)
+        bundle = write_bundle(stage, sources, name=spec.name, meta=meta, access=access)
         _swap_into_place(stage, final)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     atomic_write(root / LATEST, spec.version + "\n")
+    if spec_path is not None:
+        record_spec(ws, spec.name, spec.version, spec_path)
     return ResolvedBundle(bundle, final)
+
+
+SPEC_STATE = "bundle-specs.json"
+
+
+def spec_sha256(path: Path) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def record_spec(ws: Workspace, name: str, version: str, spec_path: Path) -> None:
+    """Remember which spec file (and content hash) bundle ``name`` was last resolved from: the monitor reports changes."""
+    from kbrelease.atomic import atomic_write_json
+
+    state = read_spec_state(ws)
+    state[name] = {"file": str(spec_path.resolve()), "sha256": spec_sha256(spec_path), "version": version}
+    with contextlib.suppress(OSError):  # a read-only workspace: the bundle is resolved; only the change report is lost
+        atomic_write_json(ws.state_dir / SPEC_STATE, state, mkdir=True, sort_keys=True)
+
+
+def read_spec_state(ws: Workspace) -> dict[str, dict[str, str]]:
+    """Bundle name → ``{"file", "sha256", "version"}`` of the spec it was last resolved from."""
+    import json
+
+    try:
+        data = json.loads((ws.state_dir / SPEC_STATE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
 
 
 def _swap_into_place(stage: Path, final: Path) -> None:

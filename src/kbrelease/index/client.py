@@ -8,6 +8,14 @@
 ...         process(batch)
 ...     client.download("weekly_docs", [f.file_id for f in files[:10]], "downloads/")
 
+The seed's keyword names work too (``bundle_name=``, ``bundle_version=``)::
+
+    dataset = client.get_dataset(bundle_name="foundational_model", bundle_version="v1.0.0-2025.25")
+    files = client.list_files(bundle_name=..., bundle_version=..., channel="image_original", start_time=..., end_time=..., where='camera_id == "front"')
+    for batch in client.stream_data(bundle_name=..., bundle_version=..., batch_size=1000, contents=True):
+        for item in batch:          # FileData: the record and the file's bytes, sha256-checked
+            train(item.info.metadata, item.data)
+
 Transient failures (connection errors, timeouts, 429, 502, 503, 504) are
 retried with exponential backoff; a stream that breaks off resumes after its
 last complete batch; a download that breaks off asks again for the files it
@@ -61,6 +69,11 @@ class FileInfo:
         """The seed's name for the source."""
         return self.source
 
+    @property
+    def sha256(self) -> str:
+        """The checksum in the seed's form, ``sha256:<hex>``."""
+        return "sha256:" + self.checksum
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FileInfo:
         meta = data.get("metadata") or {}
@@ -70,7 +83,7 @@ class FileInfo:
             relative_path=data["relative_path"],
             timestamp=datetime.fromisoformat(data["timestamp"]),
             size_bytes=int(data["size_bytes"]),
-            checksum=data["checksum"],
+            checksum=plain_checksum(data["checksum"]),
             etag=data.get("etag") or "",
             metadata=json.loads(meta) if isinstance(meta, str) else meta,
         )
@@ -80,8 +93,31 @@ class FileInfo:
         """:meth:`from_json` for a whole batch of the service's records, without the per-field checks."""
         iso = datetime.fromisoformat
         return [
-            cls(r["file_id"], r["source"], r["relative_path"], iso(r["timestamp"]), r["size_bytes"], r["checksum"], r["etag"], r["metadata"]) for r in records
+            cls(r["file_id"], r["source"], r["relative_path"], iso(r["timestamp"]), r["size_bytes"], plain_checksum(r["checksum"]), r["etag"], r["metadata"])
+            for r in records
         ]
+
+
+def plain_checksum(value: str) -> str:
+    """A sha256 checksum as bare hex, from either form (``<hex>`` or the seed's ``sha256:<hex>``)."""
+    return value[7:] if value[:7].lower() == "sha256:" else value
+
+
+@dataclass(slots=True)
+class FileData:
+    """A file's bytes with its record (``stream_data(..., contents=True)``); ``data`` matched the record's sha256.
+
+    ``offset`` is where ``data`` starts in the file: 0, except for the file a stream was resumed in (``resume=``).
+    """
+
+    info: FileInfo
+    data: bytes
+    offset: int = 0
+
+    @property
+    def position(self) -> tuple[str, int]:
+        """Where to resume after this file: pass as ``resume=`` to continue with the next one."""
+        return (self.info.file_id, self.offset + len(self.data))
 
 
 @dataclass(frozen=True)
@@ -108,6 +144,13 @@ class Dataset:
     version: str | None
     meta: dict[str, Any]
     channels: list[ChannelInfo]
+    access_config: dict[str, Any] = field(default_factory=dict)
+    """The seed's access_config: base_url, authentication, endpoints."""
+
+    @property
+    def data_manifest(self) -> list[ChannelInfo]:
+        """The seed's name for :attr:`channels`."""
+        return self.channels
 
     @property
     def total_files(self) -> int:
@@ -272,27 +315,54 @@ class DataIndexClient:
 
     @staticmethod
     def _params(
-        version: str | None, channel: str | Sequence[str] | None, start_time: str | datetime | None, end_time: str | datetime | None, prefix: str | None
+        version: str | None,
+        channel: str | Sequence[str] | None,
+        start_time: str | datetime | None,
+        end_time: str | datetime | None,
+        prefix: str | None,
+        where: str | None = None,
     ) -> dict[str, Any]:
         channels = [channel] if isinstance(channel, str) else list(channel or [])
-        params: dict[str, Any] = {"version": version, "source": channels, "start_time": _iso(start_time), "end_time": _iso(end_time), "prefix": prefix}
+        params: dict[str, Any] = {
+            "version": version,
+            "source": channels,
+            "start_time": _iso(start_time),
+            "end_time": _iso(end_time),
+            "prefix": prefix,
+            "where": where,
+        }
         return {k: v for k, v in params.items() if v not in (None, "", [])}
+
+    @staticmethod
+    def _name(bundle: str | None, bundle_name: str | None, version: str | None = None, bundle_version: str | None = None) -> tuple[str, str | None]:
+        """The bundle and version from either spelling: positional (``bundle``, ``version``) or the seed's keywords."""
+        if bundle is not None and bundle_name is not None and bundle != bundle_name:
+            raise TypeError(f"bundle {bundle!r} and bundle_name {bundle_name!r} disagree; give one of them")
+        if version is not None and bundle_version is not None and version != bundle_version:
+            raise TypeError(f"version {version!r} and bundle_version {bundle_version!r} disagree; give one of them")
+        name = bundle if bundle is not None else bundle_name
+        if not name:
+            raise TypeError("name the bundle: client.get_dataset('weekly_docs') or bundle_name='weekly_docs'")
+        return name, version if version is not None else bundle_version
 
     # --- API ------------------------------------------------------------------
     def list_bundles(self) -> list[dict[str, Any]]:
         """Resolved bundles: name, versions, latest."""
         return list(self._json("GET", "/api/v1/bundles")["bundles"])
 
-    def get_dataset(self, bundle: str, version: str | None = None) -> Dataset:
-        """A bundle's manifest (``version`` default: its latest)."""
+    def get_dataset(
+        self, bundle: str | None = None, version: str | None = None, *, bundle_name: str | None = None, bundle_version: str | None = None
+    ) -> Dataset:
+        """A bundle's manifest (``version`` default: its latest). ``bundle_name``/``bundle_version``: the seed's names."""
+        bundle, version = self._name(bundle, bundle_name, version, bundle_version)
         data = self._json("GET", self._path(bundle), params={"version": version} if version else None)
         known = set(ChannelInfo.__dataclass_fields__)
         channels = [ChannelInfo(**{k: v for k, v in c.items() if k in known}) for c in data["data_manifest"]]
-        return Dataset(bundle, data["meta"].get("bundle_version"), data["meta"], channels)
+        return Dataset(bundle, data["meta"].get("bundle_version"), data["meta"], channels, data.get("access_config") or {})
 
     def list_page(
         self,
-        bundle: str,
+        bundle: str | None = None,
         version: str | None = None,
         channel: str | Sequence[str] | None = None,
         start_time: str | datetime | None = None,
@@ -300,9 +370,17 @@ class DataIndexClient:
         prefix: str | None = None,
         limit: int = 1000,
         cursor: str | None = None,
+        *,
+        bundle_name: str | None = None,
+        bundle_version: str | None = None,
+        where: str | None = None,
     ) -> FilePage:
-        """One page of files (sorted by source, then path); pass ``next_cursor`` back for the next."""
-        params = self._params(version, channel, start_time, end_time, prefix) | {"limit": limit}
+        """One page of files (sorted by source, then path); pass ``next_cursor`` back for the next.
+
+        ``where``: a metadata filter (``camera_id == "front"``; see :mod:`kbrelease.trust.where`), checked by the service.
+        """
+        bundle, version = self._name(bundle, bundle_name, version, bundle_version)
+        params = self._params(version, channel, start_time, end_time, prefix, where) | {"limit": limit}
         if cursor:
             params["cursor"] = cursor
         data = self._json("GET", self._path(bundle, "/files"), params=params)
@@ -310,18 +388,23 @@ class DataIndexClient:
 
     def iter_files(
         self,
-        bundle: str,
+        bundle: str | None = None,
         version: str | None = None,
         channel: str | Sequence[str] | None = None,
         start_time: str | datetime | None = None,
         end_time: str | datetime | None = None,
         prefix: str | None = None,
         page_size: int = 1000,
+        *,
+        bundle_name: str | None = None,
+        bundle_version: str | None = None,
+        where: str | None = None,
     ) -> Iterator[FileInfo]:
         """Every matching file, fetching pages as the iteration reaches them."""
+        bundle, version = self._name(bundle, bundle_name, version, bundle_version)
         cursor = None
         while True:
-            page = self.list_page(bundle, version, channel, start_time, end_time, prefix, page_size, cursor)
+            page = self.list_page(bundle, version, channel, start_time, end_time, prefix, page_size, cursor, where=where)
             yield from page.files
             if not page.next_cursor:
                 return
@@ -329,18 +412,23 @@ class DataIndexClient:
 
     def list_files(
         self,
-        bundle: str,
+        bundle: str | None = None,
         version: str | None = None,
         channel: str | Sequence[str] | None = None,
         start_time: str | datetime | None = None,
         end_time: str | datetime | None = None,
         prefix: str | None = None,
         max_files: int | None = None,
+        *,
+        bundle_name: str | None = None,
+        bundle_version: str | None = None,
+        where: str | None = None,
     ) -> list[FileInfo]:
         """Matching files as a list (all pages, or the first ``max_files``). For very large
-        results use :meth:`iter_files` or :meth:`stream_data`."""
+        results use :meth:`iter_files` or :meth:`stream_data`. ``where`` filters by metadata."""
+        bundle, version = self._name(bundle, bundle_name, version, bundle_version)
         out: list[FileInfo] = []
-        for info in self.iter_files(bundle, version, channel, start_time, end_time, prefix):
+        for info in self.iter_files(bundle, version, channel, start_time, end_time, prefix, where=where):
             if max_files is not None and len(out) >= max_files:
                 break
             out.append(info)
@@ -348,33 +436,117 @@ class DataIndexClient:
 
     def stream_data(
         self,
-        bundle: str,
+        bundle: str | None = None,
         version: str | None = None,
         batch_size: int = 1000,
         channel: str | Sequence[str] | None = None,
         start_time: str | datetime | None = None,
         end_time: str | datetime | None = None,
         prefix: str | None = None,
-    ) -> Iterator[list[FileInfo]]:
+        *,
+        bundle_name: str | None = None,
+        bundle_version: str | None = None,
+        where: str | None = None,
+        contents: bool = False,
+        resume: tuple[str, int] | None = None,
+    ) -> Iterator[list[Any]]:
         """Every matching file in batches of ``batch_size``, read from one NDJSON stream as
-        the iteration goes (nothing is fetched before the first ``next``)."""
-        params = self._params(version, channel, start_time, end_time, prefix) | {"batch_size": batch_size}
-        for batch in self._resumable(bundle, params, "ndjson"):
-            yield FileInfo.many(batch)
+        the iteration goes (nothing is fetched before the first ``next``).
+
+        ``contents=True`` yields batches of :class:`FileData` instead of :class:`FileInfo`:
+        each file's bytes with its record, fetched one batch at a time as the iteration
+        reaches it and checked against the record's sha256 while they arrive (a mismatch
+        raises :class:`~kbrelease.errors.ServiceError`). ``resume=(file_id, offset)``
+        (a :attr:`FileData.position`) starts at that file, its data from byte ``offset``
+        (the whole file is still checked), skipping the files before it.
+        """
+        bundle, version = self._name(bundle, bundle_name, version, bundle_version)
+        params = self._params(version, channel, start_time, end_time, prefix, where) | {"batch_size": batch_size}
+        if resume is not None and not contents:
+            raise TypeError("resume= is for contents=True; a record stream resumes by itself")
+        if not contents:
+            for batch in self._resumable(bundle, params, "ndjson"):
+                yield FileInfo.many(batch)
+            return
+        yield from self._contents(bundle, version, params, resume)
+
+    def _contents(self, bundle: str, version: str | None, params: dict[str, Any], resume: tuple[str, int] | None) -> Iterator[list[Any]]:
+        waiting = resume is not None
+        for raw in self._resumable(bundle, params, "ndjson"):
+            infos = FileInfo.many(raw)
+            offsets: dict[str, int] = {}
+            if waiting and resume is not None:
+                ids = [i.file_id for i in infos]
+                if resume[0] not in ids:
+                    continue
+                infos = infos[ids.index(resume[0]) :]
+                offsets[resume[0]] = max(0, int(resume[1]))
+                waiting = False
+            got = self._fetch_batch(bundle, version, infos)
+            yield [FileData(info, got[info.file_id][offsets.get(info.file_id, 0) :], offsets.get(info.file_id, 0)) for info in infos]
+        if waiting and resume is not None:
+            raise NotInIndex(f"file {resume[0]!r} to resume at is not among the matching files; resume with the same filters, or start over")
+
+    def _fetch_batch(self, bundle: str, version: str | None, infos: list[FileInfo]) -> dict[str, bytes]:
+        """The bytes of ``infos``' files from one tar stream, each hashed while it is read and checked against its record."""
+        want = {i.file_id: i for i in infos}
+        got: dict[str, bytes] = {}
+        failures = 0
+        params = {"version": version} if version else None
+        while len(got) < len(want):
+            todo = [f for f in want if f not in got]
+            try:
+                with (
+                    self._open("POST", self._path(bundle, "/download"), json={"file_ids": todo}, params=params) as response,
+                    tarfile.open(fileobj=_IterReader(response.iter_bytes()), mode="r|") as tar,
+                ):
+                    for member in tar:
+                        fid = member.pax_headers.get("KBRELEASE.file_id", "")
+                        info = want.get(fid)
+                        if info is None or not member.isfile():
+                            raise ServiceError(f"the service sent an archive member {member.name[:120]!r} that was not asked for; refusing it")
+                        src = tar.extractfile(member)
+                        assert src is not None
+                        digest = hashlib.sha256()
+                        parts = []
+                        while block := src.read(1 << 20):
+                            digest.update(block)
+                            parts.append(block)
+                        if digest.hexdigest() != info.checksum:
+                            raise ServiceError(
+                                f"{info.source}:{info.relative_path}: sha256 {digest.hexdigest()[:12]}… does not match the index ({info.checksum[:12]}…); "
+                                "the service's copy changed since the index was made: sync and resolve the bundle again"
+                            )
+                        got[fid] = b"".join(parts)
+                if len(got) < len(want):
+                    raise _Broken(f"the archive lacked {len(want) - len(got)} requested file(s)")
+            except (httpx.TransportError, _Broken, tarfile.ReadError, EOFError) as exc:
+                failures += 1
+                if failures > self.retries:
+                    raise ServiceUnavailable(
+                        f"the file stream from {self.shown_url} kept breaking off ({len(want) - len(got)} file(s) left); retry later"
+                    ) from exc
+                self._pause(failures - 1)
+        return got
 
     def stream_arrow(
         self,
-        bundle: str,
+        bundle: str | None = None,
         version: str | None = None,
         batch_size: int = 10_000,
         channel: str | Sequence[str] | None = None,
         start_time: str | datetime | None = None,
         end_time: str | datetime | None = None,
         prefix: str | None = None,
+        *,
+        bundle_name: str | None = None,
+        bundle_version: str | None = None,
+        where: str | None = None,
     ) -> Iterator[Any]:
         """Like :meth:`stream_data`, as ``pyarrow.RecordBatch`` es from an Arrow IPC stream
         (``metadata`` stays JSON text): the fastest way to load an index into Arrow or pandas."""
-        params = self._params(version, channel, start_time, end_time, prefix) | {"batch_size": batch_size}
+        bundle, version = self._name(bundle, bundle_name, version, bundle_version)
+        params = self._params(version, channel, start_time, end_time, prefix, where) | {"batch_size": batch_size}
         yield from self._resumable(bundle, params, "arrow")
 
     def _resumable(self, bundle: str, params: dict[str, Any], kind: Literal["ndjson", "arrow"]) -> Iterator[Any]:
@@ -467,7 +639,7 @@ class DataIndexClient:
             contained(dest, member.name, "archive member")  # a link planted in dest while the folders were made
         except UnsafePath as exc:
             raise ServiceError(f"the service sent an unsafe archive member: {exc}") from None
-        expected = member.pax_headers.get("KBRELEASE.sha256", "")
+        expected = plain_checksum(member.pax_headers.get("KBRELEASE.sha256", ""))
         tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
         digest = hashlib.sha256()
         src = tar.extractfile(member)

@@ -22,13 +22,16 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kbrelease.atomic import atomic_write, temp_beside
 from kbrelease.config import Modality
 from kbrelease.errors import ReleaseError
+
+if TYPE_CHECKING:
+    from kbrelease.index.compat import VersionCheck
 
 INDEX_SCHEMA_VERSION = 1
 # Small row groups: their min/max statistics let a query over a path range or
@@ -76,6 +79,8 @@ class Bundle:
 
     meta: dict[str, Any]
     data_manifest: list[SourceIndex]
+    access_config: dict[str, Any] | None = None
+    """How clients reach this index over the API (the seed's ``access_config``): base_url, authentication, endpoints."""
 
     @property
     def checksum(self) -> str:
@@ -91,7 +96,10 @@ class Bundle:
         raise ReleaseError(f"source {name!r} is not in the data index; run `kbrelease sync` first")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"meta": self.meta, "data_manifest": [asdict(s) for s in self.data_manifest]}
+        out: dict[str, Any] = {"meta": self.meta, "data_manifest": [asdict(s) for s in self.data_manifest]}
+        if self.access_config is not None:
+            out["access_config"] = self.access_config
+        return out
 
 
 class _NoAliasDumper(yaml.SafeDumper):
@@ -124,23 +132,41 @@ def _human(size: int) -> str:
     return f"{size}B"  # pragma: no cover
 
 
+SYSTEM_METADATA_KEYS = frozenset({"suffix"})
+"""Keys of a record's ``metadata`` that kbrelease sets itself; every other key is the user's."""
+
+
+def _user_line(metadata: Any) -> str:
+    """The part of a checksum line for a file's user metadata: empty without any (so indexes without user metadata keep their checksums)."""
+    user = {k: v for k, v in metadata.items() if k not in SYSTEM_METADATA_KEYS} if isinstance(metadata, dict) else {}
+    return "\x00" + json.dumps(user, sort_keys=True, ensure_ascii=False, separators=(",", ":")) if user else ""
+
+
 def index_checksum(records: Iterable[FileRecord]) -> str:
+    """sha256 over the sorted (path, file checksum, user metadata) of a source: a metadata-only change is a new index too."""
     h = hashlib.sha256()
     for rec in sorted(records, key=lambda r: r.relative_path):
-        h.update(f"{rec.relative_path}\x00{rec.checksum}\n".encode())
+        h.update(f"{rec.relative_path}\x00{rec.checksum}{_user_line(rec.metadata)}\n".encode())
     return "sha256:" + h.hexdigest()
 
 
 def table_checksum(table: Any) -> str:
-    """:func:`index_checksum` of an Arrow table sorted by ``relative_path``, without a Python object per row."""
+    """:func:`index_checksum` of an Arrow table sorted by ``relative_path``, without a Python object per row (but one per distinct metadata)."""
     import pyarrow.compute as pc
 
     h = hashlib.sha256()
-    for batch in table.select(["relative_path", "checksum"]).to_batches(max_chunksize=65_536):
+    parts: dict[str | None, str] = {}
+    for batch in table.select(["relative_path", "checksum", "metadata"]).to_batches(max_chunksize=65_536):
         if not batch.num_rows:
             continue
-        joined = pc.binary_join_element_wise(batch.column(0), batch.column(1), "\x00")
-        h.update(("\n".join(joined.to_pylist()) + "\n").encode())
+        joined = pc.binary_join_element_wise(batch.column(0), batch.column(1), "\x00").to_pylist()
+        metas = batch.column(2).to_pylist()
+        for text in set(metas) - parts.keys():
+            try:
+                parts[text] = _user_line(json.loads(text or "{}"))
+            except ValueError:
+                parts[text] = ""
+        h.update(("\n".join(j + parts[m] for j, m in zip(joined, metas, strict=True)) + "\n").encode())
     return "sha256:" + h.hexdigest()
 
 
@@ -277,10 +303,31 @@ def summarize_source(
     )
 
 
-def write_bundle(index_dir: Path, sources: list[SourceIndex], name: str = "kbrelease", meta: dict[str, Any] | None = None) -> Bundle:
+def access_config(name: str, base_url: str | None, token_required: bool) -> dict[str, Any]:
+    """The seed's ``access_config`` of the index served as ``name``: where the API is, how to sign in, its endpoints."""
+    from urllib.parse import quote
+
+    base = f"/api/v1/bundles/{quote(name, safe='')}"
+    return {
+        "base_url": base_url.rstrip("/") if base_url else None,
+        "authentication": "bearer_token" if token_required else "none",
+        "endpoints": {"list_files": f"{base}/files", "download_batch": f"{base}/download", "streaming": f"{base}/stream"},
+    }
+
+
+def _kbrelease_version() -> str:
+    from kbrelease import __version__
+
+    return __version__
+
+
+def write_bundle(
+    index_dir: Path, sources: list[SourceIndex], name: str = "kbrelease", meta: dict[str, Any] | None = None, access: dict[str, Any] | None = None
+) -> Bundle:
     """Write ``bundle.yaml`` last, after every source's Parquet file.
 
-    ``meta`` adds keys to the bundle's ``meta`` (version, type, spec source).
+    ``meta`` adds keys to the bundle's ``meta`` (version, type, spec source);
+    ``access`` is written as its ``access_config`` (see :func:`access_config`).
     """
     total = sum(s.total_size for s in sources)
     bundle = Bundle(
@@ -288,12 +335,14 @@ def write_bundle(index_dir: Path, sources: list[SourceIndex], name: str = "kbrel
             "bundle_name": name,
             **(meta or {}),
             "schema_version": INDEX_SCHEMA_VERSION,
+            "kbrelease_version": _kbrelease_version(),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "data_volume": _human(total),
             "total_size": total,
             "total_files": sum(s.file_count for s in sources),
         },
         data_manifest=sources,
+        access_config=access,
     )
     bundle.meta["checksum"] = bundle.checksum
     index_dir.mkdir(parents=True, exist_ok=True)
@@ -301,9 +350,20 @@ def write_bundle(index_dir: Path, sources: list[SourceIndex], name: str = "kbrel
     return bundle
 
 
-def read_bundle(index_dir: Path) -> Bundle:
+def read_bundle(index_dir: Path, versions: VersionCheck | None = None) -> Bundle:
+    """The data index in ``index_dir``, checked against the compatibility matrix.
+
+    ``versions``: the configured check (:meth:`VersionCheck.of(cfg) <kbrelease.index.compat.VersionCheck.of>`);
+    default: the shipped matrix, refusing an incompatible index.
+    """
+    from kbrelease.index.compat import VersionCheck
+
     path = index_dir / "bundle.yaml"
     if not path.is_file():
         raise ReleaseError(f"no data index at {index_dir}; run `kbrelease sync` first")
     data = load_bundle_yaml(path.read_text(encoding="utf-8"))
-    return Bundle(meta=data["meta"], data_manifest=[SourceIndex(**s) for s in data["data_manifest"]])
+    (versions or VersionCheck.default()).check(data["meta"], f"data index {path}")
+    access = data.get("access_config")
+    return Bundle(
+        meta=data["meta"], data_manifest=[SourceIndex(**s) for s in data["data_manifest"]], access_config=access if isinstance(access, dict) else None
+    )

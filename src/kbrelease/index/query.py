@@ -21,11 +21,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kbrelease.errors import DataIndexError
 from kbrelease.index.data_index import Bundle, arrow_schema, read_bundle
 from kbrelease.trust.names import is_name
+
+if TYPE_CHECKING:
+    from kbrelease.index.compat import VersionCheck
 
 MAX_PAGE = 10_000
 """Most records one page of ``files`` may ask for."""
@@ -60,8 +63,14 @@ class FileFilter:
     start_time: datetime | None = None
     end_time: datetime | None = None
     prefix: str = ""
+    where: str = ""
+    """A metadata filter (:mod:`kbrelease.trust.where`), e.g. ``camera_id == "front"``; checked here."""
 
     def __post_init__(self) -> None:
+        from kbrelease.trust.where import parse_where
+
+        object.__setattr__(self, "where", (self.where or "").strip())
+        object.__setattr__(self, "_where", parse_where(self.where))
         object.__setattr__(self, "start_time", _utc(self.start_time))
         object.__setattr__(self, "end_time", _utc(self.end_time))
         object.__setattr__(self, "sources", tuple(sorted(set(self.sources))))
@@ -70,6 +79,8 @@ class FileFilter:
 
     def fingerprint(self, bundle: Bundle) -> str:
         key = [bundle.checksum, list(self.sources), str(self.start_time), str(self.end_time), self.prefix]
+        if self.where:  # only when set: the cursors of queries without a filter stay as they were
+            key.append(self.where)
         return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:16]
 
 
@@ -147,10 +158,12 @@ class IndexQuery:
     """Queries over one data index folder."""
 
     folder: Path
+    versions: VersionCheck | None = None
+    """The compatibility check (default: the shipped matrix, refusing an incompatible index)."""
     bundle: Bundle = field(init=False)
 
     def __post_init__(self) -> None:
-        self.bundle = read_bundle(self.folder)
+        self.bundle = read_bundle(self.folder, self.versions)
         self._files: dict[str, Path] = {}
         for s in self.bundle.data_manifest:  # the index may have come in a package: its names become paths
             if not is_name("source", s.channel) or s.index_file != f"{s.channel}.parquet" or s.channel in self._files:
@@ -260,6 +273,8 @@ class IndexQuery:
                 mask = self._mask(table, flt, after_path)
                 if mask is not None:
                     table = table.filter(mask)
+                if flt.where and table.num_rows:
+                    table = table.filter(_metadata_mask(table.column("metadata"), flt))
                 for batch in table.to_batches():
                     if batch.num_rows:
                         cols = [batch.column(n) for n in _STORED]
@@ -334,6 +349,24 @@ class IndexQuery:
             for row in table.to_pylist():
                 found[row["file_id"]] = row | {"source": name}
         return found
+
+
+def _metadata_mask(column: Any, flt: FileFilter) -> Any:
+    """Which rows' metadata (JSON text) pass ``flt.where``; each distinct value is parsed once."""
+    import pyarrow as pa
+
+    check = getattr(flt, "_where").matches  # noqa: B009 - set in __post_init__ of the frozen dataclass
+    seen: dict[str | None, bool] = {}
+    out = []
+    for text in column.to_pylist():
+        if text not in seen:
+            try:
+                value = json.loads(text or "{}")
+            except ValueError:
+                value = {}
+            seen[text] = isinstance(value, dict) and check(value)
+        out.append(seen[text])
+    return pa.array(out, pa.bool_())
 
 
 _DAY_US = 86_400_000_000

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from kbrelease.sources.source import Source
     from kbrelease.store.milvus import MilvusStore
 
-CheckName = Literal["completeness", "checksums", "sync_delay", "storage"]
+CheckName = Literal["completeness", "checksums", "sync_delay", "storage", "spec_updates"]
 Status = Literal["ok", "problem", "unknown"]
 Verdict = Literal["ok", "drift", "missing", "corrupt"]
 
@@ -117,9 +117,11 @@ def completeness(cfg: Config, store: MilvusStore, registry: Registry, live: str 
         record = registry.require(live)
     except KbReleaseError as exc:
         return [CheckResult("completeness", "live", "problem", f"cannot evaluate: cannot read the live release {live!r}: {exc}")]
+    from kbrelease.index.compat import VersionCheck
+
     folder = Workspace.of(cfg).release_index(live)
     try:
-        bundle = read_bundle(folder)
+        bundle = read_bundle(folder, VersionCheck.of(cfg))
     except KbReleaseError as exc:
         return [CheckResult("completeness", "live", "problem", f"cannot evaluate: {exc}")]
     out = []
@@ -203,7 +205,7 @@ def checksums(cfg: Config, bundle: Bundle, folder: Path, sample: int | str, rng:
             out.append(CheckResult("checksums", src.channel, "unknown", str(exc)))
             continue
         rows, n = _sample_rows(folder / src.index_file, sample, rng)
-        workers = cfg.s3.concurrency if source.protocol == "s3" else 4
+        workers = cfg.s3.concurrency if source.protocol == "s3" else 1 if source.protocol == "ftp" else 4
         try:
             with ThreadPoolExecutor(max_workers=max(1, min(workers, len(rows)))) as pool:
                 verdicts = list(pool.map(_verdict, [source] * len(rows), rows))
@@ -229,14 +231,22 @@ def checksums(cfg: Config, bundle: Bundle, folder: Path, sample: int | str, rng:
 
 def sync_delay(cfg: Config, now: datetime | None = None) -> list[CheckResult]:
     """Time since each configured source's last successful sync, against ``monitor.max_sync_delay_minutes``."""
-    from kbrelease.sources.sync import read_sync_state
+    from kbrelease.sources.sync import read_sync_failures, read_sync_state
 
     now = now or now_utc()
-    state = read_sync_state(Workspace.of(cfg))
+    ws = Workspace.of(cfg)
+    state = read_sync_state(ws)
+    failures = read_sync_failures(ws) if cfg.monitor.alert_on_sync_failure else {}
     limit = cfg.monitor.max_sync_delay_minutes * 60
     out = []
     for src in cfg.sources:
         last = state.get(src.name)
+        failed = failures.get(src.name)
+        if failed is not None and (last is None or failed["at"] >= last):
+            # A failed sync alerts at once, not only once max_sync_delay_minutes have passed.
+            msg = f"the last sync failed at {failed['at']}: {failed['error']}; fix it and run `kbrelease sync` (last success: {last or 'never'})"
+            out.append(CheckResult("sync_delay", src.name, "problem", msg, None, {"last_success": last, "failed_at": failed["at"]}))
+            continue
         if last is None:
             out.append(CheckResult("sync_delay", src.name, "problem", f"source {src.name} has never synced successfully; run `kbrelease sync`"))
             continue
@@ -274,4 +284,35 @@ def storage(cfg: Config, store: MilvusStore | None) -> list[CheckResult]:
             out.append(CheckResult("storage", "milvus", "ok", "Milvus answers", 1.0))
         except KbReleaseError as exc:
             out.append(CheckResult("storage", "milvus", "problem", str(exc), 0.0))
+    return out
+
+
+# --- bundle spec updates --------------------------------------------------------
+
+
+def spec_updates(cfg: Config) -> list[CheckResult]:
+    """Has a bundle spec file changed (its content hash) since its bundle was last resolved? (seed: ``check_dataspec_updates``)"""
+    from kbrelease.index.bundles import read_spec_state, spec_sha256
+
+    out = []
+    for name, seen in sorted(read_spec_state(Workspace.of(cfg)).items()):
+        path = Path(seen.get("file", ""))
+        details = {"file": str(path), "resolved_version": seen.get("version"), "resolved_sha256": seen.get("sha256")}
+        if not path.is_file():
+            msg = f"bundle spec {path} of bundle {name} is gone; restore it, or remove the bundle"
+            out.append(CheckResult("spec_updates", name, "problem", msg, None, details))
+            continue
+        try:
+            now = spec_sha256(path)
+        except OSError as exc:
+            out.append(CheckResult("spec_updates", name, "unknown", f"cannot read bundle spec {path}: {exc}", None, details))
+            continue
+        if now != seen.get("sha256"):
+            msg = (
+                f"bundle spec {path} changed since bundle {name} {seen.get('version')} was resolved "
+                f"({str(seen.get('sha256'))[7:19]} → {now[7:19]}); run `kbrelease index --bundle {path}`"
+            )
+            out.append(CheckResult("spec_updates", name, "problem", msg, None, details | {"sha256": now}))
+        else:
+            out.append(CheckResult("spec_updates", name, "ok", f"bundle spec {path.name} unchanged since {seen.get('version')} was resolved", None, details))
     return out

@@ -23,9 +23,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kbrelease.errors import KbReleaseError
+from kbrelease.index.compat import VersionCheck
 from kbrelease.index.data_index import read_bundle
-from kbrelease.monitor.alerts import AlertSender, IncidentBook
-from kbrelease.monitor.checks import CheckResult, MonitorReport, checksums, completeness, now_utc, storage, sync_delay
+from kbrelease.monitor.alerts import AlertSender, IncidentBook, alert_cycle
+from kbrelease.monitor.checks import CheckResult, MonitorReport, checksums, completeness, now_utc, spec_updates, storage, sync_delay
 from kbrelease.monitor.metrics import MonitorCollector
 from kbrelease.workspace import Workspace
 
@@ -48,7 +49,8 @@ class Monitor:
         self.store = store
         self.releases = releases
         self.ws = Workspace.of(cfg)
-        self.sender = AlertSender(cfg.monitor.webhook_urls, cfg.environment, cfg.monitor.webhook_timeout_s, http)
+        self.sender = AlertSender.from_config(cfg, http)
+        self.state_dir = cfg.monitor.state_dir or self.ws.state_dir
         self.collector = MonitorCollector()
         self._lock = threading.Lock()
         if metrics is not None:
@@ -86,17 +88,17 @@ class Monitor:
         folder = self.ws.release_index(live) if live else self.ws.index_dir
         index_name = f"release {live}" if live else "current (last sync)"
         try:
-            checked += checksums(self.cfg, read_bundle(folder), folder, sample)
+            checked += checksums(self.cfg, read_bundle(folder, VersionCheck.of(self.cfg)), folder, sample)
         except KbReleaseError as exc:
             checked.append(CheckResult("checksums", "index", "unknown", str(exc)))
         checked += sync_delay(self.cfg, now)
+        if self.cfg.monitor.check_spec_updates:
+            checked += spec_updates(self.cfg)
         results = checked + results
         report = MonitorReport(now.isoformat(timespec="seconds"), self.cfg.environment, live, index_name, results)
-        with IncidentBook(self.ws.state_dir).locked() as book:
+        with IncidentBook(self.state_dir).locked() as book:
             if alerts:
-                book.update(results, report.checked_at, self.sender.hooks)
-                report.alerts = self.sender.deliver(book.pending(self.sender.hooks))
-                book.forget_delivered(self.sender.hooks)
+                report.alerts = alert_cycle(book, self.sender, results, report.checked_at)
             report.open_incidents = sorted(book.incidents)
         report.seconds = round(time.monotonic() - started, 3)
         self.collector.report = report
@@ -113,3 +115,30 @@ class Monitor:
                 log.exception("monitor run failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+def notify(cfg: Config, key: str, message: str, channels: list[str] | None = None, http: httpx.Client | None = None) -> list[dict[str, Any]]:
+    """Send a one-shot notice (not an incident) to the alert channels named (default: all), once per ``key``.
+
+    Used for incompatibilities found outside the monitor (``check``, a data
+    index read, a package import). Never raises: a notice that cannot be sent
+    is logged and retried by the next call with the same key.
+    """
+    sender = AlertSender.from_config(cfg, http)
+    if not sender.hooks:
+        return []
+    only = sender.of_channels(channels) if channels is not None else sender.hooks
+    if not only:
+        return []
+    state_dir = cfg.monitor.state_dir or Workspace.of(cfg).state_dir
+    now = now_utc().isoformat(timespec="seconds")
+    try:
+        with IncidentBook(state_dir).locked() as book:
+            book.add_event(key, message, now)
+            pending = [n for n in book.pending(sender.hooks) if n.kind == "event"]
+            sent = sender.deliver(pending, only=only)
+            book.forget_delivered(sender.hooks, now)
+            return sent
+    except OSError as exc:
+        log.warning("cannot record the notice %s in %s: %s", key, state_dir, exc)
+        return []

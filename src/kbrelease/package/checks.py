@@ -18,7 +18,8 @@ from typing import Any
 from kbrelease.embedding.base import EmbedderIdentity, RecordedEmbedder
 from kbrelease.errors import CompatibilityError, InvalidName, KbReleaseError, PackageError
 from kbrelease.index.bounded import FILE_ID, bad_values, check_parquet, decoded_bytes, path_problems
-from kbrelease.index.data_index import INDEX_SCHEMA_VERSION, Bundle, SourceIndex, index_checksum, read_source_index
+from kbrelease.index.compat import VersionCheck
+from kbrelease.index.data_index import Bundle, SourceIndex, index_checksum, read_source_index
 from kbrelease.package.format import INFO, MANIFEST, MAX_MEMBER_BYTES, MAX_SMALL_MEMBER_BYTES, ROW_FIELDS, Member, Reading, check_manifest
 from kbrelease.release.registry import ReleaseRecord
 from kbrelease.trust.names import NameKind, is_name
@@ -50,6 +51,8 @@ class Pass:
     parts: int = 0
     file_ids: dict[str, Any] = field(default_factory=dict)
     """Per source, the file ids of its data index (an Arrow array): every row must name one of them."""
+    versions: VersionCheck | None = None
+    """The compatibility check of the target environment (default: the shipped matrix, refusing)."""
 
 
 def content_key(manifest: dict[str, Any]) -> str:
@@ -168,11 +171,7 @@ def _on_index(p: Pass, name: str, data: bytes) -> None:
             p.bundle = Bundle(meta=loaded["meta"], data_manifest=[SourceIndex(**s) for s in loaded["data_manifest"]])
         except Exception as exc:
             raise PackageError(f"{where}: index/bundle.yaml cannot be read ({str(exc)[:200]}); the package is damaged") from exc
-        version = int(p.bundle.meta.get("schema_version", 1))
-        if version > INDEX_SCHEMA_VERSION:
-            raise CompatibilityError(
-                f"{where}: its data index has schema version {version}, newer than this kbrelease reads ({INDEX_SCHEMA_VERSION}); upgrade kbrelease"
-            )
+        (p.versions or VersionCheck.default()).check(p.bundle.meta, f"{where}: its data index")
         if p.bundle.checksum != p.record.data_index_checksum:
             raise PackageError(f"{where}: the data index does not match the release's data-index checksum; the package was altered")
         check_bundle(p.bundle, p.manifest, where)

@@ -147,7 +147,15 @@ def _package_manifest(record: ReleaseRecord, dims: dict[str, int], index_members
         "release": record.asdict(),
         "data_index": {"checksum": record.data_index_checksum, "members": index_members},
         "collections": {
-            source: {"collection": c.collection, "modality": c.modality, "dim": dims[source], "rows": c.rows, "metric": METRIC, "fields": list(ROW_FIELDS)}
+            source: {
+                "collection": c.collection,
+                "modality": c.modality,
+                "dim": dims[source],
+                "rows": c.rows,
+                "metric": METRIC,
+                "fields": list(ROW_FIELDS),
+                "sparse": c.sparse,  # a BM25 field, computed by Milvus from "text": recreated on import, not in the parts
+            }
             for source, c in record.sources.items()
         },
         "part_bytes": part_bytes,
@@ -163,7 +171,8 @@ def _info_text(record: ReleaseRecord, manifest: dict[str, Any]) -> str:
         "collections:",
     ]
     for source, col in manifest["collections"].items():
-        lines.append(f"  {source} -> {col['collection']} [{col['modality']}, {col['dim']}-d, {col['metric']}]: {col['rows']} rows")
+        hybrid = ", +BM25" if col.get("sparse") else ""
+        lines.append(f"  {source} -> {col['collection']} [{col['modality']}, {col['dim']}-d, {col['metric']}{hybrid}]: {col['rows']} rows")
     lines.append("checksums:       SHA256SUMS (last member); `sha256sum -c SHA256SUMS` in an extracted copy")
     return "\n".join(lines) + "\n"
 

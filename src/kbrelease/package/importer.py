@@ -33,6 +33,7 @@ from typing import IO, Any
 from kbrelease.config import Config
 from kbrelease.embedding.base import EmbedderIdentity
 from kbrelease.errors import KbReleaseError, PackageError, ReleaseError
+from kbrelease.index.compat import VersionCheck
 from kbrelease.package.checks import Pass, check_batch_size, check_complete, content_key, on_member
 from kbrelease.package.format import (
     ROW_FIELDS,
@@ -145,6 +146,12 @@ class _Loader:
                     f"{'imported from another package' if imported else 'built here'}); import it under another name with --as NAME"
                 )
             info.resumed = same and existing.state != "dropped"
+        for source, counts in src.sources.items():  # before anything is dropped or registered
+            if counts.sparse:
+                store.check_sparse(
+                    f"package of release {src.name!r}: source {source!r} (exported with a BM25 field for hybrid search)",
+                    "import it into Milvus 2.5 or later or the embedded store, or export a release built with `hybrid: false`",
+                )
         if not info.resumed:
             store.drop_database(db)  # an unfinished import of other rows, or a leftover database
         origin = {
@@ -196,7 +203,8 @@ class _Loader:
         self.t.registry.put(self.record)
         self.t.store.ensure_database(self.record.database)
         for source, col in p.manifest["collections"].items():
-            self.t.store.ensure_collection(self.record.database, col["collection"], int(col["dim"]), description=f"kbrelease source {source}")
+            sparse = self.record.sources[source].sparse  # Milvus refills the BM25 field from the rows' text
+            self.t.store.ensure_collection(self.record.database, col["collection"], int(col["dim"]), description=f"kbrelease source {source}", sparse=sparse)
 
     def load_part(self, source: str, pf: Any, dim: int, label: str) -> int:
         assert self.record is not None
@@ -246,7 +254,7 @@ def _run_pass(stream: IO[bytes], where: str, target: ImportTarget, loader: _Load
     SHA256SUMS has been compared: a damaged member is reported as a checksum
     mismatch, not as whatever its damage looks like.
     """
-    p = Pass(Reading(where))
+    p = Pass(Reading(where), versions=VersionCheck.of(target.cfg))
     label = "import rows"
     held: KbReleaseError | None = None
     for m in iter_members(stream, p.reading):

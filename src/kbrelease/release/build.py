@@ -22,7 +22,8 @@ from typing import Any, TypeVar
 
 from kbrelease import __version__
 from kbrelease.cache.embeddings import EmbeddingCache, content_key, namespace
-from kbrelease.chunking.text import Chunk, TextChunker, decode_text
+from kbrelease.chunking.formats import ReadOptions, read_document
+from kbrelease.chunking.text import Chunk, TextChunker
 from kbrelease.config import Config
 from kbrelease.embedding.base import EmbedderIdentity, ImageEmbedder, TextEmbedder, Vectors
 from kbrelease.embedding.models import Models
@@ -31,6 +32,7 @@ from kbrelease.index.data_index import Bundle, FileRecord, SourceIndex, read_bun
 from kbrelease.progress import Quiet, Reporter
 from kbrelease.release.manifest import write_manifest
 from kbrelease.release.registry import Registry, ReleaseRecord, SourceCounts, check_release_name
+from kbrelease.sources.metadata import row_metadata
 from kbrelease.store.milvus import MilvusStore, clip_utf8
 from kbrelease.store.schema import PATH_MAX, TEXT_MAX
 from kbrelease.trust import faults
@@ -63,6 +65,8 @@ class Prepared:
     failure: str | None = None
     skip: str | None = None
     encoding: str = ""
+    notes: tuple[str, ...] = ()
+    """Parts left out of a file that is otherwise indexed (a PDF's scanned pages): listed with the skips, not counted."""
 
 
 def database_name(cfg: Config, release: str) -> str:
@@ -106,6 +110,15 @@ class Builder:
     @property
     def image(self) -> ImageEmbedder:
         return self.models.image
+
+    def hybrid(self, src: SourceIndex) -> bool:
+        """Whether ``src`` is configured for hybrid search (``hybrid: true`` on a text source): its collection gets a BM25 field."""
+        found = next((s for s in self.cfg.sources if s.name == src.channel), None)
+        return src.modality == "text" and found is not None and found.hybrid
+
+    def ensure_collection(self, db: str, src: SourceIndex) -> None:
+        dim = self.text.identity.dim if src.modality == "text" else self.image.identity.dim
+        self.store.ensure_collection(db, src.collection, dim, description=f"kbrelease source {src.channel}", sparse=self.hybrid(src))
 
     def use_release(self, release: str) -> None:
         """Build into ``release`` from now on (once per release: the embedding cache records which build used what)."""
@@ -155,11 +168,12 @@ class Builder:
             data = self._read(source, rec, self.cfg.text.max_file_mb)
             if not data.strip():
                 return Prepared(rec, skip="empty file")
-            decoded = decode_text(data, self.cfg.text.fallback_encoding)
-            chunks = self.chunker.chunk(decoded.text, markdown=rec.relative_path.lower().endswith(".md"))
+            options = ReadOptions.for_text(self.cfg.text.fallback_encoding, self.cfg.text.max_file_mb)
+            doc = read_document(rec.relative_path, data, options)  # by the file's suffix: kbrelease.chunking.formats
+            chunks = self.chunker.chunk_sections(doc.sections, markdown=doc.markdown)
             if not chunks:
-                return Prepared(rec, skip="no text after decoding (whitespace only)")
-            return Prepared(rec, chunks=chunks, encoding=decoded.encoding)
+                return Prepared(rec, skip=doc.empty_reason or "no text after decoding (whitespace only)")
+            return Prepared(rec, chunks=chunks, encoding=doc.encoding, notes=doc.notes)
         except InputFileError as exc:
             return Prepared(rec, failure=exc.reason)
         except KbReleaseError:
@@ -206,14 +220,14 @@ class Builder:
         whole = records is None
         if records is None:
             records = read_source_index(self.ws.release_index(release) / src.index_file)
-        dim = self.text.identity.dim if src.modality == "text" else self.image.identity.dim
-        self.store.ensure_collection(db, src.collection, dim, description=f"kbrelease source {src.channel}")
+        self.ensure_collection(db, src)
         present = self.store.file_rows(db, src.collection, None if whole else [r.file_id for r in records])
         wanted = {r.file_id for r in records}
         complete = {f for f, (have, n) in present.items() if have == n and f in wanted}
         self.store.delete_files(db, src.collection, [f for f in present if f not in complete])
         todo = [r for r in records if r.file_id not in complete]
         counts = SourceCounts(collection=src.collection, modality=src.modality, files=len(records))
+        counts.sparse = src.modality == "text" and self.store.has_sparse(db, src.collection)  # what the collection has, not what was asked
         label = f"build {src.channel}" + (f" {shard}" if shard else "")
         self.reporter.start(label, len(records), "files")
         self.reporter.advance(label, len(records) - len(todo))
@@ -252,11 +266,33 @@ class Builder:
             counts.skipped += 1
             if len(counts.skips) < MAX_REPORTED:
                 counts.skips.append({"file": prep.record.relative_path, "reason": prep.skip})
+        for note in prep.notes:  # the file is indexed; the parts it lacks are named with the skips
+            if len(counts.skips) < MAX_REPORTED:
+                counts.skips.append({"file": prep.record.relative_path, "reason": note[:300]})
+
+    def _token_lengths(self, texts: list[str]) -> list[int]:
+        """Token counts of ``texts`` (one batched call of a fast tokenizer where the embedder has one)."""
+        tokenizer = getattr(self.text, "hf_tokenizer", None)
+        if tokenizer is not None and hasattr(tokenizer, "encode_batch"):
+            return [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+        return [self.text.count_tokens(t) for t in texts]
 
     def _build_text(self, db: str, src: SourceIndex, todo: list[FileRecord], counts: SourceCounts, label: str) -> None:
-        # Several model batches per call: the model sorts by length inside a call.
-        batch_target = self.cfg.text.batch_size * 4
+        # Chunks are gathered across files (text.sort_window of them), sorted by token length and handed to the model
+        # in calls of 4x batch_size: forward passes then hold texts of about one length, so little of what the model
+        # computes is padding (bench/padding_bench.py), while progress, upserts and the embedding cache still advance
+        # one call at a time.
+        call = self.cfg.text.batch_size * 4
+        window: list[tuple[Prepared, Chunk]] = []
         pending: list[tuple[Prepared, Chunk]] = []
+
+        def drain() -> None:
+            lengths = self._token_lengths([c.text for _, c in window])
+            order = sorted(range(len(window)), key=lambda i: lengths[i], reverse=True)
+            for start in range(0, len(order), call):
+                pending.extend(window[i] for i in order[start : start + call])
+                flush()
+            window.clear()
 
         def flush() -> None:
             if not pending:
@@ -272,7 +308,8 @@ class Builder:
                     start=chunk.start,
                     heading=clip_utf8(chunk.heading, PATH_MAX),
                     text=clip_utf8(chunk.text, TEXT_MAX),
-                    metadata={"source": src.channel, "encoding": prep.encoding},
+                    metadata=row_metadata(prep.record.metadata, prep.record.timestamp, source=src.channel, encoding=prep.encoding)
+                    | ({"page": chunk.page} if chunk.page is not None else {}),
                 )
                 rows.append(row)
             self._upsert(db, src.collection, rows)
@@ -283,11 +320,11 @@ class Builder:
         for prep in bounded_map(prepare, todo, workers=2, window=64):
             self._note(counts, prep)
             for chunk in prep.chunks or []:
-                pending.append((prep, chunk))
-            if len(pending) >= batch_target:
-                flush()
+                window.append((prep, chunk))
+            if len(window) >= self.cfg.text.sort_window:
+                drain()
             self.reporter.advance(label)
-        flush()
+        drain()
 
     def _build_images(self, db: str, src: SourceIndex, todo: list[FileRecord], counts: SourceCounts, label: str) -> None:
         import numpy as np
@@ -298,7 +335,7 @@ class Builder:
             rows = []
             for rec, vec in zip(records, vectors, strict=True):
                 row = self._base_row(rec, 0, 1)
-                row.update(vector=vec.tolist(), start=0, heading="", text="", metadata={"source": src.channel})
+                row.update(vector=vec.tolist(), start=0, heading="", text="", metadata=row_metadata(rec.metadata, rec.timestamp, source=src.channel))
                 rows.append(row)
             self._upsert(db, src.collection, rows)
             self.reporter.advance(self._embed_label(src), len(rows))
@@ -369,14 +406,19 @@ class Builder:
         ``building``/``failed`` release with the same data index is resumed;
         with another data index it starts over (its database is dropped).
         """
+        from kbrelease.index.compat import VersionCheck
+
         index_dir = index_dir or self.ws.index_dir
-        bundle = read_bundle(index_dir)
+        bundle = read_bundle(index_dir, VersionCheck.of(self.cfg))
         release = check_release_name(name) if name else self.registry.next_name()
         self.use_release(release)
         record = self.registry.get(release)
         db = database_name(self.cfg, release)
         if record is not None and record.state not in ("building", "failed"):
             raise ReleaseError(f"release {release!r} is already {record.state}; releases are immutable — build a new one (omit --release for the next name)")
+        for src in bundle.data_manifest:  # before anything is dropped or created
+            if self.hybrid(src):
+                self.store.check_sparse(f"source {src.channel!r} (hybrid: true)", "set `hybrid: false` on the source, or use Milvus 2.5 or later")
         restart = record is None or record.data_index_checksum != bundle.checksum
         if restart:
             self.store.drop_database(db)

@@ -3,7 +3,9 @@
 Compares, for one environment: the configured embedding models, the data
 index in the workspace, the releases in the registry (manifest schema
 versions, models, databases, vector dimensions), and optionally a running
-service (``GET /api/v1/info``). Each finding is ``ok``, ``warning`` (works
+service: ``GET /api/v1/info``, then one real search per source of the live
+release (the seed's ``api_test.sh``), each of which must return a hit; with
+``KBRELEASE_API_TOKEN`` set, the token is sent. Each finding is ``ok``, ``warning`` (works
 now, will bite later) or ``error`` (queries fail or return vectors of another
 model now); any error makes the command exit non-zero.
 """
@@ -11,7 +13,7 @@ model now); any error makes the command exit non-zero.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from kbrelease.config import Config
@@ -95,21 +97,28 @@ def _models(cfg: Config, identity: Callable[[str], EmbedderIdentity], kinds: set
 
 
 def _data_index(cfg: Config, report: CheckReport, live: ReleaseRecord | None) -> None:
-    from kbrelease.index.data_index import INDEX_SCHEMA_VERSION, read_bundle
+    from kbrelease.index.compat import VersionCheck
+    from kbrelease.index.data_index import read_bundle
 
     ws = Workspace.of(cfg)
     if not (ws.index_dir / "bundle.yaml").is_file():
         report.add("data index", "warning", f"none in {ws.index_dir} yet; `kbrelease sync` writes it (queries do not need it)")
         return
+    versions = VersionCheck.of(cfg)
     try:
-        bundle = read_bundle(ws.index_dir)
+        bundle = read_bundle(ws.index_dir, replace(versions, enabled=False))
     except Exception as exc:  # noqa: BLE001 - any damage is reported, not raised
         report.add("data index", "error", f"{ws.index_dir / 'bundle.yaml'} cannot be read ({exc}); run `kbrelease sync` again")
         return
-    version = int(bundle.meta.get("schema_version", 1))
-    if version > INDEX_SCHEMA_VERSION:
-        report.add("data index", "error", f"schema version {version} is newer than this kbrelease reads ({INDEX_SCHEMA_VERSION}); upgrade kbrelease")
-        return
+    version = bundle.meta.get("schema_version", 1)
+    verdict = versions.assess(bundle.meta)
+    if verdict is not None and not verdict.compatible:
+        # The compatibility matrix (shipped, or version_check.matrix) says this kbrelease does not read it.
+        message = verdict.message(str(ws.index_dir / "bundle.yaml"))
+        versions.tell(f"compatibility:check:{ws.index_dir}:{verdict.index_version}", message)
+        report.add("compatibility", "error" if versions.fail_on_incompatible else "warning", message)
+        if versions.fail_on_incompatible:
+            return
     indexed = {s.channel: s for s in bundle.data_manifest}
     for src in cfg.sources:
         entry = indexed.get(src.name)
@@ -128,6 +137,8 @@ def _data_index(cfg: Config, report: CheckReport, live: ReleaseRecord | None) ->
     if live is not None:
         same = bundle.checksum == live.data_index_checksum
         note = "; same as the live release" if same else f"; changed since live release {live.name} (publish builds a new one)"
+    if verdict is not None and verdict.compatible:
+        note += f"; compatible with kbrelease {verdict.reader} (matrix: {verdict.matrix})"
     report.add("data index", "ok", f"{bundle.meta.get('total_files', '?')} files in {len(indexed)} source(s), schema {version}{note}")
 
 
@@ -179,14 +190,75 @@ def _release(
         report.add(subject, "ok", f"{record.state}, database {record.database}, models and collections match{note}")
 
 
+SMOKE_QUERY = "test"
+"""The text of each text source's smoke search: any word finds the nearest chunk of a non-empty collection."""
+
+
+def _smoke_image() -> bytes:
+    """A small gradient PNG for the image sources' smoke search (made here: no file of the corpus is needed)."""
+    import io
+
+    from PIL import Image
+
+    img = Image.new("RGB", (64, 64))
+    img.putdata([(x * 4, y * 4, (x + y) * 2) for y in range(64) for x in range(64)])
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _smoke(client: Any, subject: str, live: ReleaseRecord, served: str | None, report: CheckReport) -> None:
+    """One search per source of the live release; each must answer 200 with at least one hit."""
+    import httpx
+
+    for source, counts in sorted(live.sources.items()):
+        what = f"{subject} source {source}"
+        try:
+            if counts.modality == "image":
+                files = {"file": ("smoke.png", _smoke_image(), "image/png")}
+                resp = client.post("/api/v1/search/image", params={"source": source, "k": 1}, files=files)
+            else:
+                resp = client.get("/api/v1/search", params={"q": SMOKE_QUERY, "source": source, "k": 1})
+        except httpx.HTTPError as exc:
+            report.add(what, "error", f"the {counts.modality} search failed ({type(exc).__name__}); check the service log")
+            continue
+        if resp.status_code != 200:
+            try:
+                message = str(resp.json()["error"]["message"])
+            except (ValueError, KeyError, TypeError):
+                message = resp.text[:200]
+            report.add(what, "error", f"the {counts.modality} search answered HTTP {resp.status_code}: {message}")
+            continue
+        body = resp.json()
+        hits = body.get("hits") if isinstance(body, dict) else None
+        if not hits:
+            report.add(what, "error", f"the {counts.modality} search found nothing in release {body.get('release')}; the collection may be empty")
+            continue
+        release = resp.headers.get("x-kb-release") or body.get("release")
+        level: Level = "ok" if release == (served or live.name) else "warning"
+        report.add(what, level, f"{counts.modality} search: {len(hits)} hit(s) from release {release} in {body.get('took_ms', '?')} ms")
+
+
 def _service(url: str, timeout: float, cfg: Config, live: ReleaseRecord | None, live_version: int | None, report: CheckReport) -> None:
     import httpx
 
     subject = f"service {url}"
+    token = cfg.service.api_token.get_secret_value() if cfg.service.api_token else None
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=url.rstrip("/"), timeout=timeout, headers=headers) as client:
+        _service_checks(client, subject, cfg, live, live_version, report)
+
+
+def _service_checks(client: Any, subject: str, cfg: Config, live: ReleaseRecord | None, live_version: int | None, report: CheckReport) -> None:
+    import httpx
+
     try:
-        resp = httpx.get(url.rstrip("/") + "/api/v1/info", timeout=timeout)
+        resp = client.get("/api/v1/info")
     except httpx.HTTPError as exc:
         report.add(subject, "error", f"cannot be reached ({type(exc).__name__}: {exc}); check the URL and that the service runs")
+        return
+    if resp.status_code in (401, 403):
+        report.add(subject, "error", f"GET /api/v1/info answered HTTP {resp.status_code}: set KBRELEASE_API_TOKEN to the service's read token")
         return
     if resp.status_code != 200:
         report.add(subject, "error", f"GET /api/v1/info answered HTTP {resp.status_code}; is it a kbrelease service of a version with /api/v1/info?")
@@ -245,6 +317,8 @@ def _service(url: str, timeout: float, cfg: Config, live: ReleaseRecord | None, 
             )
     if not problems:
         report.add(subject, "ok", f"kbrelease {info.get('kbrelease_version')}, schema {version}, serves {info.get('live') or '-'} with matching models")
+    if live is not None:
+        _smoke(client, subject, live, info.get("live"), report)
 
 
 class _NoRegistry(Exception):

@@ -45,6 +45,11 @@ def _chunks(store: MilvusStore, record: ReleaseRecord, source: str) -> Counter[s
     return out
 
 
+def _sparse(record: ReleaseRecord, source: str) -> bool:
+    counts = record.sources.get(source)
+    return bool(counts and counts.sparse)
+
+
 def diff_releases(kb: KbRelease, old: ReleaseRecord, new: ReleaseRecord, queries: list[GoldenQuery] | None = None) -> dict[str, Any]:
     """``{"from", "to", "sources": {name: {"files": {...}, "chunks": {...}}}, "queries": [...]}``."""
     ws = Workspace.of(kb.cfg)
@@ -68,6 +73,7 @@ def diff_releases(kb: KbRelease, old: ReleaseRecord, new: ReleaseRecord, queries
                 "before": sum(chunks_a.values()),
                 "after": sum(chunks_b.values()),
             },
+            "hybrid": {"before": _sparse(old, name), "after": _sparse(new, name)},
         }
     changed_queries: list[dict[str, Any]] = []
     if queries:
@@ -93,6 +99,10 @@ def diff_text(d: dict[str, Any], limit: int = 20) -> str:
             f"  {name}: files +{len(f['added'])} -{len(f['removed'])} ~{len(f['changed'])} ({f['unchanged']} unchanged); "
             f"chunks +{c['added']} -{c['removed']} ={c['reused']} ({c['before']} → {c['after']})"
         )
+        hybrid = s.get("hybrid", {})
+        if hybrid.get("before") != hybrid.get("after"):
+            names = {True: "hybrid (BM25 + vectors)", False: "vectors only"}
+            lines.append(f"    search: {names[bool(hybrid.get('after'))]} (was {names[bool(hybrid.get('before'))]})")
         for mark, key in (("+", "added"), ("-", "removed"), ("~", "changed")):
             for path in f[key][:limit]:
                 lines.append(f"    {mark} {path}")

@@ -13,13 +13,18 @@ immutable snapshot and re-reads it at most every ``refresh_seconds``, so:
   kept for ``/readyz``, instead of failing every search.
 
 Records of pinned releases (``release=NAME``) are cached the same way.
+
+Memory: every release's collections stay loaded in Milvus until gc drops them.
+:meth:`LiveFollower.unload_idle` releases those of retired releases (neither live
+nor previous) that no search of this process used for a while; a search that
+pins one later loads it again (:meth:`LiveFollower.ensure_loaded`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from kbrelease.errors import KbReleaseError, NoLiveRelease
@@ -58,6 +63,8 @@ class LiveFollower:
         self._snapshot: Snapshot | None = None
         self._pinned: dict[str, tuple[ReleaseRecord, float]] = {}
         self._loaded: set[str] = set()
+        self._last_used: dict[str, float] = {}
+        self._unloaded: set[str] = set()
         self.last_error: str | None = None
         self.on_change: Callable[[str | None, str | None], None] | None = None
         """Called with (old live, new live) when a refresh sees the pointer move."""
@@ -83,6 +90,7 @@ class LiveFollower:
             if snap.record is None:
                 raise NoLiveRelease(no_live_message(self.registry))
             record = snap.record
+        self._last_used[record.name] = self._clock()
         self.ensure_loaded(record)
         return record
 
@@ -102,9 +110,35 @@ class LiveFollower:
         for counts in record.sources.values():
             self.store.ensure_loaded(record.database, counts.collection)
         self._loaded.add(record.name)
+        self._unloaded.discard(record.name)
 
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
+
+    def unload_idle(self, idle_seconds: float, keep: Iterable[str] = ()) -> list[str]:
+        """Release from Milvus memory the collections of retired releases unused here for ``idle_seconds``.
+
+        Never the live or previous release (a rollback must be instant), nor ``keep``
+        (the canary), nor a verified release that was never live (the next switch's
+        candidate). A release first seen by this call counts as idle from now. Other
+        replicas that still use one load it again on their next search of it.
+        Returns the names released.
+        """
+        pointer = self.snapshot().pointer
+        kept = {pointer.live, pointer.previous, *keep}
+        now = self._clock()
+        released: list[str] = []
+        for record in self.registry.list():
+            if record.name in kept or record.name in self._unloaded or record.display_state(pointer) != "retired":
+                continue
+            if now - self._last_used.setdefault(record.name, now) < idle_seconds:
+                continue
+            for counts in record.sources.values():
+                self.store.release(record.database, counts.collection)
+            self._loaded.discard(record.name)
+            self._unloaded.add(record.name)
+            released.append(record.name)
+        return released
 
     # --- internals ----------------------------------------------------------
     def _refresh_locked(self) -> Snapshot:

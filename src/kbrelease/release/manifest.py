@@ -34,8 +34,9 @@ def release_info_text(record: ReleaseRecord, state: str | None = None) -> str:
         lines.append(f"{label}{ident.get('model')} ({ident.get('dim')}-d, rev {ident.get('revision') or '-'})")
     lines.append("sources:")
     for name, c in record.sources.items():
+        kind = f"{c.modality}, +BM25" if c.sparse else c.modality
         lines.append(
-            f"  {name} -> {c.collection} [{c.modality}]: files {c.files}, rows {c.rows}, embedded {c.embedded}, reused {c.reused}, removed {c.removed}, "
+            f"  {name} -> {c.collection} [{kind}]: files {c.files}, rows {c.rows}, embedded {c.embedded}, reused {c.reused}, removed {c.removed}, "
             f"skipped {c.skipped}, failed {c.failed}"
         )
         for item in c.failures:

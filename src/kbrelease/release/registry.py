@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from kbrelease.config import Modality
-from kbrelease.errors import UnknownRelease
+from kbrelease.errors import StoreError, UnknownRelease
 from kbrelease.release.schema import MANIFEST_SCHEMA_VERSION as MANIFEST_SCHEMA_VERSION
 from kbrelease.release.schema import migrate_manifest
-from kbrelease.store.milvus import MilvusStore, create_indexed
+from kbrelease.store.milvus import MilvusStore, create_indexed, not_loaded
 from kbrelease.trust.filters import eq
 from kbrelease.trust.names import check_name
 
@@ -64,6 +64,9 @@ class SourceCounts:
     failed: int = 0
     failures: list[dict[str, str]] = field(default_factory=list)
     skips: list[dict[str, str]] = field(default_factory=list)
+    sparse: bool = False
+    """The collection has the BM25 sparse field (the source was built with ``hybrid: true``); without it (and in every
+    release built before hybrid search existed) the source is searched by its vectors only."""
 
 
 @dataclass
@@ -96,7 +99,7 @@ class ReleaseRecord:
     def from_dict(cls, data: dict[str, Any], where: str | None = None) -> ReleaseRecord:
         """A record from any manifest schema this kbrelease reads (older ones are migrated)."""
         data = migrate_manifest(data, where or f"release {data.get('name')!r}")
-        data["sources"] = {k: SourceCounts(**v) for k, v in (data.get("sources") or {}).items()}
+        data["sources"] = {k: SourceCounts(**{**v, "sparse": v.get("sparse") is True}) for k, v in (data.get("sources") or {}).items()}
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -157,19 +160,33 @@ class Registry:
                 schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)  # Milvus requires one
                 index = c.prepare_index_params()
                 index.add_index(field_name="vector", metric_type="L2", index_type="AUTOINDEX")
-                create_indexed(c, REGISTRY_COLLECTION, schema, index)
-            c.load_collection(REGISTRY_COLLECTION)
+                create_indexed(c, REGISTRY_COLLECTION, schema, index, None if self.store.embedded else self.store.replica_number, self.store.where)
+            self.store.load_with_replicas(c, REGISTRY_COLLECTION)
+        except StoreError:
+            raise
         except Exception as exc:
             raise self.store.translate(exc, "open registry", (self.db,)) from exc
         self._ready = True
 
     def _call(self, op: str, fn: Callable[[Any], T]) -> T:
         """``fn(client)``; if the registry database vanished meanwhile (dropped by another process's
-        lock cleanup, see :meth:`drop_if_empty`), create it again and retry once."""
+        lock cleanup, see :meth:`drop_if_empty`), create it again and retry once; if Milvus restarted and
+        has not loaded it yet, load it and retry once."""
         try:
             return fn(self._client())
+        except StoreError:
+            raise  # translated already (Milvus unreachable)
         except Exception as exc:  # noqa: BLE001 - translated below, after one retry if the database vanished
             first = exc
+        if not_loaded(first):
+            try:
+                c = self._client()
+                self.store.load_with_replicas(c, REGISTRY_COLLECTION)
+                return fn(c)
+            except StoreError:
+                raise
+            except Exception as exc:
+                raise self.store.translate(exc, op, (self.db,)) from exc
         try:
             vanished = self._ready and not self.exists()
         except Exception:  # noqa: BLE001 - report the first error
@@ -245,6 +262,18 @@ class Registry:
     def set_pointer(self, pointer: Pointer) -> None:
         """The atomic switch: one upsert of one row."""
         self._upsert(self._key("pointer"), "pointer", asdict(pointer))
+
+    # --- registered files (kbrelease.release.registrations) --------------
+    def put_file(self, file_id: str, body: dict[str, Any]) -> None:
+        self._upsert(self._key("file", file_id), "file", body)
+
+    def get_file(self, file_id: str) -> dict[str, Any] | None:
+        rows = self._query(eq("key", self._key("file", file_id)))
+        return dict(rows[0]["body"]) if rows else None
+
+    def list_files(self) -> builtins.list[dict[str, Any]]:
+        """Every registered file of the environment (at most 16,384 per query page)."""
+        return [dict(r["body"]) for r in self._query(self._env_kind("file"))]
 
     # --- lease locks (kbrelease.trust.lock) ------------------------------
     def lock_claims(self) -> builtins.list[dict[str, Any]]:

@@ -33,6 +33,7 @@ MANIFEST_VERSIONS: tuple[ManifestVersion, ...] = (
         "kbrelease 0.1.0 with release packages",
         "states registered/importing (package import); `origin` (the package a release was imported from)",
     ),
+    ManifestVersion(3, "kbrelease 0.1.0 with hybrid search", "`sources.*.sparse`: the source's collection has a BM25 field (hybrid search)"),
 )
 MANIFEST_SCHEMA_VERSION = MANIFEST_VERSIONS[-1].version
 """The version this kbrelease writes; also the newest it reads."""
@@ -46,7 +47,13 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    # v2 had no hybrid search: no collection has a BM25 field, every source is searched by its vectors.
+    data["sources"] = {name: {**counts, "sparse": False} for name, counts in (data.get("sources") or {}).items()}
+    return data
+
+
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def manifest_version(data: dict[str, Any], where: str) -> int:

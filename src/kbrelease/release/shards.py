@@ -142,8 +142,7 @@ def prepare(builder: Builder, release: str | None, shard_files: int, index_dir: 
     bundle = read_bundle(builder.ws.release_index(record.name))
     builder.store.ensure_database(record.database)
     for src in bundle.data_manifest:
-        dim = builder.text.identity.dim if src.modality == "text" else builder.image.identity.dim
-        builder.store.ensure_collection(record.database, src.collection, dim, description=f"kbrelease source {src.channel}")
+        builder.ensure_collection(record.database, src)
     shutil.rmtree(folder / SHARDS_DIR, ignore_errors=True)
     plan = BuildPlan(
         release=record.name,
@@ -185,6 +184,7 @@ def _merge(src: SourceIndex, results: list[dict[str, Any]]) -> SourceCounts:
             setattr(total, key, getattr(total, key) + int(c[key]))
         total.failures.extend(c["failures"])
         total.skips.extend(c["skips"])
+        total.sparse = total.sparse or bool(c.get("sparse", False))
     total.failures = total.failures[:MAX_REPORTED]
     total.skips = total.skips[:MAX_REPORTED]
     return total

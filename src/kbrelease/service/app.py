@@ -34,6 +34,7 @@ from kbrelease.service.state import ServiceState
 from kbrelease.service.web import STATIC
 
 API_PREFIX = "/api/v1"
+HOUSEKEEPING_SECONDS = 15.0
 
 DESCRIPTION = """Search the knowledge base that kbrelease publishes: text and images, from
 the live release (followed across switches without a restart) or a pinned one.
@@ -42,13 +43,14 @@ Errors are `{"error": {"status", "code", "message", "request_id"}}`."""
 
 def routers() -> list[tuple[APIRouter, str]]:
     """Every router of the app with its prefix: the one place to add a router."""
-    from kbrelease.service import bundles, ops, releases, search, web
+    from kbrelease.service import bundles, files, ops, releases, search, web
 
     return [
         (ops.probes, ""),
         (web.router, ""),
         (search.router, API_PREFIX),
         (releases.router, API_PREFIX),
+        (files.router, API_PREFIX),
         (ops.router, API_PREFIX),
         (bundles.router, ""),  # the data-index access API; its routes carry /api/v1/bundles
     ]
@@ -89,6 +91,7 @@ def create_app(cfg: Config, kb: KbRelease | None = None) -> FastAPI:
         monitor_stop, monitor_task = asyncio.Event(), None
         if monitor is not None:
             monitor_task = asyncio.create_task(monitor.run_async(monitor_stop))
+        housekeeper = asyncio.create_task(housekeeping_loop(svc, monitor_stop))
         try:
             yield
         finally:
@@ -96,6 +99,7 @@ def create_app(cfg: Config, kb: KbRelease | None = None) -> FastAPI:
             monitor_stop.set()
             if monitor_task is not None:
                 await monitor_task
+            await housekeeper
             if owns_kb:
                 facade.close()
 
@@ -120,6 +124,25 @@ def create_app(cfg: Config, kb: KbRelease | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(RequestMiddleware, state=svc)
     return app
+
+
+async def housekeeping_loop(svc: ServiceState, stop: asyncio.Event) -> None:
+    """Every 15 s (or half the unload grace period, if shorter), in a worker thread: ping Milvus for
+    ``kbrelease_store_up`` and release the collections of idle retired releases."""
+    from fastapi.concurrency import run_in_threadpool
+
+    grace = svc.cfg.service.unload_after_seconds
+    period = min(HOUSEKEEPING_SECONDS, max(0.5, grace / 2)) if grace > 0 else HOUSEKEEPING_SECONDS
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=period)
+            return
+        except TimeoutError:
+            pass
+        try:
+            await run_in_threadpool(svc.housekeeping)
+        except Exception as exc:  # noqa: BLE001 - a store hiccup must not end the loop; logged, tried next period
+            svc.log.warning("housekeeping failed", extra={"reason": str(exc)})
 
 
 def is_loopback(host: str) -> bool:

@@ -78,10 +78,14 @@ Start = Annotated[datetime | None, Query(description="Files with a timestamp at 
 End = Annotated[datetime | None, Query(description="Files with a timestamp at or before this (ISO 8601; UTC if no zone).")]
 Prefix = Annotated[str, Query(description="Only relative paths starting with this.")]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous answer.")]
+Where = Annotated[
+    str,
+    Query(max_length=2000, description='Only files whose metadata passes this filter, e.g. camera_id == "front" (400 when not of the grammar).'),
+]
 
 
-def _filter(source: list[str], channel: list[str], start_time: datetime | None, end_time: datetime | None, prefix: str) -> FileFilter:
-    return FileFilter(tuple(source) + tuple(channel), start_time, end_time, prefix)
+def _filter(source: list[str], channel: list[str], start_time: datetime | None, end_time: datetime | None, prefix: str, where: str = "") -> FileFilter:
+    return FileFilter(tuple(source) + tuple(channel), start_time, end_time, prefix, where)
 
 
 @router.get("", summary="Resolved bundles")
@@ -91,16 +95,13 @@ def list_bundles(request: Request) -> dict[str, Any]:
 
 @router.get("/{name}", summary="A bundle's manifest: meta and data_manifest")
 def get_bundle(request: Request, name: str, version: Version = None) -> dict[str, Any]:
+    from kbrelease.index.data_index import access_config
+
     with _answer():
         query = _query(request, name, version)
-    base = f"/api/v1/bundles/{name}"
-    return query.bundle.to_dict() | {
-        "name": name,
-        "access_config": {
-            "authentication": "bearer_token" if request.app.state.cfg.service.api_token else "none",
-            "endpoints": {"list_files": f"{base}/files", "download_batch": f"{base}/download", "streaming": f"{base}/stream"},
-        },
-    }
+    service = request.app.state.cfg.service
+    base_url = service.base_url or str(request.base_url)  # the configured public URL, else the one this request came to
+    return query.bundle.to_dict() | {"name": name, "access_config": access_config(name, base_url, service.api_token is not None)}
 
 
 @router.get("/{name}/files", summary="Files, filtered and sorted by source then path, one page at a time")
@@ -115,10 +116,11 @@ def list_files(
     prefix: Prefix = "",
     limit: Annotated[int, Query(ge=1, description=f"Records per page, up to {MAX_PAGE}.")] = 100,
     cursor: Cursor = None,
+    where: Where = "",
 ) -> Response:
     with _answer():
         query = _query(request, name, version)
-        page = query.page(_filter(source, channel, start_time, end_time, prefix), limit, cursor)
+        page = query.page(_filter(source, channel, start_time, end_time, prefix, where), limit, cursor)
     tail = dumps({"count": page.records.num_rows, "next_cursor": page.next_cursor})
     return Response(b'{"files":' + page.json() + b"," + tail[1:], media_type="application/json")
 
@@ -150,13 +152,14 @@ def stream(
     cursor: Annotated[str | None, Query(description="Resume after a batch's cursor.")] = None,
     format: Annotated[str | None, Query(description="'ndjson' or 'arrow' (overrides the Accept header).")] = None,
     accept: Annotated[str, Header()] = "",
+    where: Where = "",
 ) -> StreamingResponse:
     arrow = format == "arrow" if format else ARROW_STREAM in accept
     if format not in (None, "ndjson", "arrow"):
         raise errors.ApiError(400, "bad_format", f"format {format!r} is not known; use 'ndjson' or 'arrow'")
     with _answer():
         query = _query(request, name, version)
-        batches = query.batches(_filter(source, channel, start_time, end_time, prefix), batch_size, cursor)
+        batches = query.batches(_filter(source, channel, start_time, end_time, prefix, where), batch_size, cursor)
     if arrow:
         return StreamingResponse(_arrow_stream(batches), media_type=ARROW_STREAM)
     return StreamingResponse(_ndjson_stream(batches), media_type=NDJSON)

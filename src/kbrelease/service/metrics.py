@@ -36,6 +36,12 @@ class Metrics:
             "kbrelease_searches", "Searches answered, by release and whether it was a canary answer.", ["release", "canary"], registry=r
         )
         self.release_zero_hits = Counter("kbrelease_search_zero_hits", "Searches that found nothing, by release.", ["release"], registry=r)
+        self.store_up = Gauge("kbrelease_store_up", "1 when Milvus answered this replica's last readiness ping, 0 when it did not.", registry=r)
+        self.unloads = Counter(
+            "kbrelease_release_unloads",
+            "Releases whose collections this replica released from Milvus memory (idle past service.unload_after_seconds).",
+            registry=r,
+        )
         self.model_ready = Gauge("kbrelease_model_ready", "1 when the embedder of the modality is loaded and warm.", ["modality"], registry=r)
 
     def set_live(self, environment: str, old: str | None, new: str | None) -> None:

@@ -29,7 +29,7 @@ def json_response(model: BaseModel, status_code: int = 200) -> Response:
 
 
 class HitOut(BaseModel):
-    score: float = Field(description="Cosine similarity, higher is closer.")
+    score: float = Field(description="Cosine similarity, higher is closer; in a hybrid or sparse search the reciprocal rank fusion score.")
     file: str = Field(description="Path of the file inside its source.")
     source: str
     release: str
@@ -38,7 +38,9 @@ class HitOut(BaseModel):
     text: str = Field(description="The chunk's text ('' for images).")
     start: int = Field(description="Character offset of the chunk in its file.")
     file_id: str
+    page: int | None = Field(default=None, description="1-based page of a PDF hit (null for other formats and images).")
     thumbnail_url: str | None = Field(default=None, description="Image hits: URL of a small JPEG of the image.")
+    retrievers: list[str] = Field(default_factory=lambda: ["dense"], description="Which retrievers found the hit: dense (vectors), sparse (BM25), or both.")
 
 
 class SearchOut(BaseModel):
@@ -50,6 +52,7 @@ class SearchOut(BaseModel):
     hits: list[HitOut]
     embed_ms: float = Field(description="Time to embed the query.")
     search_ms: float = Field(description="Time in Milvus.")
+    mode: str = Field(default="dense", description="What answered: dense, sparse or hybrid (dense and BM25 lists fused).")
     took_ms: float = Field(description="Time inside the service for the whole request.")
 
 
@@ -63,6 +66,7 @@ class SourceCountsOut(BaseModel):
     removed: int = 0
     skipped: int = 0
     failed: int = 0
+    sparse: bool = Field(default=False, description="The source has a BM25 keyword index (built with hybrid: true): searched hybrid by default.")
 
 
 class QualityOut(BaseModel):

@@ -15,8 +15,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
+from kbrelease.api import row_filter
 from kbrelease.errors import UnknownFile
-from kbrelease.release.search import SearchResult
+from kbrelease.release.search import SearchMode, SearchResult
 from kbrelease.service.auth import ReadAccess
 from kbrelease.service.errors import ApiError, responses
 from kbrelease.service.models import HitOut, SearchOut, json_response
@@ -32,6 +33,17 @@ Q = Query(min_length=1, description="The text to search for (at most service.max
 K = Query(5, ge=1, description="Number of results (at most service.max_k).")
 SOURCE = Query(None, pattern=SOURCE_PATTERN, description="Only this source (default: every source of the modality).")
 RELEASE = Query(None, pattern=NAME_PATTERN, description="Pin a release (canary checks); default: the live one.")
+WHERE = Query(
+    None,
+    max_length=2000,
+    description='Only files whose metadata passes this filter, e.g. camera_id == "front" and speed > 3 (400 when it is not of the grammar).',
+)
+AFTER = Query(None, max_length=64, description="Only files with a timestamp at or after this ISO 8601 date/time (UTC if no zone).")
+BEFORE = Query(None, max_length=64, description="Only files with a timestamp at or before this ISO 8601 date/time (UTC if no zone).")
+MODE_HELP = (
+    "dense (vectors), sparse (BM25 keywords) or hybrid (both, reciprocal rank fusion); default: hybrid on sources built with hybrid: true, dense on the others."
+)
+MODE = Query(None, description=MODE_HELP)
 
 
 def service(request: Request) -> ServiceState:
@@ -66,6 +78,7 @@ def _out(
         hits=hits,
         embed_ms=round(result.embed_seconds * 1000, 3),
         search_ms=round(result.search_seconds * 1000, 3),
+        mode=result.mode,
         took_ms=round((time.perf_counter() - started) * 1000, 3),
     )
     response = json_response(out)
@@ -76,14 +89,25 @@ def _out(
 
 
 @router.get("/search", response_model=SearchOut, responses=responses(400, 401, 403, 404, 409, 422, 503))
-def search_text(request: Request, q: str = Q, k: int = K, source: str | None = SOURCE, release: str | None = RELEASE) -> Response:
-    """Text search over the text sources of the live release (or the pinned one)."""
+def search_text(
+    request: Request,
+    q: str = Q,
+    k: int = K,
+    source: str | None = SOURCE,
+    release: str | None = RELEASE,
+    where: str | None = WHERE,
+    after: str | None = AFTER,
+    before: str | None = BEFORE,
+    mode: SearchMode | None = MODE,
+) -> Response:
+    """Text search over the text sources of the live release (or the pinned one), optionally filtered by file metadata and time."""
     started = time.perf_counter()
     svc = service(request)
     check_limits(svc, q, k)
+    row_filter(where, after, before)  # a bad filter is a 400 before the model or the store is asked
     svc.require_model("text")
     record, canary = svc.route(release)
-    result = svc.kb.query(q, k, source, record)
+    result = svc.kb.query(q, k, source, record, where=where, after=after, before=before, mode=mode)
     return _out(request, svc, result, q, k, source, started, canary)
 
 
@@ -96,12 +120,16 @@ class SearchIn(BaseModel):
     k: int = Field(5, ge=1, description="Number of results (at most service.max_k).")
     source: str | None = Field(None, pattern=SOURCE_PATTERN, description="Only this source.")
     release: str | None = Field(None, pattern=NAME_PATTERN, description="Pin a release; default: the live one.")
+    where: str | None = Field(None, max_length=2000, description="Metadata filter (see GET /search).")
+    after: str | None = Field(None, max_length=64, description="Files at or after this ISO 8601 time.")
+    before: str | None = Field(None, max_length=64, description="Files at or before this ISO 8601 time.")
+    mode: SearchMode | None = Field(None, description=MODE_HELP)
 
 
 @router.post("/search", response_model=SearchOut, responses=responses(400, 401, 403, 404, 409, 422, 503))
 def search_text_post(request: Request, body: SearchIn) -> Response:
     """The same text search, with the parameters in a JSON body."""
-    return search_text(request, body.q, body.k, body.source, body.release)
+    return search_text(request, body.q, body.k, body.source, body.release, body.where, body.after, body.before, body.mode)
 
 
 _UPLOAD_BODY: dict[str, Any] = {
@@ -123,11 +151,21 @@ _UPLOAD_BODY: dict[str, Any] = {
 
 
 @router.post("/search/image", response_model=SearchOut, responses=responses(400, 401, 403, 404, 409, 413, 415, 422, 503), openapi_extra=_UPLOAD_BODY)
-async def search_image(request: Request, k: int = K, source: str | None = SOURCE, release: str | None = RELEASE) -> Response:
+async def search_image(
+    request: Request,
+    k: int = K,
+    source: str | None = SOURCE,
+    release: str | None = RELEASE,
+    where: str | None = WHERE,
+    after: str | None = AFTER,
+    before: str | None = BEFORE,
+) -> Response:
     """Image search by an uploaded example image (multipart field `file`), or by a description (field `q`)."""
     started = time.perf_counter()
     svc = service(request)
     check_limits(svc, None, k)
+    filters: dict[str, str | None] = {"where": where, "after": after, "before": before}
+    row_filter(where, after, before)
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise ApiError(415, "unsupported_media_type", f"send the image as multipart/form-data (field 'file'), not {content_type or 'no content type'}")
@@ -143,7 +181,7 @@ async def search_image(request: Request, k: int = K, source: str | None = SOURCE
         if text is not None:
             check_limits(svc, text, k)
             svc.require_model("image")
-            result, canary = await run_in_threadpool(_text_to_image, svc, text, k, source, release)
+            result, canary = await run_in_threadpool(_text_to_image, svc, text, k, source, release, filters)
             return _out(request, svc, result, text, k, source, started, canary)
         assert isinstance(upload, UploadFile)
         declared = (upload.content_type or "application/octet-stream").lower()
@@ -154,20 +192,20 @@ async def search_image(request: Request, k: int = K, source: str | None = SOURCE
         if len(data) > limit:
             raise ApiError(413, "upload_too_large", f"the upload is over service.max_upload_bytes ({limit:,} bytes); send a smaller image")
         svc.require_model("image")
-        result, canary = await run_in_threadpool(_image, svc, data, k, source, release)
+        result, canary = await run_in_threadpool(_image, svc, data, k, source, release, filters)
         return _out(request, svc, result, None, k, source, started, canary)
     finally:
         await form.close()
 
 
-def _image(svc: ServiceState, data: bytes, k: int, source: str | None, release: str | None) -> tuple[SearchResult, bool]:
+def _image(svc: ServiceState, data: bytes, k: int, source: str | None, release: str | None, filters: dict[str, str | None]) -> tuple[SearchResult, bool]:
     record, canary = svc.route(release)
-    return svc.kb.query_image(data, k, source, record, svc.cfg.service.max_upload_pixels, "service.max_upload_pixels"), canary
+    return svc.kb.query_image(data, k, source, record, svc.cfg.service.max_upload_pixels, "service.max_upload_pixels", **filters), canary
 
 
-def _text_to_image(svc: ServiceState, text: str, k: int, source: str | None, release: str | None) -> tuple[SearchResult, bool]:
+def _text_to_image(svc: ServiceState, text: str, k: int, source: str | None, release: str | None, filters: dict[str, str | None]) -> tuple[SearchResult, bool]:
     record, canary = svc.route(release)
-    return svc.kb.query_text_to_image(text, k, source, record), canary
+    return svc.kb.query_text_to_image(text, k, source, record, **filters), canary
 
 
 THUMB_RESPONSES: dict[int | str, dict[str, Any]] = {

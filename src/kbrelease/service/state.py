@@ -4,7 +4,12 @@ Models are loaded once, in a background thread started with the app, so the
 process answers ``/healthz`` at once and ``/readyz`` turns 200 when the
 embedders are warm, the live release is resolved and its collections loaded.
 A search that arrives earlier gets 503 with Retry-After (a load balancer sends
-it to a ready replica instead).
+it to a ready replica instead). ``/readyz`` also pings Milvus, so a replica whose
+store is down (restarting) reports not ready until the store answers again.
+
+Collections of retired releases are released from Milvus memory after
+``service.unload_after_seconds`` without a search here (:meth:`ServiceState.unload_idle`,
+run by the app's housekeeping loop, which also pings Milvus for ``kbrelease_store_up``).
 """
 
 from __future__ import annotations
@@ -61,6 +66,10 @@ class ThumbnailCache:
                 self._items.popitem(last=False)
 
 
+READY_PING_SECONDS = 2.0
+"""How long /readyz waits for Milvus: well under a probe's timeout, long enough for a busy server."""
+
+
 class ServiceState:
     """Everything the routes share; one per app (``app.state.service``)."""
 
@@ -108,6 +117,7 @@ class ServiceState:
             self.warmup.modalities = self.modalities()
             for kind in self.warmup.modalities:
                 self.warmup.ready[kind] = False
+                self.metrics.model_ready.labels(kind).set(0)
             for kind in self.warmup.modalities:
                 if kind == "text":
                     # concurrent searches share model calls, each on service.query_threads threads
@@ -167,13 +177,44 @@ class ServiceState:
         models_ok = self.warmup.done.is_set() and not self.warmup.error and all(self.warmup.ready.values())
         live: str | None = None
         loaded = False
-        try:
-            record = self.follower.resolve()
-            live, loaded = record.name, self.follower.is_loaded(record.name)
-        except KbReleaseError as exc:
-            checks["live_error"] = str(exc)
+        store_ok = self.store_answers(checks)
+        if store_ok:  # else the follower would only repeat its last snapshot
+            try:
+                record = self.follower.resolve()
+                live, loaded = record.name, self.follower.is_loaded(record.name)
+            except KbReleaseError as exc:
+                checks["live_error"] = str(exc)
         checks.update({"live": live, "collections_loaded": loaded, "registry_error": self.follower.last_error})
-        return models_ok and live is not None and loaded, checks
+        return models_ok and store_ok and live is not None and loaded, checks
+
+    def store_answers(self, checks: dict[str, Any]) -> bool:
+        """One short round trip to Milvus (a failed one also makes the store reconnect for the next)."""
+        try:
+            self.kb.store.ping(timeout=READY_PING_SECONDS)
+        except KbReleaseError as exc:
+            checks.update({"store": False, "store_error": str(exc)})
+            self.metrics.store_up.set(0)
+            return False
+        checks["store"] = True
+        self.metrics.store_up.set(1)
+        return True
+
+    def housekeeping(self) -> None:
+        """The background loop's work: keep ``kbrelease_store_up`` current between probes, unload idle releases."""
+        if self.store_answers({}):
+            self.unload_idle()
+
+    def unload_idle(self) -> list[str]:
+        """Release the collections of retired releases idle for ``service.unload_after_seconds`` (see the module docstring)."""
+        grace = self.cfg.service.unload_after_seconds
+        if grace <= 0:
+            return []
+        keep = [self.canary.release] if self.canary is not None else []
+        released = self.follower.unload_idle(grace, keep)
+        for name in released:
+            self.metrics.unloads.inc()
+            self.log.info("release unloaded from memory", extra={"release": name, "idle_seconds": grace})
+        return released
 
     def observe(self, result: SearchResult, canary: bool = False) -> None:
         self.metrics.embed.labels(result.modality).observe(result.embed_seconds)

@@ -25,7 +25,11 @@ from typing import Any
 
 from kbrelease.config import S3Config, SourceConfig
 from kbrelease.errors import ConfigError, SourceError, SourceUnreachable, UnsafePath
+from kbrelease.sources.metadata import is_sidecar, sidecar_target
 from kbrelease.trust.paths import contained, path_problem, safe_relpath
+
+FSSPEC_PACKAGES: dict[str, str] = {"gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs", "sftp": "sshfs", "ftp": "fsspec"}
+"""Protocols besides s3:// and local folders, each through its fsspec package."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class Listing:
     files: list[RemoteFile] = field(default_factory=list)
     skipped: list[dict[str, str]] = field(default_factory=list)
     """``{"file": key as shown, "reason": why}`` per skipped key, sorted by key."""
+    sidecars: dict[str, str] = field(default_factory=dict)
+    """Relative path of a file → its metadata sidecar (``<file>.meta.json`` / ``.meta.yaml``); sidecars are not files of the source."""
 
 
 def shown(key: str, limit: int = 200) -> str:
@@ -107,6 +113,11 @@ def _as_datetime(value: Any) -> datetime:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, int | float):
         return datetime.fromtimestamp(float(value), tz=UTC)
+    if isinstance(value, str) and len(value) >= 14 and value[:14].isdigit():  # FTP MLSD "modify": YYYYMMDDHHMMSS[.sss], UTC
+        try:
+            return datetime.strptime(value[:14], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        except ValueError:
+            pass
     return datetime.fromtimestamp(0, tz=UTC)
 
 
@@ -122,9 +133,15 @@ class Source:
             if not self.root:
                 raise ConfigError(f"source {cfg.name!r}: path {cfg.path!r} names no bucket; use s3://bucket/prefix")
             self.fs = self._s3_filesystem(s3)
+        elif "://" in cfg.path and cfg.path.split("://", 1)[0] in FSSPEC_PACKAGES:
+            self.protocol = cfg.path.split("://", 1)[0]
+            self.fs, self.root = self._fsspec_filesystem(cfg)
         elif "://" in cfg.path and not cfg.path.startswith("file://"):
             scheme = cfg.path.split("://", 1)[0]
-            raise ConfigError(f"source {cfg.name!r}: unsupported scheme {scheme!r} in {cfg.path!r}; use s3://, file:// or a local folder")
+            raise ConfigError(
+                f"source {cfg.name!r}: unsupported scheme {scheme!r} in {cfg.path!r}; use s3://, file://, a local folder, "
+                f"or {', '.join(f'{k}://' for k in FSSPEC_PACKAGES)}"
+            )
         else:
             import fsspec
 
@@ -132,6 +149,27 @@ class Source:
             local = cfg.path[len("file://") :] if cfg.path.startswith("file://") else cfg.path
             self.root = str(Path(local).expanduser().resolve())
             self.fs = fsspec.filesystem("file")
+
+    @staticmethod
+    def _fsspec_filesystem(cfg: SourceConfig) -> tuple[Any, str]:
+        """An fsspec filesystem of another protocol (GCS, Azure, SFTP, FTP); credentials never in the URL."""
+        from urllib.parse import urlsplit
+
+        import fsspec.core
+
+        scheme = cfg.path.split("://", 1)[0]
+        if urlsplit(cfg.path).password is not None:
+            raise ConfigError(
+                f"source {cfg.name!r}: a password in the path; put it in FSSPEC_{scheme.upper()}_PASSWORD (or the protocol's own variables) instead"
+            )
+        try:
+            fs, root = fsspec.core.url_to_fs(cfg.path, skip_instance_cache=True)
+        except ImportError as exc:
+            raise ConfigError(f"source {cfg.name!r}: {scheme}:// sources need {FSSPEC_PACKAGES[scheme]}: pip install {FSSPEC_PACKAGES[scheme]}") from exc
+        root = str(root).rstrip("/")
+        if not root:
+            raise ConfigError(f"source {cfg.name!r}: path {cfg.path!r} names no folder; use {scheme}://host/folder")
+        return fs, root
 
     @staticmethod
     def _s3_filesystem(s3: S3Config) -> Any:
@@ -172,6 +210,8 @@ class Source:
         """Whether a (not yet checked) relative path is content of this source by name."""
         if any(part.startswith(".") and part not in (".", "..") for part in rel.split("/")):
             return False  # hidden files and folders (.git, .DS_Store) are never content
+        if is_sidecar(rel):
+            return False  # metadata of another file, never a document
         if PurePosixPath(rel).suffix.lower() not in self.cfg.suffixes:
             return False
         if self.cfg.include and not _matches(rel, self.cfg.include):
@@ -183,9 +223,15 @@ class Source:
         listing = Listing()
         entries = self._walk_local(listing) if self.protocol == "file" else self._walk_s3()
         files: list[RemoteFile] = []
+        sidecars: dict[str, str] = {}
         for rel, size, ts, etag in entries:
             if not rel or (rel.endswith("/") and not size):
                 continue  # the prefix itself, or an empty "folder marker" object
+            if is_sidecar(rel):
+                target = sidecar_target(rel)
+                if self._wanted(target) and _key_problem(rel) is None and (target not in sidecars or rel < sidecars[target]):
+                    sidecars[target] = rel  # one per file: .meta.json before .meta.yaml
+                continue
             if not self._wanted(rel):
                 continue
             problem = _key_problem(rel)
@@ -194,6 +240,8 @@ class Source:
                 continue
             files.append(RemoteFile(rel, size, _as_datetime(ts), etag))
         listing.files = _without_collisions(files, listing.skipped)
+        kept = {f.relative_path for f in listing.files}
+        listing.sidecars = {t: rel for t, rel in sidecars.items() if t in kept}
         listing.skipped.sort(key=lambda s: s["file"])
         return listing
 
@@ -213,7 +261,7 @@ class Source:
             if not full_s.startswith(prefix):
                 continue
             etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
-            ts = info.get("LastModified") or info.get("mtime") or info.get("created")
+            ts = info.get("LastModified") or info.get("mtime") or info.get("created") or info.get("modify")
             out.append((full_s[len(prefix) :], int(info.get("size") or 0), ts, etag))
         return out
 
@@ -236,7 +284,7 @@ class Source:
                     listing.skipped.append({"file": shown(rel), "reason": self._link_problem(rel) or "is a link to a folder; not followed"})
             for name in names:
                 rel = name if base == "." else f"{base}/{name}"
-                if not self._wanted(rel):
+                if not self._wanted(rel) and not (is_sidecar(rel) and self._wanted(sidecar_target(rel))):
                     continue
                 path = Path(folder) / name
                 try:
@@ -315,6 +363,27 @@ class Source:
             raise self._translate(exc, f"reading {relative_path}") from exc
         return h.hexdigest(), size
 
+    def read_head(self, relative_path: str, limit: int) -> bytes:
+        """Up to ``limit`` bytes from the start of one file (a sidecar, a front matter), after the same checks as :meth:`fetch`."""
+        safe_relpath(relative_path, f"file of source {self.cfg.name!r}")
+        try:
+            opened = self._open_local(relative_path) if self.protocol == "file" else self.fs.open(f"{self.root}/{relative_path}", "rb", block_size=limit)
+            with opened as fh:
+                data: bytes = fh.read(limit)
+                return data
+        except UnsafePath:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, f"reading {relative_path}") from exc
+
+    def user_metadata(self, relative_path: str) -> dict[str, Any]:
+        """The S3 object metadata and tags of one object, checked (``{}`` for a folder source)."""
+        from kbrelease.sources.metadata import s3_metadata
+
+        if self.protocol != "s3":
+            return {}
+        return s3_metadata(self.fs, f"{self.root}/{relative_path}", f"file {relative_path!r} of source {self.cfg.name!r}")
+
     def stat(self, relative_path: str) -> RemoteFile | None:
         """The file as the source has it now, or None when it is gone (or no longer a regular file inside the folder)."""
         safe_relpath(relative_path, f"file of source {self.cfg.name!r}")
@@ -335,12 +404,12 @@ class Source:
         if info.get("type") == "directory":
             return None
         etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
-        ts = info.get("LastModified") or info.get("mtime") or info.get("created")
+        ts = info.get("LastModified") or info.get("mtime") or info.get("created") or info.get("modify")
         return RemoteFile(relative_path, int(info.get("size") or 0), _as_datetime(ts), etag)
 
     def reachable(self) -> bool:
         """True when the source's root can be read; raises the translated error when the storage cannot be reached."""
         try:
-            return bool(self.fs.exists(self.root)) if self.protocol == "s3" else Path(self.root).is_dir()
+            return bool(self.fs.exists(self.root)) if self.protocol != "file" else Path(self.root).is_dir()
         except Exception as exc:
             raise self._translate(exc, "checking the storage") from exc

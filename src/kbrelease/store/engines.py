@@ -80,7 +80,7 @@ INDEXES: dict[Engine, IndexChoice] = {
     "server": IndexChoice("AUTOINDEX"),
 }
 """The index of each engine, chosen by ``bench/engine_bench.py`` (the lowest p50 at concurrency 1 among the settings with
-recall@10 >= 0.98 against exact search; docs/benchmarks.md, section 12). Searches of a managed engine carry both ``ef``
+recall@10 >= 0.98 against exact search; docs/benchmarks.md, section 14). Searches of a managed engine carry both ``ef``
 and ``nprobe`` (each index reads its own, ignores the other; checked on Lite 3.2.2 and Milvus 2.3.5), so releases built
 under an earlier default (AUTOINDEX, i.e. HNSW) keep a sound search. A server run by someone else keeps AUTOINDEX and
 its own search defaults: its operator (or Zilliz Cloud) tunes it."""
@@ -128,7 +128,7 @@ def connect_uri(cfg: Config) -> str:
     if engine == "lite":
         from kbrelease.store.lite import ensure_server as ensure_lite
 
-        return ensure_lite(Path(cfg.milvus_uri))
+        return ensure_lite(Path(cfg.milvus_uri), idle_stop_minutes=cfg.store.idle_stop_minutes, servers_dir=cfg.store.servers_path)
     return cfg.milvus_uri
 
 

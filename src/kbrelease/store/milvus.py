@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 from kbrelease.config import Config, names_server
-from kbrelease.errors import StoreError, StoreUnreachable
+from kbrelease.errors import CompatibilityError, StoreError, StoreUnreachable
 from kbrelease.retry import backoff
 from kbrelease.store.engines import IndexChoice, connect_uri, index_for
-from kbrelease.store.schema import milvus_schema
+from kbrelease.store.schema import SPARSE_FIELD, SPARSE_MIN_VERSION, milvus_schema
 from kbrelease.trust.filters import str_literal
 from kbrelease.trust.redact import redact_url
 
@@ -64,8 +64,8 @@ def _is_loopback(uri: str) -> bool:
     return host in {"127.0.0.1", "localhost", "::1"} or host.startswith("127.")
 
 
-def create_indexed(client: Any, name: str, schema: Any, index: Any) -> None:
-    """Create a collection with its index and load it.
+def create_indexed(client: Any, name: str, schema: Any, index: Any, replica_number: int | None = None, where: str = "Milvus") -> None:
+    """Create a collection with its index and load it (with ``replica_number`` in-memory replicas on a server).
 
     ``create_collection(index_params=...)`` costs a fixed 0.5 s: pymilvus sleeps
     before its first poll of the index, even on an empty collection (measured
@@ -74,7 +74,28 @@ def create_indexed(client: Any, name: str, schema: Any, index: Any) -> None:
     """
     client.create_collection(name, schema=schema, consistency_level="Strong")
     client.create_index(name, index, sync=False)
-    client.load_collection(name)
+    load_collection(client, name, replica_number, where)
+
+
+def load_collection(client: Any, name: str, replica_number: int | None = None, where: str = "Milvus") -> None:
+    """``load_collection``, with ``replica_number`` only when one is asked for (the embedded store takes none).
+
+    A server that cannot place that many replicas (Milvus 2.3.5 standalone answers
+    "nodes not enough") gets an error naming the setting and the fix.
+    """
+    if replica_number is None:
+        client.load_collection(name)
+        return
+    try:
+        client.load_collection(name, replica_number=replica_number)
+    except Exception as exc:
+        if replica_number == 1 or classify(exc) != "other":
+            raise
+        raise StoreError(
+            f"{where} cannot load collection {name} with {replica_number} in-memory replicas "
+            f"(milvus.replica_number, env MILVUS_REPLICA_NUMBER): the server said {str(exc)!r}. Each replica needs its own "
+            f"query node: run a Milvus cluster with at least {replica_number} query nodes, or set MILVUS_REPLICA_NUMBER=1"
+        ) from exc
 
 
 COLLECTION_NOT_LOADED = 101
@@ -91,7 +112,7 @@ def _chain(exc: BaseException, depth: int = 4) -> Iterator[BaseException]:
         seen = seen.__cause__ or seen.__context__
 
 
-def _not_loaded(exc: BaseException) -> bool:
+def not_loaded(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it was raised from) is Milvus's "collection not loaded", by its error code."""
     return any(COLLECTION_NOT_LOADED in (getattr(seen, "code", None), getattr(seen, "compatible_code", None)) for seen in _chain(exc))
 
@@ -135,43 +156,108 @@ def is_embedded(uri: str) -> bool:
     return not names_server(uri)
 
 
+def version_tuple(version: str) -> tuple[int, int] | None:
+    """``(major, minor)`` of a Milvus version string (``v2.3.5-lite``, ``v2.5.4``, ``milvus_lite-3.2.2``), or None."""
+    import re
+
+    found = re.search(r"(\d+)\.(\d+)", version)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
 def _in_list(field: str, values: Sequence[str]) -> str:
     """``field in ["a", "b"]`` with every value an escaped literal (file ids come from data indexes and packages)."""
     return f"{field} in [" + ", ".join(str_literal(v) for v in values) + "]"
 
 
 def _translated(op: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Translate foreign errors once; a call that failed on a connection the store then reset is tried once more."""
+
     def wrap(fn: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(fn)
         def inner(self: MilvusStore, *args: Any, **kwargs: Any) -> T:
-            try:
-                return fn(self, *args, **kwargs)
-            except (StoreError, StoreUnreachable):
-                raise
-            except Exception as exc:
-                raise self.translate(exc, op, args) from exc
+            for attempt in range(2):
+                try:
+                    return fn(self, *args, **kwargs)
+                except StoreUnreachable as exc:
+                    if attempt or not exc.reconnected:
+                        raise
+                except (StoreError, CompatibilityError):
+                    raise
+                except Exception as exc:
+                    translated = self.translate(exc, op, args)
+                    if attempt or not isinstance(translated, StoreUnreachable) or not translated.reconnected:
+                        raise translated from exc
+                time.sleep(backoff(0, base=0.25))
+            raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
         return inner
 
     return wrap
 
 
-class MilvusStore:
-    """Databases and collections of one Milvus (server, or the embedded Lite server)."""
+log = logging.getLogger(__name__)
 
-    def __init__(self, uri: str, token: str | None = None, timeout: float = 10.0, index: IndexChoice | None = None) -> None:
+
+class MilvusStore:
+    """Databases and collections of one Milvus (server, or the embedded Lite server).
+
+    ``replica_number``: in-memory replicas of every collection this store loads, on a
+    Milvus cluster (one query node per replica; the embedded store ignores it).
+
+    Connections heal: an error that says Milvus cannot be reached closes this store's
+    clients (and, for the embedded store, finds or restarts its Lite server), so the
+    next call connects afresh instead of waiting out gRPC's reconnect backoff on a
+    channel to a server that restarted.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        token: str | None = None,
+        timeout: float = 10.0,
+        replica_number: int = 1,
+        start_lite: Callable[[], str] | None = None,
+        index: IndexChoice | None = None,
+    ) -> None:
+        """``start_lite``: for the embedded store, finds (or starts) its Lite server and returns the URI.
+        ``index``: the vector index of the engine (kbrelease.store.engines.index_for; default: the server's)."""
         self.uri = uri
         self.index = index or index_for("server")
         """The vector index new collections get, and how searches use it (per engine: kbrelease.store.engines)."""
         self._token = token
         self._timeout = timeout
+        self.replica_number = replica_number
+        self._start_lite = start_lite
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._version: str | None = None
+        self._generation = 0
+        self._used = threading.local()
 
     @classmethod
     def from_config(cls, cfg: Config) -> MilvusStore:
         token = cfg.milvus.token.get_secret_value() if cfg.milvus.token else None
-        return cls(connect_uri(cfg), token, index=index_for(cfg.store_engine))
+        engine = cfg.store_engine
+        index = index_for(engine)
+        replicas = cfg.milvus.replica_number
+        if engine == "server":
+            return cls(connect_uri(cfg), token, replica_number=replicas, index=index)
+        if replicas > 1:
+            log.debug("milvus.replica_number=%d ignored: the %s store has one node", replicas, engine)
+        if engine == "lite":
+            start_lite = functools.partial(connect_uri, cfg)  # finds or restarts the Lite server with the same settings
+            return cls(start_lite(), token, start_lite=start_lite, index=index)
+        return cls(connect_uri(cfg), token, index=index)  # milvus-local: a standalone server, one query node
+
+    @property
+    def where(self) -> str:
+        """``Milvus at <uri without credentials>``, for messages."""
+        return f"Milvus at {redact_uri(self.uri)}"
+
+    @property
+    def embedded(self) -> bool:
+        """Whether this is the embedded Lite server kbrelease started for a workspace folder."""
+        return self._start_lite is not None
 
     def translate(self, exc: Exception, op: str, args: Sequence[Any] = ()) -> StoreError:
         text = str(exc)
@@ -179,13 +265,42 @@ class MilvusStore:
         target = "/".join(str(a) for a in args[:2] if isinstance(a, str))
         kind = classify(exc)
         if kind == "unreachable":
-            return StoreUnreachable(f"cannot reach {where} ({op} {target}); check MILVUS_URI and that the server is running")
+            err = StoreUnreachable(f"cannot reach {where} ({op} {target}); check MILVUS_URI and that the server is running")
+            err.reconnected = self.reconnect()
+            return err
         if kind == "auth":
             return StoreError(f"{where} refused {op} {target}: authentication failed; check MILVUS_TOKEN")
         return StoreError(f"{where}: {op} {target} failed: {text}")
 
+    def reconnect(self) -> bool:
+        """Drop the clients the failed call used, once per failure wave; True if this call did it.
+
+        Other threads that failed on the same (old) clients find them replaced already and
+        leave the new ones alone. The embedded store also finds its Lite server again,
+        starting it if it died (it may come back on another port).
+        """
+        generation = getattr(self._used, "generation", None)
+        with self._lock:
+            if generation is not None and generation != self._generation:
+                return False  # another thread reconnected since this one took its client
+            old = list(self._clients.values())
+            self._clients.clear()
+            self._generation += 1
+        for c in old:
+            with contextlib.suppress(Exception):  # closing is best effort
+                c.close()
+        if self._start_lite is not None:
+            try:
+                self.uri = self._start_lite()
+            except StoreError as exc:
+                log.warning("the embedded Milvus Lite server could not be restarted: %s", exc)
+                return False
+        log.info("reconnecting to Milvus at %s", redact_uri(self.uri))
+        return True
+
     def client(self, db: str = "default") -> Any:
         with self._lock:
+            self._used.generation = self._generation
             found = self._clients.get(db)
             if found is not None:
                 return found
@@ -201,10 +316,16 @@ class MilvusStore:
                 if self._token:
                     kwargs["token"] = self._token
                 made = MilvusClient(**kwargs)
-            except Exception as exc:
-                raise self.translate(exc, "connect", (db,)) from exc
-            self._clients[db] = made
-            return made
+            except Exception as exc:  # noqa: BLE001 - translated below, outside the lock (a reconnect takes it)
+                made = None
+                failure = exc
+            if made is not None:
+                self._clients[db] = made
+                return made
+        err = self.translate(failure, "connect", (db,))
+        if isinstance(err, StoreUnreachable) and not self.embedded:
+            err.reconnected = False  # no connection to retry: a server that refuses a new one now refuses it again at once
+        raise err from failure
 
     def close(self) -> None:
         with self._lock:
@@ -213,15 +334,24 @@ class MilvusStore:
                     c.close()
             self._clients.clear()
 
+    @_translated("ping")
+    def ping(self, timeout: float = 2.0) -> None:
+        """One cheap round trip (list the databases) within ``timeout`` seconds; raises StoreUnreachable if Milvus does not answer."""
+        self.client().list_databases(timeout=timeout)
+
+    def load_with_replicas(self, c: Any, name: str) -> None:
+        """Load a collection, with ``replica_number`` replicas on a server; a refused replica count is explained."""
+        load_collection(c, name, None if self.embedded else self.replica_number, self.where)
+
     def _reloading(self, db: str, name: str, read: Callable[[], T]) -> T:
         """``read()``; if Milvus says the collection is not loaded (a store restart, an operator freeing
-        memory), load it and try once more instead of failing every read from now on."""
+        memory, the service's idle unload), load it and try once more instead of failing every read from now on."""
         try:
             return read()
         except Exception as exc:
-            if not _not_loaded(exc):
+            if not not_loaded(exc):
                 raise
-        self.client(db).load_collection(name)
+        self.load_with_replicas(self.client(db), name)
         return read()
 
     # --- databases -------------------------------------------------------
@@ -252,16 +382,49 @@ class MilvusStore:
     def collections(self, db: str) -> list[str]:
         return list(self.client(db).list_collections())
 
-    @_translated("create collection")
-    def ensure_collection(self, db: str, name: str, dim: int, description: str = "") -> None:
+    @_translated("server version")
+    def server_version(self) -> str:
+        """The Milvus version the store reports (``v2.3.5-lite``, ``milvus_lite-3.2.2``); asked once per store."""
+        if self._version is None:
+            self._version = str(self.client().get_server_version())
+        return self._version
 
+    def check_sparse(self, what: str, fix: str = "use Milvus 2.5 or later, or the embedded store") -> None:
+        """Refuse ``what`` (a hybrid source, a package with a sparse field) on a Milvus without BM25 functions.
+
+        Checked before anything is created: Milvus 2.3.5 accepts a schema with a BM25 function and silently drops the
+        function, which would leave an empty sparse field.
+        """
+        version = self.server_version()
+        found = version_tuple(version)
+        if found is not None and found < SPARSE_MIN_VERSION:
+            raise CompatibilityError(
+                f"{what} needs sparse (BM25) search, but Milvus at {redact_uri(self.uri)} is version {version}, which has no BM25 function "
+                f"(Milvus {'.'.join(map(str, SPARSE_MIN_VERSION))} or later, or the embedded store, has one); {fix}"
+            )
+
+    @_translated("create collection")
+    def ensure_collection(self, db: str, name: str, dim: int, description: str = "", sparse: bool = False) -> None:
+        """Create collection ``name`` unless it exists; with ``sparse``, with a BM25 field for hybrid search (see :meth:`check_sparse`)."""
         c = self.client(db)
         if c.has_collection(name):
             return
-        schema = milvus_schema(dim, description)
+        if sparse:
+            self.check_sparse(f"collection {db}/{name}")
+        schema = milvus_schema(dim, description, sparse=sparse)
         index = c.prepare_index_params()
         index.add_index(field_name="vector", metric_type="COSINE", index_type=self.index.index_type, params=dict(self.index.build))
-        create_indexed(c, name, schema, index)
+        if sparse:
+            index.add_index(field_name=SPARSE_FIELD, metric_type="BM25", index_type="SPARSE_INVERTED_INDEX")
+        create_indexed(c, name, schema, index, None if self.embedded else self.replica_number, self.where)
+
+    @_translated("describe collection")
+    def has_sparse(self, db: str, name: str) -> bool:
+        """Whether collection ``name`` has the BM25 sparse field filled by a BM25 function (what hybrid search reads)."""
+        info = self.client(db).describe_collection(name)
+        fields = {f.get("name") for f in info.get("fields", [])}
+        outputs = {out for fn in info.get("functions", []) for out in fn.get("output_field_names", [])}
+        return SPARSE_FIELD in fields and SPARSE_FIELD in outputs
 
     @_translated("load")
     def ensure_loaded(self, db: str, name: str) -> None:
@@ -271,7 +434,18 @@ class MilvusStore:
         if state.endswith("NotExist"):
             raise StoreError(f"collection {db}/{name} does not exist in Milvus at {redact_uri(self.uri)}; the release is incomplete or was dropped")
         if not state.endswith("Loaded"):
-            c.load_collection(name)
+            self.load_with_replicas(c, name)
+
+    @_translated("release")
+    def release(self, db: str, name: str) -> None:
+        """Free a collection's memory in Milvus (it stays on disk; a read loads it again)."""
+        self.client(db).release_collection(name)
+
+    @_translated("load state")
+    def load_state(self, db: str, name: str) -> str:
+        """``Loaded``, ``Loading``, ``NotLoad`` or ``NotExist``."""
+        state = str(self.client(db).get_load_state(name).get("state", ""))
+        return state.rsplit(".", 1)[-1].removeprefix("LoadState").strip(": <>") or "unknown"
 
     @_translated("upsert")
     def upsert(self, db: str, name: str, rows: list[dict[str, Any]]) -> None:
@@ -292,8 +466,10 @@ class MilvusStore:
         c.release_collection(name)
         for attempt in range(attempts):
             try:
-                c.load_collection(name)
+                self.load_with_replicas(c, name)
                 return
+            except StoreError:
+                raise  # refused for a reason a retry does not change (replicas)
             except Exception:
                 if attempt == attempts - 1:
                     raise
@@ -335,11 +511,14 @@ class MilvusStore:
                 it.close()
         return out
 
-    def iter_rows(self, db: str, name: str, fields: Sequence[str], batch_size: int = 2048) -> Iterator[list[dict[str, Any]]]:
-        """Every row of a collection in batches, with a server-side cursor (memory stays flat)."""
+    def iter_rows(
+        self, db: str, name: str, fields: Sequence[str], batch_size: int = 2048, file_ids: Sequence[str] | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every row of a collection (or of ``file_ids`` only) in batches, with a server-side cursor (memory stays flat)."""
+        expr = "" if file_ids is None else _in_list("file_id", sorted(set(file_ids)))
 
         def first() -> tuple[Any, list[Any]]:
-            it = self.client(db).query_iterator(name, batch_size=batch_size, filter="", output_fields=list(fields))
+            it = self.client(db).query_iterator(name, batch_size=batch_size, filter=expr, output_fields=list(fields))
             try:
                 return it, it.next()
             except BaseException:
@@ -392,12 +571,13 @@ class MilvusStore:
         name: str,
         vectors: Sequence[Sequence[float]],
         k: int,
-        output_fields: Sequence[str] = ("file", "file_id", "chunk_index", "heading", "text", "start"),
+        output_fields: Sequence[str] = ("file", "file_id", "chunk_index", "heading", "text", "start", "metadata"),
         expr: str = "",
     ) -> list[list[dict[str, Any]]]:
         c = self.client(db)
         kwargs: dict[str, Any] = {
             "data": [list(map(float, v)) for v in vectors],
+            "anns_field": "vector",  # a hybrid source's collection has a second (sparse) vector field
             "limit": k,
             "filter": expr,
             "output_fields": list(output_fields),
@@ -408,3 +588,26 @@ class MilvusStore:
         }
         res = self._reloading(db, name, lambda: c.search(name, **kwargs))
         return [[dict(hit) for hit in hits] for hits in res]
+
+    @_translated("sparse search")
+    def search_text(
+        self,
+        db: str,
+        name: str,
+        query: str,
+        k: int,
+        output_fields: Sequence[str] = ("file", "file_id", "chunk_index", "heading", "text", "start", "metadata"),
+        expr: str = "",
+    ) -> list[dict[str, Any]]:
+        """BM25 search of the sparse field with a text query (Milvus analyzes it as it analyzed the rows' text), best first."""
+        c = self.client(db)
+        kwargs: dict[str, Any] = {
+            "data": [query],
+            "anns_field": SPARSE_FIELD,
+            "limit": k,
+            "filter": expr,
+            "output_fields": list(output_fields),
+            "search_params": {"metric_type": "BM25"},
+        }
+        res = self._reloading(db, name, lambda: c.search(name, **kwargs))
+        return [dict(hit) for hit in res[0]]

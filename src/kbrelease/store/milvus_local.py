@@ -197,10 +197,34 @@ class MilvusStandalone:
         self.startup_seconds = time.monotonic() - began
         return self
 
-    def _launch(self, exe: str) -> None:
-        chosen = free_ports(len(self.PORT_OPTIONS) + 1)
-        self.ports = dict(zip(self.PORT_OPTIONS, chosen, strict=False))
-        self.ports["etcd_peer_port"] = chosen[-1]
+    def start_again(self, timeout: float = 180.0) -> Self:
+        """Start again after :meth:`stop`, asking for the same ports, on the same data.
+
+        The wrapper binds without SO_REUSEADDR, so a port with connections of the killed
+        server in TIME_WAIT (60 s) is skipped and the next free one taken: :attr:`port`
+        is updated.
+        """
+        if not self.port or not self.ports:
+            raise StoreError(f"the Milvus server of {self.data_dir} was never started: start() it first")
+        exe = self.executable
+        if not exe or not Path(exe).is_file():
+            raise StoreError(f"milvus-server not found{' at ' + exe if exe else ''}; install it with: {INSTALL}")
+        deadline = time.monotonic() + timeout
+        try:
+            with file_lock(START_LOCK, timeout=timeout):
+                self._launch(exe, keep_ports=True)
+                self._wait_ready(deadline)
+        except BaseException:
+            self.stop()
+            raise
+        self.port = self._configured_port("proxy") or self.port
+        return self
+
+    def _launch(self, exe: str, keep_ports: bool = False) -> None:
+        if not keep_ports:
+            chosen = free_ports(len(self.PORT_OPTIONS) + 1)
+            self.ports = dict(zip(self.PORT_OPTIONS, chosen, strict=False))
+            self.ports["etcd_peer_port"] = chosen[-1]
         etcd_client = f"http://{HOST}:{self.ports['etcd_port']}"
         etcd_peer = f"http://{HOST}:{self.ports['etcd_peer_port']}"
         etcd_yaml = self.data_dir / "embed-etcd.yaml"

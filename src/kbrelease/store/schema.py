@@ -39,14 +39,24 @@ ROW_SCHEMA: tuple[RowField, ...] = (
     RowField("heading", "string", PATH_MAX, "heading path (Guide > Install > Linux)"),
     RowField("text", "string", TEXT_MAX, "the chunk's text ('' for an image)"),
     RowField("checksum", "string", 80, "sha256 of the file"),
-    RowField("metadata", "json", None, "the file's metadata from the data index"),
+    RowField("metadata", "json", None, "source, encoding, the file's time (epoch s) and its user metadata under 'user' (filters)"),
 )
 ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in ROW_SCHEMA)
 
+SPARSE_FIELD = "sparse"
+"""The optional BM25 field of a hybrid source's collection: Milvus computes it from ``text`` (a BM25 function), so it is
+never a row field: builds and packages write the same rows, and an import recreates it from the text."""
+BM25_FUNCTION = "text_bm25"
+SPARSE_MIN_VERSION = (2, 5)
+"""Milvus servers before 2.5 have no BM25 function (2.3.5 even accepts the schema and drops the function)."""
 
-def milvus_schema(dim: int, description: str = "") -> Any:
-    """The pymilvus ``CollectionSchema`` of a release collection with ``dim``-d vectors."""
-    from pymilvus import DataType, MilvusClient
+
+def milvus_schema(dim: int, description: str = "", sparse: bool = False) -> Any:
+    """The pymilvus ``CollectionSchema`` of a release collection with ``dim``-d vectors.
+
+    With ``sparse``, ``text`` is analyzed and a BM25 function fills :data:`SPARSE_FIELD` from it (hybrid search).
+    """
+    from pymilvus import DataType, Function, FunctionType, MilvusClient
 
     types = {"id": DataType.VARCHAR, "vector": DataType.FLOAT_VECTOR, "string": DataType.VARCHAR, "int": DataType.INT64, "json": DataType.JSON}
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=description)
@@ -58,7 +68,12 @@ def milvus_schema(dim: int, description: str = "") -> Any:
             kwargs["dim"] = dim
         if f.max_length is not None:
             kwargs["max_length"] = f.max_length
+        if sparse and f.name == "text":
+            kwargs["enable_analyzer"] = True
         schema.add_field(f.name, types[f.kind], **kwargs)
+    if sparse:
+        schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(Function(name=BM25_FUNCTION, function_type=FunctionType.BM25, input_field_names=["text"], output_field_names=[SPARSE_FIELD]))
     return schema
 
 

@@ -11,6 +11,8 @@ once, with one grammar per kind of value:
   helper that opens a file only after resolving it inside its real root;
 - :mod:`~kbrelease.trust.filters`: literals for Milvus filter expressions
   (no string interpolation of raw values);
+- :mod:`~kbrelease.trust.where`: the grammar of user metadata filters
+  (``--where``), parsed into a tree and written out with those literals;
 - :mod:`~kbrelease.trust.redact`: secrets (URL userinfo, tokens, keys) removed
   from anything printed, logged, answered or written.
 

@@ -192,7 +192,8 @@ const RELEVANCE_FLOOR = { text: 0.25, image: -Infinity };
 function render(result, request) {
   $("empty").classList.add("hidden");
   const n = result.hits.length;
-  const floor = RELEVANCE_FLOOR[result.modality] ?? -Infinity;
+  // A hybrid or sparse search scores by reciprocal rank fusion (about 0.016-0.033), not cosine: no floor.
+  const floor = result.mode && result.mode !== "dense" ? -Infinity : (RELEVANCE_FLOOR[result.modality] ?? -Infinity);
   const strong = result.hits.filter((h) => h.score >= floor);
   const weak = result.hits.filter((h) => h.score < floor);
   $("summary").textContent = `${n} result${n === 1 ? "" : "s"} from release ${result.release} · ${Math.round(result.took_ms)} ms ` +
@@ -261,9 +262,11 @@ function highlighted(text, q) {
 }
 
 function textHit(hit, q) {
+  const where = [hit.page != null ? `p. ${hit.page}` : "", hit.heading].filter(Boolean).join(" · ");  // page: PDF hits
   return el("li", { class: "result" },
-    el("div", { class: "meta" }, el("span", { class: "file", text: hit.file }), el("span", { class: "badge", text: hit.source }), scoreBar(hit.score)),
-    hit.heading ? el("div", { class: "heading", text: hit.heading }) : null,
+    el("div", { class: "meta" }, el("span", { class: "file", text: hit.file }), el("span", { class: "badge", text: hit.source }),
+      hit.retrievers && hit.retrievers.join() !== "dense" ? el("span", { class: "badge", text: hit.retrievers.join(" + ") }) : null, scoreBar(hit.score)),
+    where ? el("div", { class: "heading", text: where }) : null,
     highlighted(snippet(hit.text, q), q));
 }
 
