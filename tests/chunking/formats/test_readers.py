@@ -272,6 +272,29 @@ Still indexed after all that.
     assert doc.sections[0].heading_path == ("Secrets",)
 
 
+def test_rst_directives_docutils_does_not_know_keep_their_arguments_and_content() -> None:
+    """Sphinx's code-block and a project's own directives (CMake's ``command``) hold what keyword queries ask for."""
+    source = b"""add_library
+===========
+
+.. command:: add_library
+
+  Add a library to the project using the specified source files.
+
+  .. code-block:: cmake
+
+    add_library(<name> [STATIC | SHARED | MODULE] <source>...)
+
+.. autoclass:: requests.Session
+   :members:
+"""
+    text = " ".join(s.text for s in read("add_library.rst", source).sections)
+
+    assert "add_library(<name> [STATIC | SHARED | MODULE] <source>...)" in text
+    assert "Add a library to the project" in text and "requests.Session" in text
+    assert ".. code-block::" not in text and ".. command::" not in text and "Unknown directive" not in text
+
+
 # --- AsciiDoc -------------------------------------------------------------------------------
 
 

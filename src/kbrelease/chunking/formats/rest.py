@@ -2,14 +2,20 @@
 
 The source is untrusted, so docutils runs with file insertion and ``raw``
 disabled (no ``include``, no ``csv-table :file:``, no ``raw``), reports
-nothing and never halts: a directive or role docutils does not know
-(Sphinx's ``autoclass``, ``:ref:``) is dropped or kept as its source text,
-and the rest of the file is indexed. ``start`` is the section's offset in the
+nothing and never halts: a directive docutils does not know (Sphinx's
+``code-block``, ``autoclass``, CMake's ``command``) keeps its arguments and
+content as text, without the ``.. name::`` markup (a manual's code examples
+and the names its custom directives document are what keyword queries ask
+for); a role it does not know (``:ref:``) keeps its source text; disabled
+directives (``include``, ``raw``, ``:file:``) leave nothing. The rest of the
+file is indexed. ``start`` is the section's offset in the
 text docutils extracted, not in the file.
 """
 
 from __future__ import annotations
 
+import re
+import textwrap
 from typing import Any
 
 from kbrelease.chunking.formats.base import Extracted, ReadOptions, join_sections
@@ -43,6 +49,19 @@ def read(data: bytes, options: ReadOptions, name: str) -> Extracted:
     return Extracted(sections, encoding=decoded.encoding)
 
 
+_DIRECTIVE_MARKUP = re.compile(r"^(\s*)\.\. [\w:.+-]+::[ \t]?", re.M)
+
+
+def _unknown_directive_text(message: Any) -> str:
+    """The arguments and content of a directive docutils does not know (its error message carries the source), else ""."""
+    from docutils import nodes
+
+    if not message.children or not message.children[0].astext().startswith("Unknown directive type"):
+        return ""  # another problem, or a disabled directive (include, raw): its source is not document text
+    blocks = [block.astext() for block in message.findall(nodes.literal_block)]
+    return textwrap.dedent(_DIRECTIVE_MARKUP.sub(r"\1", "\n".join(blocks))).strip()
+
+
 def _sections(doctree: Any) -> list[tuple[tuple[str, ...], str]]:
     """(heading path, text) of each section's own body, in document order, without recursion."""
     from docutils import nodes
@@ -58,6 +77,10 @@ def _sections(doctree: Any) -> list[tuple[tuple[str, ...], str]]:
             if isinstance(child, nodes.section):
                 title = child.next_node(nodes.title)
                 subsections.append((child, (*path, " ".join(title.astext().split()) if title is not None else "")))
+            elif isinstance(child, nodes.system_message):
+                text = _unknown_directive_text(child)
+                if text:
+                    body.append(text)
             elif not isinstance(child, skipped):
                 text = child.astext().strip()
                 if text:
