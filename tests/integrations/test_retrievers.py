@@ -13,7 +13,7 @@ from kbrelease import KbRelease, load_config
 from kbrelease.errors import QueryError, ReadOnlyRelease
 from kbrelease.integrations.reader import ReleaseReader
 
-from conftest import EXAMPLE_CORPUS
+EXAMPLE_CORPUS = Path(__file__).resolve().parents[2] / "examples" / "corpus"
 
 pytestmark = pytest.mark.slow
 
