@@ -60,24 +60,9 @@ import httpx
 from _common import add_smoke, emit, free_port, loadavg, milvus, percentile, tests_on_path, write_config  # bench/ is the script's folder, first on sys.path
 from search_bench import wait_until_idle
 
-QUERIES = [
-    "how do I connect to the VPN from home",
-    "what is the parental leave policy",
-    "the printer on floor two is jammed",
-    "password rotation every ninety days",
-    "where is the fire assembly point",
-    "expense report for a conference trip",
-    "how many days can I work remotely",
-    "request a new laptop",
-    "guest wifi password",
-    "on-call rotation handover",
-    "milvus cluster memory tips",
-    "code review guidelines for large changes",
-    "gym partnership discount",
-    "data retention for customer records",
-    "holiday calendar for next year",
-    "lost and found desk",
-]
+from kbrelease.service.loadtest import DEFAULT_QUERIES
+
+QUERIES = list(DEFAULT_QUERIES)  # the load test's own queries (kbrelease.service.loadtest)
 OUTPUT_FIELDS = ["file", "file_id", "chunk_index", "heading", "text", "start"]
 
 
