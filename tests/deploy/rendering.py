@@ -77,11 +77,11 @@ def by_kind(folder: Path, kind: str) -> list[dict[str, Any]]:
     return [d for d in documents(folder) if d["kind"] == kind]
 
 
-def argo_schema() -> dict[str, Any]:
-    """JSON schema of a WorkflowTemplate from hera's models, with unknown keys forbidden at every level."""
+def argo_schema(kind: str = "WorkflowTemplate") -> dict[str, Any]:
+    """JSON schema of an Argo ``kind`` (WorkflowTemplate, CronWorkflow) from hera's models, with unknown keys forbidden at every level."""
     from hera.workflows import models as m
 
-    schema = m.WorkflowTemplate.model_json_schema(by_alias=True, mode="validation")
+    schema = getattr(m, kind).model_json_schema(by_alias=True, mode="validation")
 
     def forbid(node: Any) -> None:
         if isinstance(node, dict):
@@ -97,10 +97,10 @@ def argo_schema() -> dict[str, Any]:
     return schema
 
 
-def schema_errors(doc: dict[str, Any]) -> list[str]:
+def schema_errors(doc: dict[str, Any], kind: str = "WorkflowTemplate") -> list[str]:
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(argo_schema())
+    validator = jsonschema.Draft202012Validator(argo_schema(kind))
     return [f"{e.json_path}: {e.message[:300]}" for e in validator.iter_errors(doc)]
 
 
