@@ -47,7 +47,23 @@ class UvicornServer:
         self.thread.join(timeout=20)
 
 
-class WebhookReceiver:
+class _ThreadedHTTPReceiver:
+    """A ``ThreadingHTTPServer`` (``self.httpd``) served from ``self.thread`` for the length of a ``with`` block."""
+
+    httpd: ThreadingHTTPServer
+    thread: threading.Thread
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=10)
+
+
+class WebhookReceiver(_ThreadedHTTPReceiver):
     """A Slack-like incoming webhook: records JSON bodies; can fail the next N posts with 500."""
 
     def __init__(self) -> None:
@@ -85,17 +101,8 @@ class WebhookReceiver:
     def texts(self) -> list[str]:
         return [b["text"] for b in self.bodies]
 
-    def __enter__(self) -> Self:
-        self.thread.start()
-        return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=10)
-
-
-class EventsV2Receiver:
+class EventsV2Receiver(_ThreadedHTTPReceiver):
     """PagerDuty's Events API v2 on 127.0.0.1: checks each event's shape as PagerDuty does, answers 202 or 400.
 
     ``events``: the accepted events; ``rejected``: (body, errors) of refused ones.
@@ -165,15 +172,6 @@ class EventsV2Receiver:
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.httpd.server_address[1]}/v2/enqueue"
-
-    def __enter__(self) -> Self:
-        self.thread.start()
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=10)
 
 
 class SmtpReceiver:
