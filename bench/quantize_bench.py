@@ -1,10 +1,12 @@
-"""The local text model in float32 and in int8 or bf16 (``text.quantize``): CPU per chunk and how close the vectors stay.
+"""The local text model per runtime and precision (``text.runtime``, ``text.quantize``): CPU per chunk and how close the vectors stay.
 
-Both embedders are loaded in this process; the corpus is chunked with
+Every variant (torch float32 as the reference, plus e.g. torch bf16, torch
+int8, ONNX Runtime float32 and int8) is built the way the build builds it and
+loaded in this process; the corpus (any format kbrelease reads) is chunked with
 kbrelease's chunker (same tokenizer, ``text.chunk_target_tokens``), then the
 same chunks are embedded in calls of ``4 × text.batch_size`` texts (as the
-build does), alternating float32 and int8 (or bf16) passes so that both see the same
-machine load. Reported per pass: CPU ms per chunk and chunks per CPU second;
+build does), one pass per variant in turn, the order reversed on every other
+pass, so that all see the same machine load. Reported per pass: CPU ms per chunk and chunks per CPU second;
 then the cosine between each chunk's reduced-precision and float32 vectors (min, 1st
 percentile, mean), how much such a vector depends on the texts batched with
 it (the same chunks embedded one call per chunk vs in build-sized calls), and
@@ -14,7 +16,7 @@ whether each chunk's nearest neighbours among the chunks stay the same
 Example::
 
     python bench/quantize_bench.py --text /tmp/kbbench2500/text --limit 1024 --passes 2
-    python bench/quantize_bench.py --text /tmp/kbbench2500/text --limit 1024 --passes 2 --mode bf16
+    python bench/quantize_bench.py --text /tmp/realdocs/cmake/text --limit 0 --variants torch:bf16,torch:int8,onnx:none,onnx:int8
 """
 
 from __future__ import annotations
@@ -36,13 +38,16 @@ Matrix = npt.NDArray[np.float32]
 
 
 def chunks_of(folder: Path, emb: Any, target: int, encoding: str) -> list[str]:
-    from kbrelease.chunking.text import TextChunker, decode_text
+    """The chunks of every document under ``folder`` (any format kbrelease reads), as the build cuts them."""
+    from kbrelease.chunking.formats import SUFFIXES, ReadOptions, read_document
+    from kbrelease.chunking.text import TextChunker
 
     chunker = TextChunker(max_tokens=emb.max_tokens, target_tokens=target, hf_tokenizer=emb.hf_tokenizer, count_tokens=emb.count_tokens)
+    options = ReadOptions(fallback_encoding=encoding)
     texts: list[str] = []
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".md", ".txt")):
-        decoded = decode_text(path.read_bytes(), encoding)
-        texts.extend(c.text for c in chunker.chunk(decoded.text, markdown=path.suffix.lower() == ".md"))
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES):
+        doc = read_document(path.name, path.read_bytes(), options)
+        texts.extend(c.text for c in chunker.chunk_sections(doc.sections, markdown=doc.markdown))
     return texts
 
 
@@ -79,15 +84,27 @@ def top_overlap(a: Matrix, b: Matrix, k: int = 5) -> float:
     return round(float(np.mean([len(set(x) & set(y)) / k for x, y in zip(ta, tb, strict=True)])), 4)
 
 
+def make_variant(workspace: Path, variant: str) -> Any:
+    """A text embedder for ``runtime:quantize`` (e.g. ``torch:bf16``, ``onnx:int8``), built the way the build builds it."""
+    from kbrelease.embedding.factory import make_text_embedder
+
+    runtime, _, quantize = variant.partition(":")
+    cfg = load_config(None, env={}, overrides={"sources": [], "workspace": str(workspace), "text": {"runtime": runtime, "quantize": quantize or "none"}})
+    return make_text_embedder(cfg)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from kbrelease.embedding.local_text import LocalTextEmbedder
+    import tempfile
 
     cfg = load_config(None, env={}, overrides={"sources": []})
+    variants = ["torch:none", *[v for v in args.variants if v != "torch:none"]]
     started = time.perf_counter()
-    fp32 = LocalTextEmbedder(batch_size=cfg.text.batch_size)
-    mode = args.mode
-    low = LocalTextEmbedder(batch_size=cfg.text.batch_size, quantize=mode)
+    with tempfile.TemporaryDirectory(prefix="kbquant-models-") as models:
+        embedders = {v: make_variant(Path(models), v) for v in variants}
+        for emb in embedders.values():
+            emb.embed_texts(["warm up"])  # loads the model (and makes the ONNX export once)
     load_s = time.perf_counter() - started
+    fp32 = embedders["torch:none"]
     texts = chunks_of(args.text, fp32, cfg.text.chunk_target_tokens, cfg.text.fallback_encoding)
     if args.limit:
         texts = texts[: args.limit]
@@ -95,43 +112,64 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "chunks": len(texts),
         "tokens_per_chunk": round(float(np.mean([fp32.count_tokens(t) for t in texts])), 1),
-        "mode": mode,
-        "identities": {"none": fp32.identity.key(), mode: low.identity.key()},
+        "variants": variants,
+        "native_bf16": _native_bf16(),
+        "identities": {v: e.identity.key() for v, e in embedders.items()},
         "models_load_seconds": round(load_s, 2),
         "passes": [],
     }
     vectors: dict[str, Matrix] = {}
     for i in range(args.passes):
-        for name, emb in (("none", fp32), (mode, low)) if i % 2 == 0 else ((mode, low), ("none", fp32)):
-            vecs, stats = embed_all(emb, texts, call)
+        for name in variants if i % 2 == 0 else list(reversed(variants)):
+            vecs, stats = embed_all(embedders[name], texts, call)
             vectors.setdefault(name, vecs)
-            result["passes"].append({"quantize": name, **stats})
+            result["passes"].append({"variant": name, **stats})
             print(json.dumps(result["passes"][-1]), flush=True)
-    for name in ("none", mode):
-        runs = [p["cpu_ms_per_chunk"] for p in result["passes"] if p["quantize"] == name]
-        result[f"cpu_ms_per_chunk_{name}"] = round(sum(runs) / len(runs), 1)
-    result[f"cpu_speedup_{mode}"] = round(result["cpu_ms_per_chunk_none"] / result[f"cpu_ms_per_chunk_{mode}"], 3)
-    result[f"cosine_{mode}_vs_fp32"] = cosine_stats(vectors[mode], vectors["none"])
-    result[f"top5_neighbour_overlap_{mode}_vs_fp32"] = top_overlap(vectors[mode], vectors["none"])
-    alone = np.concatenate([low.embed_texts([t]) for t in texts[: args.alone]])
-    result[f"cosine_{mode}_alone_vs_batched"] = cosine_stats(alone, vectors[mode][: args.alone])
-    alone32 = np.concatenate([fp32.embed_texts([t]) for t in texts[: args.alone]])
-    result["cosine_fp32_alone_vs_batched"] = cosine_stats(alone32, vectors["none"][: args.alone])
+    table: dict[str, dict[str, Any]] = {}
+    for name in variants:
+        runs = [p["cpu_ms_per_chunk"] for p in result["passes"] if p["variant"] == name]
+        row: dict[str, Any] = {"cpu_ms_per_chunk": round(sum(runs) / len(runs), 1)}
+        if name != "torch:none":
+            row["cosine_vs_fp32"] = cosine_stats(vectors[name], vectors["torch:none"])
+            row["top5_neighbour_overlap_vs_fp32"] = top_overlap(vectors[name], vectors["torch:none"])
+        alone = np.concatenate([embedders[name].embed_texts([t]) for t in texts[: args.alone]])
+        row["cosine_alone_vs_batched"] = cosine_stats(alone, vectors[name][: args.alone])
+        table[name] = row
+    base = table["torch:none"]["cpu_ms_per_chunk"]
+    for row in table.values():
+        row["cpu_speedup_vs_torch_fp32"] = round(base / row["cpu_ms_per_chunk"], 3)
+    result["variants_table"] = table
     return result
 
 
+def _native_bf16() -> bool:
+    from kbrelease.embedding.local_text import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="float32 vs int8/bf16 local text model: CPU per chunk and vector closeness.")
-    parser.add_argument("--text", type=Path, default=None, help="a text folder (.md/.txt); required unless --smoke")
-    parser.add_argument("--mode", choices=("int8", "bf16"), default="int8", help="the reduced precision to compare with float32")
+    parser = argparse.ArgumentParser(description="The local text model per runtime and precision: CPU per chunk and closeness to torch float32.")
+    parser.add_argument("--text", type=Path, default=None, help="a text folder (.md/.txt/.rst); required unless --smoke")
+    parser.add_argument(
+        "--variants",
+        default="torch:int8",
+        help="comma-separated runtime:quantize pairs compared with torch:none, e.g. torch:bf16,torch:int8,onnx:none,onnx:int8",
+    )
+    parser.add_argument("--mode", choices=("int8", "bf16"), default=None, help="shorthand for --variants torch:<mode>")
     parser.add_argument("--limit", type=int, default=1024, help="chunks to embed (0: all)")
-    parser.add_argument("--passes", type=int, default=2, help="passes per mode, alternating")
+    parser.add_argument("--passes", type=int, default=2, help="passes per variant, alternating order")
     parser.add_argument("--alone", type=int, default=64, help="chunks also embedded one per call (batch dependence)")
     parser.add_argument("--json-out", type=Path, default=None, help="write the JSON report here too")
     add_smoke(parser)
     args = parser.parse_args(argv)
     if args.text is None and not args.smoke:
         parser.error("--text is required")
+    args.variants = [f"torch:{args.mode}"] if args.mode else [v.strip() for v in args.variants.split(",") if v.strip()]
+    for v in args.variants:
+        runtime, _, quantize = v.partition(":")
+        if runtime not in ("torch", "onnx") or quantize not in ("none", "int8", "bf16"):
+            parser.error(f"bad variant {v!r}: use runtime:quantize with runtime torch|onnx and quantize none|int8|bf16")
     return args
 
 

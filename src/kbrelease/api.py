@@ -206,8 +206,10 @@ class KbRelease:
     def _builder(self) -> Builder:
         from kbrelease.release.build import Builder
 
-        for modality in sorted({s.modality for s in self.cfg.sources}):
+        modalities = sorted({s.modality for s in self.cfg.sources})
+        for modality in modalities:
             self.identity(modality)  # a model the config names but cannot run is refused before anything is written
+        self.models.preload(modalities)  # loads while the build opens the release and reads the first files
         return Builder(self.cfg, self.store, self.registry, self.reporter, self.models, self.cache)
 
     def build(self, release: str | None = None, bundle: str | None = None, bundle_version: str | None = None) -> ReleaseRecord:
@@ -386,6 +388,9 @@ class KbRelease:
         from kbrelease.trust import faults
 
         started = time.monotonic()
+        if force or not self._has_releases():
+            # A build will follow: load the models while the sources sync (a publish with nothing to do loads none).
+            self.models.preload({s.modality for s in self.cfg.sources})
         resolved = None
         if bundle is not None:
             from kbrelease.index.bundles import check_spec, load_spec, resolve
@@ -413,17 +418,25 @@ class KbRelease:
         pointer = self.switch(record.name, skip_quality, reason)
         return PublishInfo(synced, record, pointer.live, pointer.previous, time.monotonic() - started, advice=self.store_advice(record))
 
+    def _has_releases(self) -> bool:
+        """Whether this environment's workspace has a release folder (cheap: no store, no model)."""
+        from kbrelease.workspace import Workspace
+
+        folder = Workspace.of(self.cfg).release_dir("v1").parent
+        return folder.is_dir() and any(folder.iterdir())
+
     def _prepare_query_runtime(self) -> None:
         """After a build with the local torch model, export it for ONNX Runtime once, so later searches never import torch.
 
         Costs ~2 s once per model revision; a failure only costs later searches their speed, never the publish.
         """
+        from kbrelease.embedding.factory import BF16_QUERY_PRECISIONS
         from kbrelease.embedding.local_text import LocalTextEmbedder
         from kbrelease.embedding.onnx_text import onnxruntime_available
 
         t = self.cfg.text
         loaded = self.models.loaded_text
-        if not isinstance(loaded, LocalTextEmbedder) or t.runtime != "torch" or t.quantize != "none" or not onnxruntime_available():
+        if not isinstance(loaded, LocalTextEmbedder) or t.runtime != "torch" or t.quantize not in BF16_QUERY_PRECISIONS or not onnxruntime_available():
             return
         from kbrelease.embedding.onnx_text import export_onnx, onnx_file
 
@@ -442,6 +455,8 @@ class KbRelease:
             return None
         if record.chunking.get("target_tokens") != self.cfg.text.chunk_target_tokens:
             return None
+        if (record.chunking.get("overlap_tokens") or 0) != self.cfg.text.chunk_overlap_tokens:
+            return None  # releases before the setting had none
         hybrid = {s.name: s.hybrid for s in self.cfg.sources}
         if any(counts.sparse != hybrid.get(name, counts.sparse) for name, counts in record.sources.items()):
             return None  # `hybrid:` was switched on or off since: the collections need (or lose) the BM25 field

@@ -79,3 +79,17 @@ def test_markdown_chunks_keep_their_heading_path(chunker: TextChunker) -> None:
     assert by_text["Open the app."] == "Guide > Use"
     for c in chunks:
         assert text[c.start : c.start + len(c.text)] == c.text
+
+
+def test_overlap_repeats_the_end_of_a_chunk_at_the_start_of_the_next(text_embedder: Any) -> None:
+    sentences = [f"Step {i}: the release number {i} is verified before the switch moves the live pointer." for i in range(40)]
+    text = " ".join(sentences)
+    plain = TextChunker(text_embedder.max_tokens, 64, hf_tokenizer=text_embedder.hf_tokenizer).chunk(text, markdown=False)
+    overlapping = TextChunker(text_embedder.max_tokens, 64, hf_tokenizer=text_embedder.hf_tokenizer, overlap_tokens=24).chunk(text, markdown=False)
+
+    def shared(chunks: list[Any]) -> list[bool]:
+        return [any(s in a.text and s in b.text for s in sentences) for a, b in zip(chunks, chunks[1:], strict=False)]
+
+    assert len(plain) > 3 and not any(shared(plain))  # without overlap no sentence is in two chunks
+    assert len(overlapping) > len(plain) and all(shared(overlapping))  # with it, each boundary sentence is repeated
+    assert all(text_embedder.count_tokens(c.text) <= text_embedder.max_tokens for c in overlapping)

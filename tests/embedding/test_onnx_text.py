@@ -73,6 +73,8 @@ def test_queries_use_onnx_runtime_only_where_it_gives_the_builds_vectors(tmp_pat
     plain = make_query_text_embedder(load_config(env={}, overrides={"workspace": str(tmp_path)}))
     assert isinstance(plain, OnnxTextEmbedder)
     assert (tmp_path / "models" / "onnx" / plain.identity.revision / "model.onnx").is_file()  # cached per model revision
+    torch_bf16 = load_config(env={}, overrides={"workspace": str(tmp_path), "text.quantize": "bf16"})
+    assert isinstance(make_query_text_embedder(torch_bf16), OnnxTextEmbedder)  # bf16 vectors are within cosine 0.9999 of float32
     torch_int8 = load_config(env={}, overrides={"workspace": str(tmp_path), "text.quantize": "int8"})
     assert not isinstance(make_query_text_embedder(torch_int8), OnnxTextEmbedder)
 

@@ -132,20 +132,23 @@ class TextChunker:
         target_tokens: int,
         hf_tokenizer: Any | None = None,
         count_tokens: Callable[[str], int] | None = None,
+        overlap_tokens: int = 0,
     ) -> None:
+        """``overlap_tokens``: up to this many tokens of a chunk's end repeated at the next one's start (kept below ``target_tokens``)."""
         from semantic_text_splitter import MarkdownSplitter, TextSplitter
 
         target = max(1, min(target_tokens, max_tokens))
         capacity = (target, max_tokens)
+        overlap = max(0, min(overlap_tokens, target - 1))
         self.max_tokens = max_tokens
         if hf_tokenizer is not None:
             hf_tokenizer.no_truncation()
             hf_tokenizer.no_padding()
-            self._text = TextSplitter.from_huggingface_tokenizer(hf_tokenizer, capacity)
-            self._md = MarkdownSplitter.from_huggingface_tokenizer(hf_tokenizer, capacity)
+            self._text = TextSplitter.from_huggingface_tokenizer(hf_tokenizer, capacity, overlap=overlap)
+            self._md = MarkdownSplitter.from_huggingface_tokenizer(hf_tokenizer, capacity, overlap=overlap)
         elif count_tokens is not None:
-            self._text = TextSplitter.from_callback(count_tokens, capacity)
-            self._md = MarkdownSplitter.from_callback(count_tokens, capacity)
+            self._text = TextSplitter.from_callback(count_tokens, capacity, overlap=overlap)
+            self._md = MarkdownSplitter.from_callback(count_tokens, capacity, overlap=overlap)
         else:
             raise ValueError("TextChunker needs hf_tokenizer or count_tokens")
 

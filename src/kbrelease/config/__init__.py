@@ -130,6 +130,12 @@ class TextConfig(_Model):
         "(less padding: 1 % instead of 6-10 % of computed tokens on real manuals, bench/padding_bench.py).",
     )
     chunk_target_tokens: int = Field(default=160, ge=8, description="Paragraphs are merged up to about this many tokens; never beyond the model limit.")
+    chunk_overlap_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="Up to this many tokens at the end of a chunk are repeated at the start of the next (kept below chunk_target_tokens); "
+        "more recall for passages cut at a boundary, more tokens to embed (docs/benchmarks.md section 16).",
+    )
     fallback_encoding: str = Field(default="latin-1", description="Encoding tried (with a warning) when a file is neither UTF-8 nor UTF-16 with BOM.")
     max_file_mb: float = Field(default=20.0, gt=0, description="Larger text files are reported and skipped.")
     device: str | None = Field(default=None, description="torch device for the local model (default: cuda if present, else cpu).")

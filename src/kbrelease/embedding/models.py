@@ -10,6 +10,10 @@ never imports torch.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterable
+
 from kbrelease.config import Config
 from kbrelease.embedding.base import EmbedderIdentity, ImageEmbedder, TextEmbedder
 
@@ -23,24 +27,60 @@ class Models:
         self._image = image
         self._query_text: TextEmbedder | None = None
         self._identities: dict[str, EmbedderIdentity] = {}
+        self._preloading: threading.Thread | None = None
 
-    @property
-    def text(self) -> TextEmbedder:
-        """The build's text embedder (loaded now if it is not yet)."""
+    def preload(self, kinds: Iterable[str]) -> None:
+        """Start loading the build's ``kinds`` ("text", "image") in a background thread, and return at once.
+
+        A publish calls this before it syncs, so that importing torch and reading
+        the weights (seconds) overlap the sync, the store's start and the
+        build's first file reads. The first use of a model waits for the thread;
+        a model that failed to load there is loaded again by that use, which
+        then raises the error itself.
+        """
+        wanted = [k for k in kinds if (k == "text" and self._text is None) or (k == "image" and self._image is None)]
+        if not wanted or self._preloading is not None:
+            return
+
+        def load() -> None:
+            for kind in wanted:
+                with contextlib.suppress(Exception):  # the first real use loads it again and raises the error
+                    getattr(self, f"_load_{kind}")()
+
+        self._preloading = threading.Thread(target=load, name="kbrelease-preload", daemon=True)
+        self._preloading.start()
+
+    def _wait_for_preload(self) -> None:
+        thread = self._preloading
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+            self._preloading = None
+
+    def _load_text(self) -> TextEmbedder:
         if self._text is None:
             from kbrelease.embedding.factory import make_text_embedder
 
             self._text = make_text_embedder(self.cfg)
         return self._text
 
-    @property
-    def image(self) -> ImageEmbedder:
-        """The image embedder (loaded now if it is not yet)."""
+    def _load_image(self) -> ImageEmbedder:
         if self._image is None:
             from kbrelease.embedding.factory import make_image_embedder
 
             self._image = make_image_embedder(self.cfg)
         return self._image
+
+    @property
+    def text(self) -> TextEmbedder:
+        """The build's text embedder (loaded now if it is not yet)."""
+        self._wait_for_preload()
+        return self._load_text()
+
+    @property
+    def image(self) -> ImageEmbedder:
+        """The image embedder (loaded now if it is not yet)."""
+        self._wait_for_preload()
+        return self._load_image()
 
     @property
     def loaded_text(self) -> TextEmbedder | None:
@@ -55,6 +95,7 @@ class Models:
     @property
     def query_text(self) -> TextEmbedder:
         """The embedder of text queries: the build's model when it is loaded, else the light runtime."""
+        self._wait_for_preload()
         if self._text is not None:
             return self._text
         if self._query_text is None:
@@ -81,6 +122,7 @@ class Models:
         """
         from kbrelease.embedding.batching import BatchingTextEmbedder
 
+        self._wait_for_preload()
         if self._text is not None:
             if not isinstance(self._text, BatchingTextEmbedder):
                 self._text = BatchingTextEmbedder(self._text, threads=threads)

@@ -134,6 +134,7 @@ class Builder:
             self._chunker = TextChunker(
                 max_tokens=emb.max_tokens,
                 target_tokens=self.cfg.text.chunk_target_tokens,
+                overlap_tokens=self.cfg.text.chunk_overlap_tokens,
                 hf_tokenizer=getattr(emb, "hf_tokenizer", None),
                 count_tokens=emb.count_tokens,
             )
@@ -473,6 +474,7 @@ class Builder:
             chunking={
                 "max_tokens": self.text.max_tokens if "text" in modalities else None,
                 "target_tokens": self.cfg.text.chunk_target_tokens,
+                "overlap_tokens": self.cfg.text.chunk_overlap_tokens,
                 "splitter": "semantic-text-splitter",
             },
             tool_version=__version__,
