@@ -120,7 +120,8 @@ def test_a_model_or_chunking_change_misses_what_it_affects(
     assert v3.embedded == len(new_texts - old_texts)
     assert v3.reused == v3.rows - v3.embedded > 0
 
-    overlapping = load_config(write_config(tmp_path, corpus, "text:\n  chunk_target_tokens: 40\n  chunk_overlap_tokens: 12\n"), env={}, overrides=isolated_milvus)
+    overlap = "text:\n  chunk_target_tokens: 40\n  chunk_overlap_tokens: 12\n"
+    overlapping = load_config(write_config(tmp_path, corpus, overlap), env={}, overrides=isolated_milvus)
     with KbRelease(overlapping, text_embedder=text_embedder, image_embedder=image_embedder) as kb:
         v4 = kb.publish()  # the same files, chunked with an overlap: a new release, not "unchanged"
     assert not v4.unchanged and v4.release.chunking["overlap_tokens"] == 12

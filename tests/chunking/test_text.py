@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import itertools
 from typing import Any
 
 import pytest
@@ -88,7 +89,7 @@ def test_overlap_repeats_the_end_of_a_chunk_at_the_start_of_the_next(text_embedd
     overlapping = TextChunker(text_embedder.max_tokens, 64, hf_tokenizer=text_embedder.hf_tokenizer, overlap_tokens=24).chunk(text, markdown=False)
 
     def shared(chunks: list[Any]) -> list[bool]:
-        return [any(s in a.text and s in b.text for s in sentences) for a, b in zip(chunks, chunks[1:], strict=False)]
+        return [any(s in a.text and s in b.text for s in sentences) for a, b in itertools.pairwise(chunks)]
 
     assert len(plain) > 3 and not any(shared(plain))  # without overlap no sentence is in two chunks
     assert len(overlapping) > len(plain) and all(shared(overlapping))  # with it, each boundary sentence is repeated
