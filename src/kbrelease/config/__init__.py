@@ -176,6 +176,12 @@ class ImageConfig(_Model):
     std: tuple[float, float, float] | None = Field(default=None, description="Normalization std of an exported model (default: ImageNet's).")
     batch_size: int = Field(default=32, ge=1, description="Images per forward pass.")
     device: str | None = Field(default=None, description="torch device (default: cuda if present, else cpu).")
+    runtime: Literal["torch", "onnx"] = Field(
+        default="torch",
+        description="Runtime of the bundled efficientnet-lite0: 'torch', or 'onnx' (ONNX Runtime on an export of the same weights, "
+        "made once into <workspace>/models/onnx-image; the same vectors for about a third of the CPU, CPU only). "
+        "Env: KBRELEASE_IMAGE_RUNTIME.",
+    )
     max_pixels: int = Field(default=40_000_000, ge=1, description="Larger images are refused as decompression bombs.")
     max_aspect_ratio: float = Field(
         default=20.0,
@@ -888,6 +894,7 @@ SIMPLE_ENV: dict[str, str] = {
     "TEXT_EMBEDDING_DIM": "text.dim",
     "TEXT_EMBEDDING_MODEL_PATH": "text.model_path",
     "KBRELEASE_TEXT_RUNTIME": "text.runtime",
+    "KBRELEASE_IMAGE_RUNTIME": "image.runtime",
     "KBRELEASE_GOLDEN_QUERIES": "quality.golden_queries",
     "IMAGE_EMBEDDING_MODEL": "image.model",
     "IMAGE_EMBEDDING_DIM": "image.dim",

@@ -103,10 +103,16 @@ def configured_identity(cfg: Config, kind: str, runtime: str | None = None, quan
         mean, std = (",".join(map(str, v)) for v in (MEAN, STD))
         size = i.input_size or NATIVE_SIZE
         preprocessing = f"crop{size}-mean{mean}-std{std}"
+        if i.runtime == "onnx":
+            from kbrelease.embedding.onnx_image import ORT_TAG
+
+            preprocessing += ORT_TAG
         return EmbedderIdentity(kind="image", model="efficientnet-lite0", dim=FEATURE_DIM, revision=_sha12(path), preprocessing=preprocessing)
     from kbrelease.embedding.factory import IMAGENET_MEAN, IMAGENET_STD
 
     assert i.model_path and i.dim and i.input_size  # checked by image_model_kind
+    if i.runtime == "onnx":
+        raise ConfigError(f"image.runtime onnx runs the bundled efficientnet-lite0 only, not {i.model!r}; set image.runtime: torch (KBRELEASE_IMAGE_RUNTIME)")
     path = Path(i.model_path)
     if not path.is_file():
         raise ConfigError(f"image.model_path {path} does not exist; point it to a file saved with torch.export.save")
