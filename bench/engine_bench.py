@@ -20,6 +20,7 @@ Examples::
     python bench/engine_bench.py --json-out /tmp/engine.json            # 10k and 100k, both engines
     python bench/engine_bench.py --rows 10000 --engines milvus-local
     python bench/engine_bench.py --million                                # adds 1M rows (long: hours on 2 cores)
+    python bench/engine_bench.py --rows 1000000 --engines milvus-local --data clustered --indexes HNSW FLAT --hnsw 16,64 --ef 64 128
     python bench/engine_bench.py --smoke
 """
 
