@@ -29,6 +29,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    # text.quantize auto reads the CPU: pinned to "no native bf16" so that configs resolve to the session's float32 model on
+    # every machine (tests/embedding/test_quantize_auto.py sets it to 1 to test the other branch)
+    monkeypatch.setenv("KBRELEASE_CPU_BF16", "0")
     monkeypatch.chdir(tmp_path)
 
 

@@ -436,7 +436,7 @@ class KbRelease:
 
         t = self.cfg.text
         loaded = self.models.loaded_text
-        if not isinstance(loaded, LocalTextEmbedder) or t.runtime != "torch" or t.quantize not in BF16_QUERY_PRECISIONS or not onnxruntime_available():
+        if not isinstance(loaded, LocalTextEmbedder) or t.runtime != "torch" or loaded.quantize not in BF16_QUERY_PRECISIONS or not onnxruntime_available():
             return
         from kbrelease.embedding.onnx_text import export_onnx, onnx_file
 

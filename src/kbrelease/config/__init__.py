@@ -145,11 +145,13 @@ class TextConfig(_Model):
         "same weights, made once per model into <workspace>/models/onnx). Queries use ONNX Runtime whenever it can give the "
         "build's vectors, so a one-off search never imports torch. Env: KBRELEASE_TEXT_RUNTIME.",
     )
-    quantize: Literal["none", "int8", "bf16"] = Field(
-        default="none",
-        description="Reduced precision for the local model: 'bf16' (about 1.7x faster on CPUs with native bfloat16, "
-        "vectors within cosine 0.9999 of float32) or 'int8' (Linear layers in int8, CPU only; faster everywhere, "
-        "vectors further off). Each has its own embedding-cache entries. See docs/benchmarks.md.",
+    quantize: Literal["auto", "none", "int8", "bf16"] = Field(
+        default="auto",
+        description="Precision of the local model: 'auto' (default: 'bf16' where the CPU has native bfloat16 arithmetic, AVX512_BF16 or AMX, "
+        "and the model runs there on torch; 'none' elsewhere), 'none' (float32), 'bf16' (about 1.8x less CPU on such CPUs, "
+        "vectors within cosine 0.9999 of float32, same recall@5 on real manuals) or 'int8' (Linear layers in int8, CPU only; "
+        "vectors further off). Each has its own embedding-cache entries; pin it when environments run on different CPUs. "
+        "See docs/benchmarks.md section 16. Env: KBRELEASE_TEXT_QUANTIZE.",
     )
 
 
@@ -894,6 +896,7 @@ SIMPLE_ENV: dict[str, str] = {
     "TEXT_EMBEDDING_DIM": "text.dim",
     "TEXT_EMBEDDING_MODEL_PATH": "text.model_path",
     "KBRELEASE_TEXT_RUNTIME": "text.runtime",
+    "KBRELEASE_TEXT_QUANTIZE": "text.quantize",
     "KBRELEASE_IMAGE_RUNTIME": "image.runtime",
     "KBRELEASE_GOLDEN_QUERIES": "quality.golden_queries",
     "IMAGE_EMBEDDING_MODEL": "image.model",

@@ -43,13 +43,16 @@ def make_text_embedder(cfg: Config) -> TextEmbedder:
             concurrency=t.concurrency,
             max_tokens=t.max_tokens,
         )
+    from kbrelease.embedding.local_text import effective_quantize
+
+    quantize = effective_quantize(t.quantize, t.runtime, t.device)
     if t.runtime == "onnx":
-        embedder: TextEmbedder = make_onnx_text_embedder(cfg, t.quantize)
+        embedder: TextEmbedder = make_onnx_text_embedder(cfg, quantize)
     else:
         from kbrelease.embedding.local_text import LocalTextEmbedder
 
         embedder = LocalTextEmbedder(
-            model_path=t.model_path, model_name=t.model, device=t.device, batch_size=t.batch_size, quantize=t.quantize, forward_batch=t.forward_batch_size
+            model_path=t.model_path, model_name=t.model, device=t.device, batch_size=t.batch_size, quantize=quantize, forward_batch=t.forward_batch_size
         )
     if t.dim and embedder.identity.dim != t.dim:
         raise ConfigError(
@@ -90,10 +93,12 @@ def make_query_text_embedder(cfg: Config, threads: int | None = None) -> TextEmb
     their own embedder.
     """
     t = cfg.text
+    from kbrelease.embedding.local_text import effective_quantize
     from kbrelease.embedding.onnx_text import onnxruntime_available
 
-    if t.embedder == "local" and onnxruntime_available() and (t.runtime == "onnx" or t.quantize in BF16_QUERY_PRECISIONS) and t.device in (None, "cpu"):
-        return make_onnx_text_embedder(cfg, t.quantize if t.runtime == "onnx" else "none", threads)
+    quantize = effective_quantize(t.quantize, t.runtime, t.device)
+    if t.embedder == "local" and onnxruntime_available() and (t.runtime == "onnx" or quantize in BF16_QUERY_PRECISIONS) and t.device in (None, "cpu"):
+        return make_onnx_text_embedder(cfg, quantize if t.runtime == "onnx" else "none", threads)
     return make_text_embedder(cfg)
 
 

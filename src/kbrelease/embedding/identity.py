@@ -71,7 +71,9 @@ def configured_identity(cfg: Config, kind: str, runtime: str | None = None, quan
             assert cfg.text.dim is not None  # checked by Config
             return EmbedderIdentity(kind="text", model=cfg.text.model, dim=cfg.text.dim)
         runtime = runtime or cfg.text.runtime
-        quantize = quantize or cfg.text.quantize
+        from kbrelease.embedding.local_text import effective_quantize
+
+        quantize = quantize or effective_quantize(cfg.text.quantize, runtime, cfg.text.device)
         if runtime == "onnx" and quantize == "bf16":
             raise ConfigError("text.quantize bf16 is not available with text.runtime onnx (use none or int8), or set text.runtime: torch")
         found = _local_text_identity(cfg, runtime, quantize)

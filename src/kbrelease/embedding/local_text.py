@@ -39,7 +39,17 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["QUANTIZE_MODES", "LocalTextEmbedder", "cpu_has_native_bf16", "folder_revision", "load_tokenizer", "quantize_int8", "text_preprocessing"]
+__all__ = [
+    "QUANTIZE_MODES",
+    "LocalTextEmbedder",
+    "cpu_flags_native_bf16",
+    "cpu_has_native_bf16",
+    "effective_quantize",
+    "folder_revision",
+    "load_tokenizer",
+    "quantize_int8",
+    "text_preprocessing",
+]
 
 QUANTIZE_MODES = ("none", "int8", "bf16")
 #: Written into the identity's preprocessing, so reduced-precision vectors get their own cache namespace.
@@ -148,6 +158,46 @@ def text_preprocessing(max_seq_length: int, quantize: str, runtime: str = "torch
     """
     tag = _PRECISION_TAGS[quantize] if runtime == "torch" else _ORT_TAGS[quantize]
     return f"maxseq{int(max_seq_length)}{tag}"
+
+
+NATIVE_BF16_ENV = "KBRELEASE_CPU_BF16"
+"""``1``/``0`` overrides what :func:`cpu_flags_native_bf16` reads from the CPU (to pin ``text.quantize: auto`` across a fleet, or in tests)."""
+
+
+def cpu_flags_native_bf16() -> bool:
+    """Whether this CPU advertises native bfloat16 arithmetic (``avx512_bf16`` or ``amx_bf16`` in /proc/cpuinfo), without importing torch.
+
+    ``KBRELEASE_CPU_BF16=0|1`` overrides it. Anything but Linux reads as no.
+    """
+    forced = os.environ.get(NATIVE_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return _cpuinfo_bf16()
+
+
+_cpuinfo_cache: list[bool] = []
+
+
+def _cpuinfo_bf16() -> bool:
+    if not _cpuinfo_cache:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+        except OSError:
+            flags = []
+        _cpuinfo_cache.append("avx512_bf16" in flags or "amx_bf16" in flags)
+    return _cpuinfo_cache[0]
+
+
+def effective_quantize(quantize: str, runtime: str = "torch", device: str | None = None) -> str:
+    """What ``text.quantize`` means here: ``auto`` becomes ``bf16`` for the torch runtime on a CPU with native bf16, else ``none``.
+
+    ``device`` None means the GPU when there is one; a machine with an NVIDIA driver keeps float32 there.
+    """
+    if quantize != "auto":
+        return quantize
+    on_cpu = device == "cpu" or (device is None and not os.path.exists("/proc/driver/nvidia/version"))
+    return "bf16" if runtime == "torch" and on_cpu and cpu_flags_native_bf16() else "none"
 
 
 def cpu_has_native_bf16() -> bool:
