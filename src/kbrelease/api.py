@@ -698,11 +698,14 @@ class KbRelease:
         return import_packages(cache, folder, identities, verifier)
 
     # --- searching --------------------------------------------------------------
-    def follow(self, refresh_seconds: float | None = None) -> LiveFollower:
-        """A cached follower of the live pointer, for long-running processes (the service)."""
+    def follow(self, refresh_seconds: float | None = None, background: bool = False) -> LiveFollower:
+        """A cached follower of the live pointer, for long-running processes (the service).
+
+        ``background``: re-read the pointer in a background thread, never in a request (see :class:`LiveFollower`).
+        """
         from kbrelease.release.follow import LiveFollower
 
-        return LiveFollower(self.registry, self.store, refresh_seconds or self.cfg.service.live_refresh_seconds)
+        return LiveFollower(self.registry, self.store, refresh_seconds or self.cfg.service.live_refresh_seconds, background=background)
 
     def coalesce_text_queries(self, threads: int | None = 1) -> None:
         """Let concurrent one-text queries share model calls (for services; idempotent, transparent to builds).

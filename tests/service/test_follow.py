@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +118,42 @@ def test_a_collection_released_under_the_service_is_loaded_again(two_releases: t
         kb.store.client(record.database).release_collection("docs")  # e.g. the server restarted
         resp = c.get("/api/v1/search", params={"q": "vpn", "source": "docs"})
         assert resp.status_code == 200 and resp.json()["hits"]
+
+
+def test_in_background_mode_no_request_waits_for_a_registry_read(two_releases: tuple[Any, Any]) -> None:
+    from kbrelease.release.follow import LiveFollower
+
+    kb, _ = two_releases
+    gate = threading.Event()
+
+    class SlowRegistry:
+        """The real registry, whose pointer reads block until the gate opens (a Milvus 2.3 read waiting for its time tick)."""
+
+        reads = 0
+
+        def pointer(self) -> Any:
+            SlowRegistry.reads += 1
+            gate.wait(10)
+            return kb.registry.pointer()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(kb.registry, name)
+
+    now = [0.0]
+    gate.set()
+    follower = LiveFollower(SlowRegistry(), kb.store, refresh_seconds=1.0, clock=lambda: now[0], background=True)  # type: ignore[arg-type]
+    first = follower.snapshot()  # nothing to serve yet: the first read is made in the request
+
+    gate.clear()
+    now[0] = 1.5
+    assert follower.snapshot() is first  # stale: answered at once from what it has, while a read runs in the background
+    assert follower.snapshot() is first and SlowRegistry.reads == 2  # one background read at a time
+    gate.set()
+    deadline = time.monotonic() + 10
+    while follower.snapshot() is first:
+        assert time.monotonic() < deadline, "the background read never landed"
+        time.sleep(0.01)
+    assert follower.snapshot().read_at == 1.5 and follower.snapshot().pointer == kb.registry.pointer()
+
+    now[0] = 1.5 + follower.sync_after_seconds + 1  # far too old (background reads failing): read in the request again
+    assert follower.snapshot().read_at == now[0]

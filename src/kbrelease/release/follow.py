@@ -6,6 +6,12 @@ A :class:`LiveFollower` keeps the last ``(pointer, live record)`` pair as one
 immutable snapshot and re-reads it at most every ``refresh_seconds``, so:
 
 * a switch reaches every replica within ``refresh_seconds`` (plus one read);
+* with ``background=True`` (the service) no request waits for that read: the
+  first request after ``refresh_seconds`` starts it in a background thread and
+  is answered from the snapshot it has (on Milvus 2.3 a registry read waits for
+  the server's next time tick, ~0.3-0.5 s, which made one request in fifty
+  that slow: bench/serve_bench.py, docs/benchmarks.md section 14); only a
+  snapshot older than ``sync_after_seconds`` is re-read in the request;
 * a request resolves its release ONCE (:meth:`LiveFollower.resolve`) and uses
   that record for all its work, so it never mixes two releases;
 * when the registry cannot be read for a moment (a busy embedded store), the
@@ -53,12 +59,17 @@ class LiveFollower:
         refresh_seconds: float = 2.0,
         stale_grace_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        background: bool = False,
     ) -> None:
         self.registry = registry
         self.store = store
         self.refresh_seconds = refresh_seconds
         self.stale_grace_seconds = stale_grace_seconds if stale_grace_seconds is not None else max(30.0, 10 * refresh_seconds)
         self._clock = clock
+        self.background = background
+        self.sync_after_seconds = max(10.0, 5 * refresh_seconds)
+        """Older than this, a snapshot is re-read in the request even in background mode (the background reads keep failing)."""
+        self._refreshing = threading.Lock()
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._pinned: dict[str, tuple[ReleaseRecord, float]] = {}
@@ -73,8 +84,13 @@ class LiveFollower:
     def snapshot(self) -> Snapshot:
         """The current snapshot, re-read first if it is older than ``refresh_seconds``."""
         snap = self._snapshot
-        if snap is not None and self._clock() - snap.read_at < self.refresh_seconds:
-            return snap
+        if snap is not None:
+            age = self._clock() - snap.read_at
+            if age < self.refresh_seconds:
+                return snap
+            if self.background and age < self.sync_after_seconds:
+                self._refresh_in_background()
+                return snap
         with self._lock:
             snap = self._snapshot  # another thread may have refreshed while we waited
             if snap is not None and self._clock() - snap.read_at < self.refresh_seconds:
@@ -141,6 +157,24 @@ class LiveFollower:
         return released
 
     # --- internals ----------------------------------------------------------
+    def _refresh_in_background(self) -> None:
+        """Start one background re-read unless one is running; its errors go to ``last_error`` (``/readyz``)."""
+        if not self._refreshing.acquire(blocking=False):
+            return
+
+        def run() -> None:
+            try:
+                with self._lock:
+                    snap = self._snapshot
+                    if snap is None or self._clock() - snap.read_at >= self.refresh_seconds:
+                        self._refresh_locked()
+            except Exception as exc:  # noqa: BLE001 - kept for /readyz; the request path retries synchronously when too stale
+                self.last_error = str(exc)
+            finally:
+                self._refreshing.release()
+
+        threading.Thread(target=run, name="kbrelease-live-refresh", daemon=True).start()
+
     def _refresh_locked(self) -> Snapshot:
         old = self._snapshot
         now = self._clock()
@@ -157,10 +191,10 @@ class LiveFollower:
             raise
         self.last_error = None
         snap = Snapshot(pointer, record, now)
-        self._snapshot = snap
         old_live = old.pointer.live if old is not None else None
         if self.on_change is not None and (old is None or old_live != pointer.live):
-            self.on_change(old_live, pointer.live)
+            self.on_change(old_live, pointer.live)  # before the new snapshot is served: metrics never lag the answers
+        self._snapshot = snap
         return snap
 
     def _pinned_record(self, name: str) -> ReleaseRecord:

@@ -78,7 +78,7 @@ class ServiceState:
         self.kb = kb
         self.metrics = metrics
         self.log = logger
-        self.follower: LiveFollower = kb.follow(cfg.service.live_refresh_seconds)
+        self.follower: LiveFollower = kb.follow(cfg.service.live_refresh_seconds, background=True)  # no request waits on a registry read
         self.follower.on_change = self._live_changed
         self.files: ReleaseFiles = kb.release_files()
         self.thumbnails = ThumbnailCache()
