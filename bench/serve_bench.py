@@ -235,7 +235,7 @@ def overhead(kb: Any, url: str, concurrency: int, queries: int, rounds: int, ser
     # The same model driven the same way as in the service (batched, service.query_threads threads per call),
     # so the difference between the sides is the service itself.
     kb.coalesce_text_queries(kb.cfg.service.query_threads)
-    embedder = kb.text_embedder
+    embedder = kb.query_text_embedder  # the service's (state.py); kb.text_embedder would load the build's model, uncoalesced
     search_params = kb.store.index.search_params(5)
     sides: tuple[str, ...] = ("service",) if service_only else ("direct", "service")
     per_thread = max(1, queries // rounds // concurrency)

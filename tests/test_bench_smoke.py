@@ -210,6 +210,17 @@ def test_serve_bench(tmp_path: Path, lite_server: str) -> None:
     assert len(memory["service_rss_mb"]) == 1 and memory["service_rss_mb"][0] > 0
 
 
+def test_serve_bench_managed_lite(tmp_path: Path) -> None:
+    """``--engine lite`` without a URI: kbrelease starts (and stops) the engine itself, and its RSS is reported."""
+    results = smoke_report("serve_bench.py", tmp_path, "--engine", "lite", "--service-only", "--skip-switch")
+    assert [r["side"] for r in results if r["measure"] == "overhead"] == ["service"]
+    assert not [r for r in results if r["measure"] == "switch_under_load"]
+    (release,) = [r for r in results if r["measure"] == "release"]
+    assert release["engine"] == "lite" and release["index"]["index_type"] == "IVF_FLAT"
+    (memory,) = [r for r in results if r["measure"] == "memory"]
+    assert memory["store_rss_mb"] > 0 and memory["service_rss_mb"][0] > 0
+
+
 def test_workflow_bench(tmp_path: Path, lite_server: str) -> None:
     report = smoke_report("workflow_bench.py", tmp_path, "--milvus-uri", lite_server)
     assert report["workflow_succeeded"] is True
