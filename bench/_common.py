@@ -206,6 +206,62 @@ def milvus(data_dir: Path, uri: str | None = None) -> Iterator[tuple[str, int | 
         stop_server(data_dir)
 
 
+# --- store engines (store.engine) ------------------------------------------------------
+
+#: The engines kbrelease starts itself (``kbrelease.store.engines``); ``server`` is a Milvus someone else runs.
+MANAGED_ENGINES = ("lite", "milvus-local")
+
+
+def engine_config(folder: Path, engine: str, uri: str | None, prefix: str) -> dict[str, Any]:
+    """The ``milvus`` and ``store`` sections of a bench config: with ``uri``, that server (engine ``server``); else
+    ``engine`` as users get it, started by kbrelease itself, its data and server registration under ``folder``."""
+    milvus_cfg: dict[str, Any] = {"db_prefix": prefix, "registry_db": f"{prefix}registry"}
+    if uri:
+        return {"milvus": {**milvus_cfg, "uri": uri}, "store": {"engine": "server"}}
+    store: dict[str, Any] = {"engine": engine, "servers_dir": str(folder / "servers")}
+    if engine == "milvus-local":
+        store["local_path"] = str(folder / "milvus-local")
+    return {"milvus": milvus_cfg, "store": store}
+
+
+@contextlib.contextmanager
+def managed_engine(cfg: Any) -> Iterator[None]:
+    """Stops the server kbrelease started for ``cfg`` (lite, milvus-local) at the end; nothing for ``server``."""
+    from kbrelease.store.engines import stop_managed
+
+    try:
+        yield
+    finally:
+        stop_managed(cfg)
+
+
+def store_server(cfg: Any) -> dict[str, Any] | None:
+    """The server kbrelease runs for ``cfg`` as ``kbrelease store status`` reports it (pid, port, ``rss_bytes`` of its
+    whole process group), or None (not running, or a server someone else runs)."""
+    from kbrelease.store.engines import server_status
+
+    found = server_status(cfg)["server"]
+    return dict(found) if found else None
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory of process group ``pgid`` (a server and the processes it started), in MiB."""
+    from kbrelease.store.processes import group_rss_bytes
+
+    return round(group_rss_bytes(pgid) / (1 << 20), 1)
+
+
+def group_cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of the process group ``pid`` leads (a server and what it started: Milvus standalone
+    runs its binary under a wrapper), else of ``pid`` alone; None when unknown or gone."""
+    if not pid:
+        return None
+    from kbrelease.store.processes import group_pids
+
+    times = [t for t in (cpu_seconds(p) for p in group_pids(pid) or [pid]) if t is not None]
+    return sum(times) if times else None
+
+
 def smoke_prefix(script: str) -> dict[str, str]:
     """Config overrides that give one smoke run its own databases, so runs can share one Milvus (``--milvus-uri``)."""
     prefix = f"smoke_{script}_{os.getpid()}_"

@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from _common import add_smoke, emit, loadavg, percentile  # bench/ is the script's folder, first on sys.path
+from _common import MANAGED_ENGINES, add_smoke, emit, group_rss_mb, loadavg, percentile  # bench/ is the script's folder, first on sys.path
 
-ENGINES = ("lite", "milvus-local")
+ENGINES = MANAGED_ENGINES
 DB = "kbengine"
 COLLECTION = "bench"
 FIELDS = ("file", "file_id", "chunk_index")
@@ -113,8 +113,6 @@ def rows_for(vectors: npt.NDArray[np.float32], offset: int) -> list[dict[str, An
 @contextmanager
 def engine_uri(engine: str, folder: Path) -> Iterator[tuple[str, Any]]:
     """``(uri, rss())``: the engine started as kbrelease starts it, stopped at the end."""
-    from kbrelease.store.processes import group_rss_bytes
-
     if engine == "lite":
         from kbrelease.store.lite import ensure_server, running_server, stop_server
     else:
@@ -123,7 +121,7 @@ def engine_uri(engine: str, folder: Path) -> Iterator[tuple[str, Any]]:
         uri = ensure_server(folder)
         found = running_server(folder)
         pid = int(found["pid"]) if found else 0
-        yield uri, (lambda: round(group_rss_bytes(pid) / (1 << 20), 1) if pid else None)
+        yield uri, (lambda: group_rss_mb(pid) if pid else None)
     finally:
         stop_server(folder)
 

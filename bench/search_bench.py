@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from _common import add_smoke, cpu_seconds, loadavg, milvus, percentile, rss_mb  # bench/ is the script's folder, first on sys.path
+from _common import add_smoke, group_cpu_seconds, loadavg, milvus, percentile, rss_mb  # bench/ is the script's folder, first on sys.path
 
 ENGINES = ("server", "direct", "lite25")
 DB = "kbbench"
@@ -138,14 +138,15 @@ def rows_for(vectors: npt.NDArray[np.float32], offset: int, text_chars: int) -> 
 
 
 def wait_until_idle(pid: int | None, timeout: float, window: float = 2.0, busy: float = 0.05) -> float | None:
-    """Seconds until ``pid`` uses under ``busy`` of a core over ``window`` (background index builds done)."""
-    if pid is None or cpu_seconds(pid) is None:
+    """Seconds until ``pid`` (with the process group it leads) uses under ``busy`` of a core over ``window``
+    (background index builds done)."""
+    if pid is None or group_cpu_seconds(pid) is None:
         return None
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
-        before = cpu_seconds(pid) or 0.0
+        before = group_cpu_seconds(pid) or 0.0
         time.sleep(window)
-        if (cpu_seconds(pid) or 0.0) - before < busy * window:
+        if (group_cpu_seconds(pid) or 0.0) - before < busy * window:
             return time.perf_counter() - started - window
     return time.perf_counter() - started
 

@@ -1,13 +1,20 @@
 """Load on the search service over loopback: service overhead vs a direct pymilvus search, and a switch under load.
 
-What it sets up, in a temporary folder (deleted at the end unless ``--keep``):
+What it sets up, in a temporary folder (deleted at the end unless ``--keep``), for each
+row count in ``--rows``:
 
-* kbrelease's embedded store: a ``milvus-lite server`` on 127.0.0.1 (``kbrelease.store.lite``);
+* the store engine ``--engine`` (``store.engine``), started by kbrelease itself exactly as
+  users get it (``kbrelease.store.engines``), with that engine's index (``INDEXES``):
+  ``lite`` is the embedded Milvus Lite server, ``milvus-local`` the Milvus 2.3.5 standalone
+  of the PyPI ``milvus`` package; ``--milvus-uri`` uses a server someone else runs instead
+  (engine ``server``);
 * releases ``v1`` and ``v2`` of ``--rows`` rows each (20 per file), written and verified
   by ``tests/synthetic.py`` with kbrelease's own schema, ``MilvusStore.seal`` and a data
   index; the vectors are random unit vectors (search cost does not depend on what the
   vectors mean) but the releases are stamped with the local MiniLM's identity, so the
-  service embeds every query with the real model, as in production;
+  service embeds every query with the real model, as in production. The seconds of each
+  (rows inserted + seal/index + verify: publishing without the embedding) are reported,
+  then the seconds of ``kb.switch("v2")`` (v1 live before);
 * ``kbrelease serve`` as a real uvicorn process (``--replicas N`` starts N of them
   behind nginx, for the switch measurement).
 
@@ -20,6 +27,10 @@ so machine-load drift hits both sides alike:
 
 Overhead = service p50 − direct p50 (and p99) at the same concurrency. Each client thread
 runs its own queries back to back (closed loop); QPS counts completed requests.
+``--service-only`` skips the direct side (the service's own latency at a size).
+
+After the load: the RSS of the store's server (its whole process group, as ``kbrelease
+store status`` reports it) and of the service process(es).
 
 **Switch under load** (the load of ``kbrelease loadtest``: :class:`kbrelease.service.loadtest.LoadTest`):
 ``--switch-seconds`` of load at ``--switch-concurrency``, the live
@@ -30,10 +41,13 @@ last response from v1 came back.
 Examples::
 
     python bench/serve_bench.py --rows 10000
-    python bench/serve_bench.py --rows 100000 --concurrency 1 8 --queries 300
+    python bench/serve_bench.py --engine milvus-local --rows 10000 100000 --concurrency 1 8 --queries 200 --rounds 2
+    python bench/serve_bench.py --engine milvus-local --rows 100000 --service-only
     python bench/serve_bench.py --rows 10000 --replicas 3 --skip-overhead   # switch through nginx
 
-Prints one JSON object per measurement, then markdown rows; ``--json-out`` saves all.
+Prints one JSON object per measurement, then markdown tables (one summary line per engine and
+row count: publish s, switch s, store and service RSS, service p50/p99 at each concurrency);
+``--json-out`` saves all.
 """
 
 from __future__ import annotations
@@ -57,7 +71,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import add_smoke, emit, free_port, loadavg, milvus, percentile, tests_on_path, write_config  # bench/ is the script's folder, first on sys.path
+from _common import (  # bench/ is the script's folder, first on sys.path
+    MANAGED_ENGINES,
+    add_smoke,
+    emit,
+    engine_config,
+    free_port,
+    group_rss_mb,
+    loadavg,
+    managed_engine,
+    percentile,
+    store_server,
+    tests_on_path,
+    write_config,
+)
 from search_bench import wait_until_idle
 
 from kbrelease.service.loadtest import DEFAULT_QUERIES
@@ -124,9 +151,9 @@ def closed_loop(concurrency: int, per_thread: int, one: Callable[[int, int], flo
 
 
 # --- setup ---------------------------------------------------------------------------
-def bench_config(folder: Path, uri: str, query_threads: int = 1, prefix: str = "kbserve_") -> Path:
-    milvus_cfg = {"uri": uri, "db_prefix": prefix, "registry_db": f"{prefix}registry"}
-    return write_config(folder, {"milvus": milvus_cfg, "service": {"query_threads": query_threads}})
+def bench_config(folder: Path, engine: str, uri: str | None, query_threads: int = 1, prefix: str = "kbserve_") -> Path:
+    """``folder/kbrelease.yaml``: ``engine`` started by kbrelease (or the server at ``uri``), the service's threads."""
+    return write_config(folder, {**engine_config(folder, engine, uri, prefix), "service": {"query_threads": query_threads}})
 
 
 def make_release(kb: Any, name: str, rows: int, seed: int) -> None:
@@ -139,7 +166,8 @@ def make_release(kb: Any, name: str, rows: int, seed: int) -> None:
 
 
 @contextlib.contextmanager
-def serve_processes(cfg: Path, replicas: int) -> Iterator[list[str]]:
+def serve_processes(cfg: Path, replicas: int) -> Iterator[list[tuple[str, int]]]:
+    """``(url, pid)`` of ``replicas`` ``kbrelease serve`` processes (each the leader of its own process group), ready."""
     ports = [free_port() for _ in range(replicas)]
     env = {**os.environ, "KBRELEASE_ADMIN_TOKEN": "bench-admin"}
     procs = [
@@ -165,7 +193,7 @@ def serve_processes(cfg: Path, replicas: int) -> Iterator[list[str]]:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{url} not ready")
                 time.sleep(0.2)
-        yield urls
+        yield [(url, proc.pid) for url, proc in zip(urls, procs, strict=True)]
     finally:
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
@@ -197,8 +225,9 @@ def nginx_in_front(folder: Path, urls: list[str]) -> Iterator[str]:
 
 
 # --- measurements ----------------------------------------------------------------------
-def overhead(kb: Any, url: str, concurrency: int, queries: int, rounds: int) -> list[Stats]:
-    """Direct (embed + MilvusClient.search in this process) vs the service, in alternating rounds."""
+def overhead(kb: Any, url: str, concurrency: int, queries: int, rounds: int, service_only: bool = False) -> list[Stats]:
+    """Direct (embed + MilvusClient.search in this process) vs the service, in alternating rounds (the service alone
+    with ``service_only``)."""
     from pymilvus import MilvusClient
 
     record = kb.resolve(None)
@@ -206,7 +235,9 @@ def overhead(kb: Any, url: str, concurrency: int, queries: int, rounds: int) -> 
     # The same model driven the same way as in the service (batched, service.query_threads threads per call),
     # so the difference between the sides is the service itself.
     kb.coalesce_text_queries(kb.cfg.service.query_threads)
-    embedder = kb.text_embedder
+    embedder = kb.query_text_embedder  # the service's (state.py); kb.text_embedder would load the build's model, uncoalesced
+    search_params = kb.store.index.search_params(5)
+    sides: tuple[str, ...] = ("service",) if service_only else ("direct", "service")
     per_thread = max(1, queries // rounds // concurrency)
 
     direct_search: list[float] = []
@@ -216,7 +247,8 @@ def overhead(kb: Any, url: str, concurrency: int, queries: int, rounds: int) -> 
         started = time.perf_counter()
         vec = embedder.embed_texts([q])[0].tolist()
         embedded = time.perf_counter()
-        client.search("docs", data=[vec], limit=5, output_fields=OUTPUT_FIELDS, search_params={"metric_type": "COSINE"})
+        # As MilvusStore.search asks: the engine's index parameters, Bounded consistency (Strong waits for a time tick).
+        client.search("docs", data=[vec], limit=5, output_fields=OUTPUT_FIELDS, search_params=search_params, consistency_level="Bounded")
         done = time.perf_counter()
         direct_search.append((done - embedded) * 1000)
         return done - started
@@ -238,13 +270,15 @@ def overhead(kb: Any, url: str, concurrency: int, queries: int, rounds: int) -> 
         server_side.append((body["embed_ms"], body["search_ms"], body["took_ms"], took * 1000 - body["embed_ms"] - body["search_ms"]))
         return took
 
-    for fn in (direct, service):  # warm both paths (first calls allocate)
-        closed_loop(concurrency, 3, fn)
+    fns: dict[str, Callable[[int, int], float | None]] = {"direct": direct, "service": service}
+    for side in sides:  # warm both paths (first calls allocate)
+        closed_loop(concurrency, 3, fns[side])
     server_side.clear()
     direct_search.clear()
     results: dict[str, tuple[list[float], int, float]] = {"direct": ([], 0, 0.0), "service": ([], 0, 0.0)}
     for _ in range(rounds):
-        for side, fn in (("direct", direct), ("service", service)):
+        for side in sides:
+            fn = fns[side]
             if side == "service":  # fresh connections: uvicorn closes keep-alive ones idle for 5 s (the direct round)
                 for c in http:
                     c.close()
@@ -264,10 +298,10 @@ def overhead(kb: Any, url: str, concurrency: int, queries: int, rounds: int) -> 
         "service_rest_p50_ms": round(percentile(rest, 50), 2),
         "service_rest_p99_ms": round(percentile(rest, 99), 2),
     }
-    return [
-        Stats.of("direct", concurrency, *results["direct"], extra={"direct_search_p50_ms": round(percentile(direct_search, 50), 2)}),
-        Stats.of("service", concurrency, *results["service"], extra=inside),
-    ]
+    out = [Stats.of("service", concurrency, *results["service"], extra=inside)]
+    if not service_only:
+        out.insert(0, Stats.of("direct", concurrency, *results["direct"], extra={"direct_search_p50_ms": round(percentile(direct_search, 50), 2)}))
+    return out
 
 
 def switch_under_load(kb: Any, url: str, replicas: list[str], concurrency: int, seconds: float) -> dict[str, Any]:
@@ -314,9 +348,107 @@ def switch_under_load(kb: Any, url: str, replicas: list[str], concurrency: int, 
     }
 
 
+def run_rows(args: argparse.Namespace, rows: int) -> list[dict[str, Any]]:
+    """Everything for one row count, in a folder of its own with a fresh engine: releases, publish and switch
+    seconds, overhead (or the service alone), memory, the switch under load."""
+    from kbrelease import KbRelease, load_config
+
+    engine = "server" if args.milvus_uri else args.engine
+    folder = Path(tempfile.mkdtemp(prefix="kbserve-bench-"))
+    results: list[dict[str, Any]] = []
+    try:
+        cfg = load_config(bench_config(folder, args.engine, args.milvus_uri, args.query_threads, args.db_prefix), env={})
+        with managed_engine(cfg), KbRelease(cfg) as kb:
+            cfg_path = folder / "kbrelease.yaml"
+            load_before = loadavg()
+            started = time.perf_counter()
+            make_release(kb, "v1", rows, seed=1)
+            publish_v1 = time.perf_counter() - started
+            kb.switch("v1")
+            started = time.perf_counter()
+            make_release(kb, "v2", rows, seed=2)
+            publish_v2 = time.perf_counter() - started
+            server = store_server(cfg)
+            server_pid = int(server["pid"]) if server else None
+            settle = wait_until_idle(server_pid, timeout=0 if args.smoke else 600)
+            started = time.perf_counter()
+            kb.switch("v2")  # the size of the releases: what a switch costs at it
+            switch_s = time.perf_counter() - started
+            setup = {
+                "measure": "release",
+                "engine": engine,
+                "rows": rows,
+                "index": kb.store.index.asdict(),
+                # rows inserted + seal (flush, index, load) + verify: publishing without the embedding
+                "publish_v1_s": round(publish_v1, 2),
+                "publish_v2_s": round(publish_v2, 2),
+                "switch_s": round(switch_s, 4),
+                "settled_s": None if settle is None else round(settle, 1),
+                "store_rss_mb_after_publish": group_rss_mb(server_pid) if server_pid else None,
+                "load_before": load_before,
+                "loadavg": loadavg(),
+            }
+            print(json.dumps(setup), flush=True)
+            results.append(setup)
+            with serve_processes(cfg_path, args.replicas) as served:
+                urls = [url for url, _ in served]
+                front = contextlib.nullcontext(urls[0]) if len(urls) == 1 else nginx_in_front(folder, urls)
+                with front as url:
+                    if not args.skip_overhead:
+                        for conc in args.concurrency:
+                            for s in overhead(kb, urls[0], conc, args.queries, args.rounds, args.service_only):
+                                row = {"measure": "overhead", "engine": engine, "rows": rows, "loadavg": loadavg(), **asdict(s)}
+                                print(json.dumps(row), flush=True)
+                                results.append(row)
+                    memory = {
+                        "measure": "memory",
+                        "engine": engine,
+                        "rows": rows,
+                        # after the load: the store's whole process group (`kbrelease store status`), each service process
+                        "store_rss_mb": group_rss_mb(server_pid) if server_pid else None,
+                        "service_rss_mb": [group_rss_mb(pid) for _, pid in served],
+                        "loadavg": loadavg(),
+                    }
+                    print(json.dumps(memory), flush=True)
+                    results.append(memory)
+                    if not args.skip_switch:
+                        switch = switch_under_load(kb, url, urls, args.switch_concurrency, args.switch_seconds)
+                        sw = {"engine": engine, "rows": rows, "loadavg": loadavg(), **switch}
+                        print(json.dumps(sw), flush=True)
+                        results.append(sw)
+    finally:
+        if args.keep:
+            print(f"# kept {folder}", file=sys.stderr)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    return results
+
+
+def summary(results: list[dict[str, Any]]) -> str:
+    """One markdown line per (engine, rows): publish and switch seconds, RSS, the service's p50/p99 per concurrency."""
+    concs = sorted({r["concurrency"] for r in results if r["measure"] == "overhead"})
+    head = ["engine", "rows", "publish v1 s", "switch s", "store RSS MB", "service RSS MB"]
+    head += [f"service p50 / p99 ms (c={c})" for c in concs] + [f"service QPS (c={c})" for c in concs] + ["load avg before → after"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 2) + "---|"]
+    for setup in (r for r in results if r["measure"] == "release"):
+        key = (setup["engine"], setup["rows"])
+        same = [r for r in results if (r.get("engine"), r.get("rows")) == key]
+        mem = next((r for r in same if r["measure"] == "memory"), {})
+        svc = {r["concurrency"]: r for r in same if r["measure"] == "overhead" and r["side"] == "service"}
+        last = same[-1]["loadavg"]
+        service_rss = "+".join(str(x) for x in mem.get("service_rss_mb", [])) or "-"
+        cells = [setup["engine"], f"{setup['rows']:,}", setup["publish_v1_s"], setup["switch_s"], mem.get("store_rss_mb") or "-", service_rss]
+        cells += [f"{svc[c]['p50_ms']} / {svc[c]['p99_ms']}" if c in svc else "-" for c in concs]
+        cells += [svc[c]["qps"] if c in svc else "-" for c in concs]
+        cells.append(f"{setup['load_before']} → {last}")
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--rows", type=int, default=10_000, help="rows per release, rounded down to whole files of 20 (default 10,000)")
+    ap.add_argument("--engine", choices=MANAGED_ENGINES, default="lite", help="store.engine kbrelease starts and searches (default lite)")
+    ap.add_argument("--rows", type=int, nargs="+", default=[10_000], help="rows per release, rounded down to whole files of 20 (default 10,000)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8], help="client threads (default: 1 8)")
     ap.add_argument("--queries", type=int, default=240, help="queries per side and concurrency (default 240)")
     ap.add_argument("--rounds", type=int, default=4, help="alternating direct/service rounds (default 4)")
@@ -324,69 +456,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--switch-seconds", type=float, default=10.0)
     ap.add_argument("--switch-concurrency", type=int, default=4)
     ap.add_argument("--skip-overhead", action="store_true")
+    ap.add_argument("--service-only", action="store_true", help="measure the service alone (no direct side)")
+    ap.add_argument("--skip-switch", action="store_true", help="no switch-under-load measurement")
     ap.add_argument("--query-threads", type=int, default=1, help="service.query_threads of the service and the direct side (default 1)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--json-out", type=Path)
-    ap.add_argument("--milvus-uri", default=None, help="http://host:port of a running Milvus (default: a fresh embedded Lite server)")
+    ap.add_argument("--milvus-uri", default=None, help="http://host:port of a running Milvus (engine 'server'; default: --engine started by kbrelease)")
     ap.add_argument("--db-prefix", default="kbserve_", help="prefix of the bench's databases (to share a Milvus)")
     add_smoke(ap)
     args = ap.parse_args(argv)
     if args.smoke:
-        args.rows, args.concurrency, args.queries, args.rounds, args.replicas = 40, [1], 4, 1, 1
+        args.rows, args.concurrency, args.queries, args.rounds, args.replicas = [40], [1], 4, 1, 1
         args.switch_seconds, args.switch_concurrency, args.keep = 2.0, 1, False
         args.db_prefix = f"smoke_serve_{os.getpid()}_"
 
-    from kbrelease import KbRelease, load_config
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    folder = Path(tempfile.mkdtemp(prefix="kbserve-bench-"))
+    print(f"# load average at the start: {loadavg()}", file=sys.stderr)
     results: list[dict[str, Any]] = []
-    try:
-        with (
-            milvus(folder / "milvus", args.milvus_uri) as (uri, server_pid),
-            KbRelease(load_config(bench_config(folder, uri, args.query_threads, args.db_prefix), env={})) as kb,
-        ):
-            cfg_path = folder / "kbrelease.yaml"
-            started = time.monotonic()
-            make_release(kb, "v1", args.rows, seed=1)
-            make_release(kb, "v2", args.rows, seed=2)
-            kb.switch("v1")
-            settle = wait_until_idle(server_pid, timeout=0 if args.smoke else 600)
-            print(f"# {args.rows:,} rows x 2 releases ready in {time.monotonic() - started:.0f}s (settled {settle}s); load {loadavg()}", file=sys.stderr)
-            with serve_processes(cfg_path, args.replicas) as urls:
-                front = contextlib.nullcontext(urls[0]) if len(urls) == 1 else nginx_in_front(folder, urls)
-                with front as url:
-                    if not args.skip_overhead:
-                        for conc in args.concurrency:
-                            for s in overhead(kb, urls[0], conc, args.queries, args.rounds):
-                                row = {"measure": "overhead", "rows": args.rows, "loadavg": loadavg(), **asdict(s)}
-                                print(json.dumps(row), flush=True)
-                                results.append(row)
-                    sw = {"rows": args.rows, "loadavg": loadavg(), **switch_under_load(kb, url, urls, args.switch_concurrency, args.switch_seconds)}
-                    print(json.dumps(sw), flush=True)
-                    results.append(sw)
-    finally:
-        if not args.keep:
-            shutil.rmtree(folder, ignore_errors=True)
+    for rows in args.rows:
+        results.extend(run_rows(args, rows))
     emit(results, args.json_out)
-    print("\n| rows | concurrency | side | QPS | p50 ms | p95 ms | p99 ms | failed | load avg |\n|---:|---:|---|---:|---:|---:|---:|---:|---|")
+    print("\n| engine | rows | concurrency | side | QPS | p50 ms | p95 ms | p99 ms | failed | load avg |\n|---|---:|---:|---|---:|---:|---:|---:|---:|---|")
     for r in results:
         if r["measure"] == "overhead":
-            cells = [f"{r['rows']:,}", r["concurrency"], r["side"], r["qps"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["failed"], r["loadavg"]]
+            cells = [r["engine"], f"{r['rows']:,}", r["concurrency"], r["side"], r["qps"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["failed"], r["loadavg"]]
             print("| " + " | ".join(str(c) for c in cells) + " |")
-    by_conc: dict[int, dict[str, dict[str, Any]]] = {}
+    by_conc: dict[tuple[str, int, int], dict[str, dict[str, Any]]] = {}
     for r in results:
         if r["measure"] == "overhead":
-            by_conc.setdefault(r["concurrency"], {})[r["side"]] = r
-    for conc, sides in sorted(by_conc.items()):
+            by_conc.setdefault((r["engine"], r["rows"], r["concurrency"]), {})[r["side"]] = r
+    for (engine, rows, conc), sides in sorted(by_conc.items()):
         if {"direct", "service"} <= sides.keys():
             d, sv = sides["direct"], sides["service"]
             x = sv["extra"]
             print(
-                f"concurrency {conc}: service - direct p50 {sv['p50_ms'] - d['p50_ms']:+.2f} ms, p99 {sv['p99_ms'] - d['p99_ms']:+.2f} ms; "
+                f"{engine} {rows:,} rows, concurrency {conc}: service - direct p50 {sv['p50_ms'] - d['p50_ms']:+.2f} ms, "
+                f"p99 {sv['p99_ms'] - d['p99_ms']:+.2f} ms; "
                 f"service time outside model and Milvus p50 {x['service_rest_p50_ms']} ms, p99 {x['service_rest_p99_ms']} ms; "
                 f"Milvus search p50 direct {d['extra']['direct_search_p50_ms']} ms, in the service {x['service_search_p50_ms']} ms"
             )
+    print("\n" + summary(results))
+    print(f"# load average at the end: {loadavg()}", file=sys.stderr)
     return 0
 
 

@@ -203,6 +203,22 @@ def test_serve_bench(tmp_path: Path, lite_server: str) -> None:
     assert "service_rest_p50_ms" in overhead["service"]["extra"]
     (switch,) = [r for r in results if r["measure"] == "switch_under_load"]
     assert switch["failed"] == 0 and switch["requests"] > 0
+    (release,) = [r for r in results if r["measure"] == "release"]
+    assert release["engine"] == "server" and release["publish_v1_s"] > 0 and release["switch_s"] > 0
+    (memory,) = [r for r in results if r["measure"] == "memory"]
+    assert memory["store_rss_mb"] is None  # a server someone else runs: not ours to measure
+    assert len(memory["service_rss_mb"]) == 1 and memory["service_rss_mb"][0] > 0
+
+
+def test_serve_bench_managed_lite(tmp_path: Path) -> None:
+    """``--engine lite`` without a URI: kbrelease starts (and stops) the engine itself, and its RSS is reported."""
+    results = smoke_report("serve_bench.py", tmp_path, "--engine", "lite", "--service-only", "--skip-switch")
+    assert [r["side"] for r in results if r["measure"] == "overhead"] == ["service"]
+    assert not [r for r in results if r["measure"] == "switch_under_load"]
+    (release,) = [r for r in results if r["measure"] == "release"]
+    assert release["engine"] == "lite" and release["index"]["index_type"] == "IVF_FLAT"
+    (memory,) = [r for r in results if r["measure"] == "memory"]
+    assert memory["store_rss_mb"] > 0 and memory["service_rss_mb"][0] > 0
 
 
 def test_workflow_bench(tmp_path: Path, lite_server: str) -> None:
