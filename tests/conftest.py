@@ -17,6 +17,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CORPUS = REPO / "examples" / "corpus"
 
+# text.quantize auto reads the CPU: pinned to "no native bf16" for the whole session (module and session fixtures, the
+# servers and CLIs they start included), so that configs resolve to the session's float32 model on every machine.
+os.environ["KBRELEASE_CPU_BF16"] = "0"
+
 # Variables that would change what the code under test does.
 _ENV_PREFIXES = ("KBRELEASE_", "S3_", "COLLECTION_NAME_", "MILVUS_", "TEXT_EMBEDDING_", "IMAGE_EMBEDDING_", "AWS_", "OPENAI_")
 
@@ -29,9 +33,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    # text.quantize auto reads the CPU: pinned to "no native bf16" so that configs resolve to the session's float32 model on
-    # every machine (tests/embedding/test_quantize_auto.py sets it to 1 to test the other branch)
-    monkeypatch.setenv("KBRELEASE_CPU_BF16", "0")
+    monkeypatch.setenv("KBRELEASE_CPU_BF16", "0")  # see above; tests/embedding/test_quantize_auto.py sets it to 1 for the other branch
     monkeypatch.chdir(tmp_path)
 
 

@@ -230,9 +230,9 @@ def test_workflow_bench(tmp_path: Path, lite_server: str) -> None:
 
 def test_quantize_bench(tmp_path: Path) -> None:
     report = smoke_report("quantize_bench.py", tmp_path)
-    assert report["mode"] == "int8" and report["chunks"] > 0
-    assert {p["quantize"] for p in report["passes"]} == {"none", "int8"}
-    assert 0.5 < report["cosine_int8_vs_fp32"]["mean"] <= 1.0
+    assert report["variants"] == ["torch:none", "torch:int8"] and report["chunks"] > 0
+    assert {p["variant"] for p in report["passes"]} == {"torch:none", "torch:int8"}
+    assert 0.5 < report["variants_table"]["torch:int8"]["cosine_vs_fp32"]["mean"] <= 1.0
 
 
 def test_vs_llamaindex(tmp_path: Path, lite_server: str) -> None:

@@ -62,3 +62,51 @@ def test_hybrid_is_refused_before_anything_is_built_on_a_milvus_without_bm25(mil
         with pytest.raises(CompatibilityError, match="no BM25 function"):
             kb.store.ensure_collection("default", "hybrid_probe", 8, sparse=True)  # an import of a package with the field takes this path
         assert "hybrid_probe" not in kb.store.collections("default")
+
+
+def test_a_collection_past_the_large_size_is_sealed_with_the_large_index(milvus_server: str) -> None:
+    """milvus-local keeps FLAT (exact) for small collections and rebuilds HNSW at seal past its row count (150,000; here 30)."""
+    import numpy as np
+
+    from kbrelease.store.engines import INDEXES, IndexChoice
+    from kbrelease.store.milvus import MilvusStore
+
+    rng = np.random.default_rng(7)
+    store = MilvusStore(milvus_server, "root:Milvus", index=INDEXES["milvus-local"])
+    store.large_index = (30, IndexChoice("HNSW", {"M": 8, "efConstruction": 32}, {"ef": 64, "nprobe": 16}))
+    store.ensure_database("large_idx")
+    try:
+        for name, rows in (("small", 20), ("big", 40)):
+            store.ensure_collection("large_idx", name, 8)
+            vectors = rng.standard_normal((rows, 8)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            store.upsert(
+                "large_idx",
+                name,
+                [
+                    {
+                        "id": f"{i:04d}:0",
+                        "file_id": f"{i:04d}",
+                        "file": f"f{i}.md",
+                        "chunk_index": 0,
+                        "n_chunks": 1,
+                        "checksum": "0" * 64,
+                        "vector": v.tolist(),
+                        "start": 0,
+                        "heading": "",
+                        "text": f"row {i}",
+                        "metadata": {},
+                    }
+                    for i, v in enumerate(vectors)
+                ],
+            )
+            store.seal("large_idx", name)
+            c = store.client("large_idx")
+            kinds = {c.describe_index(name, index)["index_type"] for index in c.list_indexes(name, field_name="vector")}
+            assert kinds == ({"HNSW"} if rows > 30 else {"FLAT"})
+            hit = store.search("large_idx", name, [vectors[3].tolist()], 1, output_fields=("file",))[0][0]
+            assert hit["entity"]["file"] == "f3.md"  # searched with the index's own parameter (ef), the exact row found
+        store.seal("large_idx", "big")  # sealing again keeps the large index, no rebuild
+    finally:
+        store.drop_database("large_idx")
+        store.close()

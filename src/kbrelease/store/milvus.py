@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 from kbrelease.config import Config, names_server
 from kbrelease.errors import CompatibilityError, StoreError, StoreUnreachable
 from kbrelease.retry import backoff
-from kbrelease.store.engines import IndexChoice, connect_uri, index_for
+from kbrelease.store.engines import IndexChoice, connect_uri, index_for, large_index_for
 from kbrelease.store.schema import SPARSE_FIELD, SPARSE_MIN_VERSION, milvus_schema
 from kbrelease.trust.filters import str_literal
 from kbrelease.trust.redact import redact_url
@@ -224,6 +224,8 @@ class MilvusStore:
         self.uri = uri
         self.index = index or index_for("server")
         """The vector index new collections get, and how searches use it (per engine: kbrelease.store.engines)."""
+        self.large_index: tuple[int, IndexChoice] | None = None
+        """``(rows, index)``: a collection sealed with more rows gets this index instead (milvus-local: HNSW past 150,000)."""
         self._token = token
         self._timeout = timeout
         self.replica_number = replica_number
@@ -247,7 +249,9 @@ class MilvusStore:
         if engine == "lite":
             start_lite = functools.partial(connect_uri, cfg)  # finds or restarts the Lite server with the same settings
             return cls(start_lite(), token, start_lite=start_lite, index=index)
-        return cls(connect_uri(cfg), token, index=index)  # milvus-local: a standalone server, one query node
+        store = cls(connect_uri(cfg), token, index=index)  # milvus-local: a standalone server, one query node
+        store.large_index = large_index_for(engine)
+        return store
 
     @property
     def where(self) -> str:
@@ -464,6 +468,7 @@ class MilvusStore:
         c = self.client(db)
         c.flush(name)
         c.release_collection(name)
+        self._index_for_size(c, name)
         for attempt in range(attempts):
             try:
                 self.load_with_replicas(c, name)
@@ -474,6 +479,23 @@ class MilvusStore:
                 if attempt == attempts - 1:
                     raise
                 time.sleep(backoff(attempt, base=1.0, cap=5.0, jitter=False))
+
+    def _index_for_size(self, c: Any, name: str) -> None:
+        """Past ``large_index``'s row count, replace the collection's vector index with the large one (the collection is released)."""
+        if self.large_index is None:
+            return
+        rows, large = self.large_index
+        if int(c.get_collection_stats(name).get("row_count", 0)) <= rows:
+            return
+        names = list(c.list_indexes(name, field_name="vector"))
+        if any(c.describe_index(name, index).get("index_type") == large.index_type for index in names):
+            return
+        log.info("collection %s has more than %d rows: indexing it with %s %s", name, rows, large.index_type, large.build)
+        for index in names:
+            c.drop_index(name, index)
+        spec = c.prepare_index_params()
+        spec.add_index(field_name="vector", metric_type="COSINE", index_type=large.index_type, params=dict(large.build))
+        c.create_index(name, spec)
 
     @_translated("count")
     def count(self, db: str, name: str) -> int:
