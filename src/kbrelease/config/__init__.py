@@ -151,7 +151,7 @@ class TextConfig(_Model):
         "and the model runs there on torch; 'none' elsewhere), 'none' (float32), 'bf16' (about 1.8x less CPU on such CPUs, "
         "vectors within cosine 0.9999 of float32, same recall@5 on real manuals) or 'int8' (Linear layers in int8, CPU only; "
         "vectors further off). Each has its own embedding-cache entries; pin it when environments run on different CPUs. "
-        "See docs/benchmarks.md section 16. Env: KBRELEASE_TEXT_QUANTIZE.",
+        "KBRELEASE_CPU_BF16=0|1 overrides what auto reads from the CPU. See docs/benchmarks.md section 16. Env: KBRELEASE_TEXT_QUANTIZE.",
     )
 
 
