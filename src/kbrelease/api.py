@@ -203,13 +203,15 @@ class KbRelease:
         info, _ = sync(self.cfg, self.reporter, sources, index_only=index_only)
         return info
 
-    def _builder(self) -> Builder:
+    def _builder(self, preload: bool = False) -> Builder:
+        """The builder; ``preload``: it is about to embed, so the models start loading now (while it opens the release and reads files)."""
         from kbrelease.release.build import Builder
 
         modalities = sorted({s.modality for s in self.cfg.sources})
         for modality in modalities:
             self.identity(modality)  # a model the config names but cannot run is refused before anything is written
-        self.models.preload(modalities)  # loads while the build opens the release and reads the first files
+        if preload:
+            self.models.preload(modalities)
         return Builder(self.cfg, self.store, self.registry, self.reporter, self.models, self.cache)
 
     def build(self, release: str | None = None, bundle: str | None = None, bundle_version: str | None = None) -> ReleaseRecord:
@@ -218,7 +220,7 @@ class KbRelease:
             check_name("release", release)
         with self.locked("build"):
             index_dir = self._bundle_index(bundle, bundle_version) if bundle is not None else None
-            return self._builder().run(release, index_dir)
+            return self._builder(preload=True).run(release, index_dir)
 
     def _bundle_index(self, bundle: str, version: str | None) -> Path:
         from kbrelease.index.bundles import bundle_versions, locate_index
@@ -257,7 +259,7 @@ class KbRelease:
 
         check_name("release", release)
         shards = [shard] if shard else self.build_plan(release).shards(source)
-        builder = self._builder()
+        builder = self._builder(preload=True)
         return [build_shard(builder, release, source, Shard.parse(s)) for s in shards]
 
     def finalize_build(self, release: str) -> ReleaseRecord:
@@ -410,7 +412,7 @@ class KbRelease:
                 return PublishInfo(
                     synced, current, pointer.live, pointer.previous, time.monotonic() - started, unchanged=True, advice=self.store_advice(current)
                 )
-        record = self._builder().run(release, resolved.folder) if resolved is not None else self.build(release)
+        record = self._builder(preload=True).run(release, resolved.folder) if resolved is not None else self.build(release)
         faults.point("after:publish.build")
         record = self.verify(record.name)
         faults.point("after:publish.verify")

@@ -233,6 +233,7 @@ def test_config_map_carries_the_seed_variables_and_a_loadable_config(rendered: P
     assert str(cfg.workspace) == "/workspace"
     assert cfg.cache.journal == "delete"  # the cache lives on a volume shared by several nodes
     assert cfg.text.embedder == "openai" and cfg.text.dim == 1536
+    assert cfg.text.quantize == "none"  # `auto` pinned: pods on different CPUs must not embed in two precisions
 
 
 def test_pods_load_collections_with_the_replicas_of_the_milvus_cluster(rendered: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -340,3 +340,26 @@ def test_the_lease_holds_on_a_real_milvus_server(milvus_server: str, tmp_path: P
                 second.gc(keep=1)
         assert second.gc(keep=1) == []
         assert first.registry.lock_claims() == []
+
+
+def test_a_registry_dropped_while_it_is_being_created_is_created_again(kb: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI under load: a lock holder's cleanup (``drop_if_empty``) dropped the registry between a waiting command's
+    "create if missing" and its first read, and the waiting publish died with "database ... does not exist"."""
+    store = kb.store
+    fresh = Registry(store, kb.registry.db + "_race", "default")
+    real = store.ensure_database
+    dropped: list[str] = []
+
+    def ensure_then_lose_it(db: str) -> None:
+        real(db)
+        if not dropped:  # the other process's cleanup lands right after our create, once
+            dropped.append(db)
+            store.drop_database(db)
+
+    monkeypatch.setattr(store, "ensure_database", ensure_then_lose_it)
+    try:
+        assert fresh.lock_claims() == []  # created again and read, not an error
+        assert dropped and fresh.exists()
+    finally:
+        monkeypatch.setattr(store, "ensure_database", real)
+        store.drop_database(fresh.db)

@@ -161,6 +161,10 @@ def cluster_config(cfg: Config) -> dict[str, Any]:
     data["workspace"] = WORKSPACE_MOUNT
     # Several machines share the cache file on the volume: no WAL (see kbrelease.cache.embeddings).
     data["cache"] = {**data["cache"], "path": None, "journal": "delete"}
+    if data["text"].get("quantize") == "auto":
+        # Pods land on whatever CPUs the nodes have: `auto` could embed one release's shards in two precisions and make
+        # the service's identity differ from the build's. Float32 everywhere unless the config pins bf16 (or int8) itself.
+        data["text"]["quantize"] = "none"
     return data
 
 

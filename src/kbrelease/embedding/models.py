@@ -47,7 +47,9 @@ class Models:
                 with contextlib.suppress(Exception):  # the first real use loads it again and raises the error
                     getattr(self, f"_load_{kind}")()
 
-        self._preloading = threading.Thread(target=load, name="kbrelease-preload", daemon=True)
+        # Not a daemon: the interpreter waits for it at exit. A process that ends while torch is still loading in a daemon
+        # thread aborts in C++ ("terminate called without an active exception", exit 134) instead of exiting with its code.
+        self._preloading = threading.Thread(target=load, name="kbrelease-preload", daemon=False)
         self._preloading.start()
 
     def _wait_for_preload(self) -> None:

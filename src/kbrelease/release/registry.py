@@ -146,27 +146,35 @@ class Registry:
         return self.store.client(self.db)
 
     def _ensure(self) -> None:
+        for attempt in range(2):
+            self.store.ensure_database(self.db)
+            try:
+                self._create_collection()
+                break
+            except Exception as exc:
+                # Another process's lock cleanup (drop_if_empty) may drop the database right after our create: once more.
+                if attempt == 0 and not self.exists():
+                    continue
+                if isinstance(exc, StoreError):
+                    raise
+                raise self.store.translate(exc, "open registry", (self.db,)) from exc
+        self._ready = True
+
+    def _create_collection(self) -> None:
         from pymilvus import DataType, MilvusClient
 
-        self.store.ensure_database(self.db)
         c = self.store.client(self.db)
-        try:
-            if not c.has_collection(REGISTRY_COLLECTION):
-                schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-                schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=256)
-                schema.add_field("env", DataType.VARCHAR, max_length=128)
-                schema.add_field("kind", DataType.VARCHAR, max_length=16)
-                schema.add_field("body", DataType.JSON)
-                schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)  # Milvus requires one
-                index = c.prepare_index_params()
-                index.add_index(field_name="vector", metric_type="L2", index_type="AUTOINDEX")
-                create_indexed(c, REGISTRY_COLLECTION, schema, index, None if self.store.embedded else self.store.replica_number, self.store.where)
-            self.store.load_with_replicas(c, REGISTRY_COLLECTION)
-        except StoreError:
-            raise
-        except Exception as exc:
-            raise self.store.translate(exc, "open registry", (self.db,)) from exc
-        self._ready = True
+        if not c.has_collection(REGISTRY_COLLECTION):
+            schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=256)
+            schema.add_field("env", DataType.VARCHAR, max_length=128)
+            schema.add_field("kind", DataType.VARCHAR, max_length=16)
+            schema.add_field("body", DataType.JSON)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=2)  # Milvus requires one
+            index = c.prepare_index_params()
+            index.add_index(field_name="vector", metric_type="L2", index_type="AUTOINDEX")
+            create_indexed(c, REGISTRY_COLLECTION, schema, index, None if self.store.embedded else self.store.replica_number, self.store.where)
+        self.store.load_with_replicas(c, REGISTRY_COLLECTION)
 
     def _call(self, op: str, fn: Callable[[Any], T]) -> T:
         """``fn(client)``; if the registry database vanished meanwhile (dropped by another process's
@@ -188,7 +196,9 @@ class Registry:
             except Exception as exc:
                 raise self.store.translate(exc, op, (self.db,)) from exc
         try:
-            vanished = self._ready and not self.exists()
+            # Also when the first error came from creating it (``_ready`` still False): another process's cleanup may
+            # drop the database between our "create if missing" and our first use of it (seen in CI under load).
+            vanished = not self.exists()
         except Exception:  # noqa: BLE001 - report the first error
             vanished = False
         if not vanished:
