@@ -110,3 +110,18 @@ def test_a_collection_past_the_large_size_is_sealed_with_the_large_index(milvus_
     finally:
         store.drop_database("large_idx")
         store.close()
+
+
+def test_a_store_runs_pymilvus_one_time_scipy_probe_before_any_thread_searches(tmp_path: Path) -> None:
+    """pymilvus executes scipy.sparse by hand on its first search, outside the import lock; two threads searching
+    first at once (a service's requests and its pointer refresh) met it half-initialized (CI: HTTP 500)."""
+    from pymilvus.client.utils import SciPyHelper
+
+    from kbrelease.store.milvus import MilvusStore
+
+    SciPyHelper._checked = False
+    store = MilvusStore("http://127.0.0.1:9")  # no connection is made until a call needs one
+    try:
+        assert SciPyHelper._checked
+    finally:
+        store.close()

@@ -7,8 +7,8 @@ immutable snapshot and re-reads it at most every ``refresh_seconds``, so:
 
 * a switch reaches every replica within ``refresh_seconds`` (plus one read);
 * with ``background=True`` (the service) no request waits for that read: the
-  first request after ``refresh_seconds`` starts it in a background thread and
-  is answered from the snapshot it has (on Milvus 2.3 a registry read waits for
+  first request after half of ``refresh_seconds`` starts it in a background
+  thread and is answered from the snapshot it has (on Milvus 2.3 a registry read waits for
   the server's next time tick, ~0.3-0.5 s, which made one request in fifty
   that slow: bench/serve_bench.py, docs/benchmarks.md section 14); only a
   snapshot older than ``sync_after_seconds`` is re-read in the request;
@@ -86,10 +86,13 @@ class LiveFollower:
         snap = self._snapshot
         if snap is not None:
             age = self._clock() - snap.read_at
-            if age < self.refresh_seconds:
-                return snap
             if self.background and age < self.sync_after_seconds:
-                self._refresh_in_background()
+                # Re-read from half the refresh time on, so that with requests flowing a switch is still seen within
+                # ``refresh_seconds`` although the request that starts a read is answered from the snapshot it has.
+                if age >= self.refresh_seconds / 2:
+                    self._refresh_in_background()
+                return snap
+            if age < self.refresh_seconds:
                 return snap
         with self._lock:
             snap = self._snapshot  # another thread may have refreshed while we waited
@@ -166,7 +169,7 @@ class LiveFollower:
             try:
                 with self._lock:
                     snap = self._snapshot
-                    if snap is None or self._clock() - snap.read_at >= self.refresh_seconds:
+                    if snap is None or self._clock() - snap.read_at >= self.refresh_seconds / 2:
                         self._refresh_locked()
             except Exception as exc:  # noqa: BLE001 - kept for /readyz; the request path retries synchronously when too stale
                 self.last_error = str(exc)

@@ -196,6 +196,24 @@ def _translated(op: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
 
 
 log = logging.getLogger(__name__)
+_pymilvus_warm = threading.Lock()
+
+
+def warm_pymilvus() -> None:
+    """Run pymilvus's one-time scipy.sparse probe now, in one thread.
+
+    pymilvus (``client.utils.SciPyHelper``) executes scipy.sparse by hand on its first search or insert, outside
+    Python's import lock: two threads doing their first search at once (the service's request threads and its
+    background pointer refresh) met a half-initialized scipy.sparse ("partially initialized module
+    'scipy.sparse._bsr'", seen in CI) and the search failed with a 500.
+    """
+    with _pymilvus_warm:
+        try:
+            from pymilvus.client.utils import SciPyHelper
+
+            SciPyHelper._init()
+        except (ImportError, AttributeError):  # another pymilvus: nothing to warm
+            pass
 
 
 class MilvusStore:
@@ -221,6 +239,7 @@ class MilvusStore:
     ) -> None:
         """``start_lite``: for the embedded store, finds (or starts) its Lite server and returns the URI.
         ``index``: the vector index of the engine (kbrelease.store.engines.index_for; default: the server's)."""
+        warm_pymilvus()
         self.uri = uri
         self.index = index or index_for("server")
         """The vector index new collections get, and how searches use it (per engine: kbrelease.store.engines)."""
