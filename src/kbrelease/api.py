@@ -424,7 +424,7 @@ class KbRelease:
         """Whether this environment's workspace has a release folder (cheap: no store, no model)."""
         from kbrelease.workspace import Workspace
 
-        folder = Workspace.of(self.cfg).release_dir("v1").parent
+        folder = Workspace.of(self.cfg).releases_dir
         return folder.is_dir() and any(folder.iterdir())
 
     def _prepare_query_runtime(self) -> None:

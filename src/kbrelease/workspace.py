@@ -30,11 +30,16 @@ class Workspace:
         """The current data index (``bundle.yaml`` + one Parquet per source)."""
         return self.root / "index"
 
+    @property
+    def releases_dir(self) -> Path:
+        """The folder of this environment's release folders."""
+        if self.environment == "default":
+            return self.root / "releases"
+        return self.root / "envs" / self.environment / "releases"
+
     def release_dir(self, release: str) -> Path:
         """Build journal, frozen data index and full manifest of one release of this environment."""
-        if self.environment == "default":
-            return self.root / "releases" / release
-        return self.root / "envs" / self.environment / "releases" / release
+        return self.releases_dir / release
 
     def release_index(self, release: str) -> Path:
         """The data index frozen into a release when its build began (``bundle.yaml`` + one Parquet per source)."""

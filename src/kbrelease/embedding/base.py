@@ -115,3 +115,21 @@ def l2_normalize(vectors: npt.NDArray[np.floating]) -> Vectors:
     norms[norms == 0] = 1.0
     out: Vectors = (arr / norms).astype(np.float32, copy=False)
     return out
+
+
+def check_pixel_batch(batch: npt.NDArray[np.float32], input_size: int) -> None:
+    """Refuse a batch that is not ``(n, 3, input_size, input_size)`` (the image embedders' one input shape)."""
+    from kbrelease.errors import EmbeddingError
+
+    want = (3, input_size, input_size)
+    if batch.ndim != 4 or tuple(batch.shape[1:]) != want:
+        raise EmbeddingError(f"expected a (n, {', '.join(map(str, want))}) batch, got {batch.shape}")
+
+
+def finite_unit_vectors(features: npt.NDArray[np.floating], model: str) -> Vectors:
+    """``features`` L2-normalized, refused if any is NaN or infinite (a model fed badly normalized pixels)."""
+    from kbrelease.errors import EmbeddingError
+
+    if not np.isfinite(features).all():
+        raise EmbeddingError(f"{model} returned non-finite features; check the input normalization")
+    return l2_normalize(features)

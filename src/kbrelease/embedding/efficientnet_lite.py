@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kbrelease.embedding.base import EmbedderIdentity, Vectors, l2_normalize
+from kbrelease.embedding.base import EmbedderIdentity, Vectors, check_pixel_batch, finite_unit_vectors
 from kbrelease.errors import EmbeddingError
 
 # TF Lite models scale pixels as (x - 127) / 128; 0.5/0.5 on [0, 1] is the same to
@@ -200,18 +200,13 @@ class EfficientNetLiteEmbedder:
         )
 
     def embed_arrays(self, batch: npt.NDArray[np.float32]) -> Vectors:
-        want = (3, self.input_size, self.input_size)
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != want:
-            raise EmbeddingError(f"expected a (n, {', '.join(map(str, want))}) batch, got {batch.shape}")
+        check_pixel_batch(batch, self.input_size)
         if len(batch) == 0:
             return np.zeros((0, FEATURE_DIM), dtype=np.float32)
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
         with torch.inference_mode():
             feats = self._model.forward_features(x.contiguous(memory_format=torch.channels_last))
-        out = feats.float().cpu().numpy()
-        if not np.isfinite(out).all():
-            raise EmbeddingError("EfficientNet-Lite0 returned non-finite features; check the input normalization")
-        return l2_normalize(out)
+        return finite_unit_vectors(feats.float().cpu().numpy(), "EfficientNet-Lite0")
 
 
 __all__ = [

@@ -140,10 +140,9 @@ def make_image_embedder(cfg: Config) -> ImageEmbedder:
 
     i = cfg.image
     embedder: ImageEmbedder
-    kind = image_model_kind(cfg)
     if i.runtime == "onnx":
-        embedder = _onnx_image_embedder(cfg, kind)
-    elif kind == "efficientnet-lite0":
+        embedder = _onnx_image_embedder(cfg)
+    elif image_model_kind(cfg) == "efficientnet-lite0":
         from kbrelease.embedding.efficientnet_lite import NATIVE_SIZE, EfficientNetLiteEmbedder
 
         embedder = EfficientNetLiteEmbedder(
@@ -161,7 +160,7 @@ def make_image_embedder(cfg: Config) -> ImageEmbedder:
     return embedder
 
 
-def _onnx_image_embedder(cfg: Config, kind: str) -> ImageEmbedder:
+def _onnx_image_embedder(cfg: Config) -> ImageEmbedder:
     """The bundled EfficientNet-Lite0 on ONNX Runtime, exporting it first if these weights at this size have no export yet (needs torch once)."""
     from pathlib import Path
 
@@ -171,13 +170,11 @@ def _onnx_image_embedder(cfg: Config, kind: str) -> ImageEmbedder:
     from kbrelease.embedding.onnx_text import onnxruntime_available
 
     i = cfg.image
-    if kind != "efficientnet-lite0":
-        raise ConfigError(f"image.runtime onnx runs the bundled efficientnet-lite0 only, not {i.model!r}; set image.runtime: torch (KBRELEASE_IMAGE_RUNTIME)")
     if i.device not in (None, "cpu"):
         raise ConfigError(f"image.runtime onnx runs on the CPU; image.device is {i.device!r}: set image.runtime: torch to use it")
     if not onnxruntime_available():
         raise ConfigError("image.runtime onnx needs onnxruntime (a kbrelease dependency): pip install onnxruntime, or set image.runtime: torch")
-    identity = configured_identity(cfg, "image")
+    identity = configured_identity(cfg, "image")  # refuses any encoder but the bundled efficientnet-lite0 on this runtime
     size = i.input_size or NATIVE_SIZE
     path = export_lite0_onnx(Path(i.model_path) if i.model_path else None, size, image_onnx_file(cfg.workspace / "models", identity.revision, size))
     return OnnxImageEmbedder(path, identity, size, MEAN, STD)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from kbrelease.embedding.base import EmbedderIdentity, Vectors, l2_normalize
+from kbrelease.embedding.base import EmbedderIdentity, Vectors, check_pixel_batch, finite_unit_vectors
 from kbrelease.errors import ConfigError, EmbeddingError
 
 ORT_TAG = ",ort"
@@ -109,15 +109,11 @@ class OnnxImageEmbedder:
         self.mean, self.std = mean, std
 
     def embed_arrays(self, batch: npt.NDArray[np.float32]) -> Vectors:
-        want = (3, self.input_size, self.input_size)
-        if batch.ndim != 4 or tuple(batch.shape[1:]) != want:
-            raise EmbeddingError(f"expected a (n, {', '.join(map(str, want))}) batch, got {batch.shape}")
+        check_pixel_batch(batch, self.input_size)
         if len(batch) == 0:
             return np.zeros((0, self.identity.dim), dtype=np.float32)
         out = np.asarray(self._session.run(None, {"pixels": np.ascontiguousarray(batch, dtype=np.float32)})[0], dtype=np.float32)
-        if not np.isfinite(out).all():
-            raise EmbeddingError("EfficientNet-Lite0 returned non-finite features; check the input normalization")
-        return l2_normalize(out)
+        return finite_unit_vectors(out, "EfficientNet-Lite0")
 
 
 __all__ = ["ORT_TAG", "OnnxImageEmbedder", "export_lite0_onnx", "image_onnx_file"]

@@ -196,9 +196,7 @@ class Registry:
             except Exception as exc:
                 raise self.store.translate(exc, op, (self.db,)) from exc
         try:
-            # Also when the first error came from creating it (``_ready`` still False): another process's cleanup may
-            # drop the database between our "create if missing" and our first use of it (seen in CI under load).
-            vanished = not self.exists()
+            vanished = self._ready and not self.exists()  # a drop during the create itself is retried by _ensure
         except Exception:  # noqa: BLE001 - report the first error
             vanished = False
         if not vanished:
