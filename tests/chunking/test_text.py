@@ -94,3 +94,12 @@ def test_overlap_repeats_the_end_of_a_chunk_at_the_start_of_the_next(text_embedd
     assert len(plain) > 3 and not any(shared(plain))  # without overlap no sentence is in two chunks
     assert len(overlapping) > len(plain) and all(shared(overlapping))  # with it, each boundary sentence is repeated
     assert all(text_embedder.count_tokens(c.text) <= text_embedder.max_tokens for c in overlapping)
+
+
+def test_an_overlap_at_or_past_the_target_is_kept_below_it(text_embedder: Any) -> None:
+    text = " ".join(f"Sentence {i} says the release is verified before the switch." for i in range(30))
+    chunker = TextChunker(text_embedder.max_tokens, 32, hf_tokenizer=text_embedder.hf_tokenizer, overlap_tokens=10_000)
+
+    chunks = chunker.chunk(text, markdown=False)
+
+    assert len(chunks) > 2 and all(text_embedder.count_tokens(c.text) <= text_embedder.max_tokens for c in chunks)

@@ -48,3 +48,11 @@ def test_auto_is_the_default_and_its_identity_names_the_precision_used(monkeypat
     pinned = load_config(None, env={"KBRELEASE_TEXT_QUANTIZE": "none"}, overrides={"workspace": str(tmp_path), "sources": []})
     monkeypatch.setenv("KBRELEASE_CPU_BF16", "1")
     assert configured_identity(pinned, "text").preprocessing == "maxseq256"
+
+
+@pytest.mark.parametrize("junk", ["yes", "2", "true", " ", "1; rm -rf /"])
+def test_a_junk_cpu_override_is_ignored_and_the_cpu_flags_decide(monkeypatch: pytest.MonkeyPatch, junk: str) -> None:
+    monkeypatch.delenv("KBRELEASE_CPU_BF16", raising=False)
+    from_cpu = cpu_flags_native_bf16()
+    monkeypatch.setenv("KBRELEASE_CPU_BF16", junk)
+    assert cpu_flags_native_bf16() == from_cpu
